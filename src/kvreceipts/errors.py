@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one ``error: …`` line, never a traceback."""
+
+from __future__ import annotations
+
+__all__ = ["InputError", "KvReceiptsError", "UsageError"]
+
+
+class KvReceiptsError(Exception):
+    """Base class of every error kvreceipts raises on purpose."""
+
+    exit_code = 2
+
+
+class UsageError(KvReceiptsError):
+    """A bad option, name or value given by the user."""
+
+
+class InputError(KvReceiptsError):
+    """A file the user gave is missing or malformed; the message names file, line and field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.line = line

@@ -1,0 +1,522 @@
+"""The KV cache manager: upstream ``KVCacheManager`` on the arena allocator, and the core it
+shares with the paged allocator (lock, clock, counters, receipts).
+
+The cache does no I/O: receipts go to the sink it was given, and nothing here prints.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
+
+from kvreceipts import features
+from kvreceipts.arena import ArenaPool
+from kvreceipts.clock import Clock, WallClock
+from kvreceipts.config import CachingConfig
+from kvreceipts.policies import make_policy
+from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
+from kvreceipts.stats import KVCacheStatistics, ServiceMeter
+
+if TYPE_CHECKING:
+    from kvreceipts.emit import ReceiptEmitter
+    from kvreceipts.sinks.base import KvEventSink
+    from kvreceipts.workloads.request import Request
+
+__all__ = ["CacheEntry", "KVCacheManager", "ManagerCore", "Served"]
+
+TTL_SWEEP_INTERVAL_MS = 1000.0
+"""How often (on the manager's clock) requests trigger a TTL sweep of idle sessions."""
+
+
+class Served(NamedTuple):
+    """What serving one request did."""
+
+    admitted: bool
+    cached_tokens: int
+    """Tokens of the request's input found in the cache."""
+    prefill_tokens: int
+    """Tokens of the input that had to be computed."""
+
+
+class _Round(NamedTuple):
+    """Bookkeeping of one eviction round, for its batch receipt."""
+
+    first_seq: int
+    used_before: int
+    fragmentation_before: float
+    start_ms: float
+
+
+class ManagerCore:
+    """What every allocator shares: the lock, the clock, the counters and the receipts.
+
+    Receipts flow only when the ``receipts`` feature is on, ``config.enable_receipts`` is true
+    and a sink is set; otherwise the receipts modules are never imported.
+    """
+
+    allocator: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        config: CachingConfig | None,
+        *,
+        sink: KvEventSink | None,
+        clock: Clock | None,
+        run_id: str | None,
+        hmac_key: bytes | None,
+        batch_receipts: bool,
+        snapshot_every: int,
+    ) -> None:
+        self.config = config if config is not None else CachingConfig()
+        self.clock: Clock = clock if clock is not None else WallClock()
+        self.meter = ServiceMeter()
+        self._lock = threading.RLock()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.rejected = 0
+        self.requests = 0
+        self.bytes_freed = 0
+        self.peak_used_bytes = 0
+        self.sessions_created = 0
+        self.closed = False
+        self.batch_receipts = batch_receipts
+        self.snapshot_every = snapshot_every
+        self._last_eviction_seq: int | None = None
+        self._emitter = self._make_emitter(sink, run_id, hmac_key)
+        self._run_id = run_id
+
+    def _make_emitter(
+        self, sink: KvEventSink | None, run_id: str | None, hmac_key: bytes | None
+    ) -> ReceiptEmitter | None:
+        if sink is None:
+            return None
+        features.require("receipts", "a receipt sink")
+        if not self.config.enable_receipts:
+            return None
+        from kvreceipts.emit import ReceiptEmitter
+
+        return ReceiptEmitter(
+            sink,
+            config=self.config,
+            clock=self.clock,
+            meter=self.meter,
+            tuning=features.enabled("tuning"),
+            run_id=run_id,
+            hmac_key=hmac_key,
+        )
+
+    @property
+    def receipts_enabled(self) -> bool:
+        """Whether evictions produce receipts."""
+        return self._emitter is not None
+
+    @property
+    def run_id(self) -> str | None:
+        """The id stamped on this manager's receipts (``None`` without receipts)."""
+        return self._emitter.run_id if self._emitter is not None else self._run_id
+
+    @property
+    def receipts_emitted(self) -> int:
+        """Receipts of every kind handed to the sink so far."""
+        return self._emitter.emitted if self._emitter is not None else 0
+
+    @property
+    def sink_failures(self) -> int:
+        """Times the sink raised (each was logged and contained)."""
+        return self._emitter.sink_failures if self._emitter is not None else 0
+
+    @property
+    def last_digest(self) -> str | None:
+        """The digest of the last receipt, the head of the chain."""
+        return self._emitter.sealer.last_digest if self._emitter is not None else None
+
+    # What each allocator supplies.
+    def _stats(self) -> KVCacheStatistics:
+        raise NotImplementedError
+
+    def _pool_used(self) -> int:
+        raise NotImplementedError
+
+    def _pool_total(self) -> int:
+        raise NotImplementedError
+
+    def _fragmentation(self) -> float:
+        raise NotImplementedError
+
+    def _active_sessions(self) -> int:
+        raise NotImplementedError
+
+    def serve(self, request: Request, *, hold: bool = False) -> Served:
+        """Serve one request of a workload; with ``hold`` its KV stays pinned until
+        :meth:`release`.
+        """
+        raise NotImplementedError
+
+    def release(self, request: Request) -> None:
+        """End a held request."""
+        raise NotImplementedError
+
+    def get_statistics(self) -> KVCacheStatistics:
+        """The cache's statistics right now."""
+        with self._lock:
+            return self._stats()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this KV cache manager has been shut down")
+
+    def _note_used(self) -> None:
+        used = self._pool_used()
+        self.peak_used_bytes = max(self.peak_used_bytes, used)
+
+    def _begin_round(self) -> _Round | None:
+        emitter = self._emitter
+        if emitter is None or not self.batch_receipts:
+            return None
+        return _Round(
+            emitter.next_seq, self._pool_used(), self._fragmentation(), self.clock.now_ms()
+        )
+
+    def _end_round(
+        self, round_: _Round | None, *, required_bytes: int, freed: int, satisfied: bool
+    ) -> None:
+        emitter = self._emitter
+        if round_ is None or emitter is None or emitter.next_seq == round_.first_seq:
+            return
+        now = self.clock.now_ms()
+        emitter.batch(
+            now_ms=now,
+            count=emitter.next_seq - round_.first_seq,
+            total_bytes_freed=freed,
+            pool_used_before=round_.used_before,
+            pool_used_after=self._pool_used(),
+            fragmentation_before=round_.fragmentation_before,
+            fragmentation_after=self._fragmentation(),
+            duration_ms=round(now - round_.start_ms, 3),
+            first_seq=round_.first_seq,
+            last_seq=emitter.next_seq - 1,
+            required_bytes=required_bytes,
+            satisfied=satisfied,
+        )
+
+    def _count_request(self) -> None:
+        self.requests += 1
+        if self.snapshot_every and self.requests % self.snapshot_every == 0:
+            self._snapshot_locked()
+
+    def _snapshot_locked(self) -> None:
+        emitter = self._emitter
+        if emitter is None:
+            return
+        used, total = self._pool_used(), self._pool_total()
+        emitter.snapshot(
+            now_ms=self.clock.now_ms(),
+            pool_used=used,
+            pool_total=total,
+            utilization=used / total,
+            fragmentation=self._fragmentation(),
+            active_sessions=self._active_sessions(),
+            total_sessions_created=self.sessions_created,
+            total_evictions=self.evictions,
+            cache_hits=self.hits,
+            cache_misses=self.misses,
+            as_of_seq=self._last_eviction_seq,
+        )
+
+    def snapshot(self) -> None:
+        """Emit a pool snapshot receipt now (no-op without receipts)."""
+        with self._lock:
+            self._snapshot_locked()
+
+    def shutdown(self) -> None:
+        """Flush and close the sink; later operations raise. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._emitter is not None:
+                self._emitter.close()
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One session's KV entry in the arena (upstream ``KVCacheEntry``, without the buffers)."""
+
+    session_id: str
+    block_offset: int
+    block_size_bytes: int
+    region_bytes: int
+    """Size of the key region and, equally, of the value region."""
+    context_length: int
+    token_count: int
+    created_ms: float
+    last_accessed_ms: float
+    pins: int = 0
+    """Requests using the entry right now; a pinned entry is never evicted."""
+
+
+class KVCacheManager(ManagerCore):
+    """Upstream's arena KV cache manager, without its deadlock, with a real TTL sweep and
+    pluggable policies. Safe to share between threads.
+    """
+
+    allocator = "arena"
+
+    def __init__(
+        self,
+        config: CachingConfig | None = None,
+        *,
+        sink: KvEventSink | None = None,
+        clock: Clock | None = None,
+        policy: str = "lru",
+        sizing: Sizing | None = None,
+        run_id: str | None = None,
+        hmac_key: bytes | None = None,
+        batch_receipts: bool = False,
+        snapshot_every: int = 0,
+    ) -> None:
+        super().__init__(
+            config,
+            sink=sink,
+            clock=clock,
+            run_id=run_id,
+            hmac_key=hmac_key,
+            batch_receipts=batch_receipts,
+            snapshot_every=snapshot_every,
+        )
+        self.pool = ArenaPool(self.config.kv_cache_size_bytes)
+        self.sizing = sizing if sizing is not None else Sizing(BITNET_BYTES_PER_TOKEN)
+        self.policy = make_policy(policy, self.pool.total_bytes)
+        self._entries: dict[str, CacheEntry] = {}
+        self._by_access: OrderedDict[str, None] = OrderedDict()
+        self._pinned: set[str] = set()
+        self._tokens = 0
+        self._next_sweep_ms = TTL_SWEEP_INTERVAL_MS
+
+    @classmethod
+    def with_receipt_sink(
+        cls, config: CachingConfig, sink: KvEventSink, **options: object
+    ) -> KVCacheManager:
+        """A manager that sends receipts to ``sink`` (upstream's test constructor)."""
+        features.require("receipts", "KVCacheManager.with_receipt_sink")
+        return cls(config, sink=sink, **options)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._entries
+
+    def entries(self) -> list[CacheEntry]:
+        """The live entries, in creation order (a copy)."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def _stats(self) -> KVCacheStatistics:
+        pool = self.pool
+        return KVCacheStatistics.compute(
+            sessions=len(self._entries),
+            used_bytes=pool.used_bytes,
+            total_bytes=pool.total_bytes,
+            hits=self.hits,
+            misses=self.misses,
+            tokens=self._tokens,
+            fragmentation=pool.fragmentation(),
+            evictions=self.evictions,
+        )
+
+    def _pool_used(self) -> int:
+        return self.pool.used_bytes
+
+    def _pool_total(self) -> int:
+        return self.pool.total_bytes
+
+    def _fragmentation(self) -> float:
+        return self.pool.fragmentation()
+
+    def _active_sessions(self) -> int:
+        return len(self._entries)
+
+    def get_or_create_cache(self, session_id: str, context_length: int) -> CacheEntry | None:
+        """The session's entry: a hit refreshes it; a miss creates it, evicting by the policy
+        until enough bytes are freed and retrying once. ``None`` if it still does not fit.
+        """
+        start = self.clock.now_ms()
+        with self._lock:
+            self._check_open()
+            entry = self._lookup_or_create(session_id, context_length, start)
+            self._count_request()
+            self.meter.record(start, self.clock.now_ms())
+            return entry
+
+    def _lookup_or_create(
+        self, session_id: str, context_length: int, now: float
+    ) -> CacheEntry | None:
+        if now >= self._next_sweep_ms:
+            self._sweep_locked(now)
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            self.hits += 1
+            entry.last_accessed_ms = now
+            self.policy.access(session_id)
+            self._by_access.move_to_end(session_id)
+            return entry
+        self.misses += 1
+        if context_length <= 0:
+            raise ValueError("context_length must be positive")
+        size = self.sizing.entry_bytes(context_length)
+        if size > self.pool.total_bytes:
+            self.rejected += 1
+            return None
+        offset = self.pool.allocate(size)
+        if offset is None:
+            offset = self._evict_and_retry(size, session_id)
+            if offset is None:
+                self.rejected += 1
+                return None
+        entry = CacheEntry(
+            session_id,
+            offset,
+            size,
+            self.sizing.region_bytes(context_length),
+            context_length,
+            0,
+            now,
+            now,
+        )
+        self._entries[session_id] = entry
+        self._by_access[session_id] = None
+        self.policy.insert(session_id, size)
+        self.sessions_created += 1
+        self._note_used()
+        return entry
+
+    def _evict_and_retry(self, required: int, trigger: str) -> int | None:
+        """Evict by the policy until the freed bytes add up to ``required``, then allocate
+        once more (the space may still be split: then ``None``).
+        """
+        round_ = self._begin_round()
+        freed = 0
+        reason = self.policy.name
+        while freed < required:
+            victim = self.policy.victim(self._pinned)
+            if victim is None:
+                break
+            freed += self._remove_locked(str(victim), reason, trigger, policy_knows=False)
+        offset = self.pool.allocate(required)
+        self._end_round(round_, required_bytes=required, freed=freed, satisfied=offset is not None)
+        return offset
+
+    def _remove_locked(
+        self, session_id: str, reason: str, trigger: str | None, *, policy_knows: bool
+    ) -> int:
+        emitter = self._emitter
+        before = self._stats() if emitter is not None else None
+        entry = self._entries.pop(session_id)
+        if policy_knows:
+            self.policy.remove(session_id)
+        del self._by_access[session_id]
+        self.pool.free(entry.block_offset, entry.block_size_bytes)
+        self._tokens -= entry.token_count
+        self.evictions += 1
+        self.bytes_freed += entry.block_size_bytes
+        if emitter is not None and before is not None:
+            report = emitter.eviction(
+                now_ms=self.clock.now_ms(),
+                session_id=session_id,
+                block_offset=entry.block_offset,
+                block_size_bytes=entry.block_size_bytes,
+                before=before,
+                after=self._stats(),
+                reason=reason,
+                policy=self.policy.name,
+                trigger_session_id=trigger,
+            )
+            self._last_eviction_seq = report.seq
+        return entry.block_size_bytes
+
+    def update_cache(self, session_id: str, tokens: int = 1) -> bool:
+        """Record ``tokens`` more tokens in the session (capped at its context length) and
+        refresh it. ``False`` if the session is not cached.
+        """
+        with self._lock:
+            self._check_open()
+            entry = self._entries.get(session_id)
+            if entry is None:
+                return False
+            self._add_tokens(entry, tokens)
+            entry.last_accessed_ms = self.clock.now_ms()
+            self.policy.access(session_id)
+            self._by_access.move_to_end(session_id)
+            return True
+
+    def _add_tokens(self, entry: CacheEntry, tokens: int) -> None:
+        new_count = max(0, min(entry.context_length, entry.token_count + tokens))
+        self._tokens += new_count - entry.token_count
+        entry.token_count = new_count
+
+    def remove_cache_entry(self, session_id: str) -> bool:
+        """Remove the session now (reason ``manual``). ``False`` if it is not cached or is in
+        use by a request.
+        """
+        with self._lock:
+            self._check_open()
+            if session_id not in self._entries or session_id in self._pinned:
+                return False
+            self._remove_locked(session_id, "manual", None, policy_knows=True)
+            return True
+
+    def sweep_ttl(self) -> int:
+        """Remove every idle session older than ``model_cache_ttl`` seconds (reason ``ttl``);
+        returns how many. Requests also sweep, about once a second of the manager's clock.
+        """
+        with self._lock:
+            self._check_open()
+            return self._sweep_locked(self.clock.now_ms())
+
+    def _sweep_locked(self, now: float) -> int:
+        self._next_sweep_ms = now + TTL_SWEEP_INTERVAL_MS
+        limit = now - self.config.model_cache_ttl * 1000.0
+        expired = []
+        for session_id in self._by_access:  # oldest access first
+            if self._entries[session_id].last_accessed_ms >= limit:
+                break
+            if session_id not in self._pinned:
+                expired.append(session_id)
+        for session_id in expired:
+            self._remove_locked(session_id, "ttl", None, policy_knows=True)
+        return len(expired)
+
+    def serve(self, request: Request, *, hold: bool = False) -> Served:
+        """Serve one request of a workload: look the session up or create its entry, then
+        record the request's tokens. With ``hold`` the entry stays pinned until
+        :meth:`release`.
+        """
+        with self._lock:
+            self._check_open()
+            now = self.clock.now_ms()
+            hits_before = self.hits
+            entry = self._lookup_or_create(request.session_id, request.context_length, now)
+            self._count_request()
+            if entry is None:
+                return Served(False, 0, request.input_tokens)
+            cached = min(entry.token_count, request.input_tokens) if self.hits > hits_before else 0
+            self._add_tokens(
+                entry, request.input_tokens + request.output_tokens - entry.token_count
+            )
+            if hold:
+                entry.pins += 1
+                self._pinned.add(request.session_id)
+            return Served(True, cached, request.input_tokens - cached)
+
+    def release(self, request: Request) -> None:
+        """End a held request: unpin its session's entry."""
+        with self._lock:
+            entry = self._entries.get(request.session_id)
+            if entry is not None and entry.pins:
+                entry.pins -= 1
+                if not entry.pins:
+                    self._pinned.discard(request.session_id)

@@ -1,0 +1,275 @@
+"""The paged KV allocator: fixed blocks, prefix caching by block hash, pinning, and one
+receipt per evicted block (vLLM-style ``block_pool``, behind the manager interface).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvreceipts.errors import UsageError
+from kvreceipts.manager import ManagerCore, Served, _Round
+from kvreceipts.policies import make_policy
+from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
+from kvreceipts.stats import KVCacheStatistics
+
+if TYPE_CHECKING:
+    from collections.abc import Container, Hashable, Sequence
+
+    from kvreceipts.clock import Clock
+    from kvreceipts.config import CachingConfig
+    from kvreceipts.sinks.base import KvEventSink
+    from kvreceipts.workloads.request import Request
+
+__all__ = ["PagedKVCacheManager"]
+
+
+class _Pins:
+    """Blocks that may not be evicted: those held by running requests, and those the
+    request being admitted has already looked up (its ``last_user`` is that request).
+    """
+
+    __slots__ = ("held", "last_user", "request_id")
+
+    def __init__(self, held: dict[int, int], last_user: dict[int, str], request_id: str) -> None:
+        self.held = held
+        self.last_user = last_user
+        self.request_id = request_id
+
+    def __contains__(self, block_hash: object) -> bool:
+        return block_hash in self.held or self.last_user.get(block_hash) == self.request_id  # type: ignore[call-overload]
+
+
+class PagedKVCacheManager(ManagerCore):
+    """Fixed-size blocks of ``block_tokens`` tokens, cached by prefix hash.
+
+    A request looks its blocks up in order: a cached block is a hit, a missing one takes a free
+    slot or, when none is free, the slot of a victim the policy picks among unpinned blocks.
+    Blocks the request already looked up are pinned while it is admitted, and for as long as
+    it is held. A request that cannot get its blocks is rejected and counted. In the
+    statistics an entry ("session") is one cached block.
+
+    ``pin_admitting=False`` lets a request evict its own earlier blocks while it is admitted,
+    as a block-level simulator such as libCacheSim does (for oracle comparisons only).
+    """
+
+    allocator = "paged"
+
+    def __init__(
+        self,
+        config: CachingConfig | None = None,
+        *,
+        capacity_blocks: int = 0,
+        block_tokens: int = 512,
+        sizing: Sizing | None = None,
+        policy: str = "lru",
+        sink: KvEventSink | None = None,
+        clock: Clock | None = None,
+        run_id: str | None = None,
+        hmac_key: bytes | None = None,
+        batch_receipts: bool = False,
+        snapshot_every: int = 0,
+        pin_admitting: bool = True,
+    ) -> None:
+        super().__init__(
+            config,
+            sink=sink,
+            clock=clock,
+            run_id=run_id,
+            hmac_key=hmac_key,
+            batch_receipts=batch_receipts,
+            snapshot_every=snapshot_every,
+        )
+        if block_tokens <= 0:
+            raise UsageError("block_tokens must be positive")
+        self.sizing = sizing if sizing is not None else Sizing(BITNET_BYTES_PER_TOKEN)
+        self.block_tokens = block_tokens
+        self.block_bytes = self.sizing.block_bytes(block_tokens)
+        if capacity_blocks <= 0:
+            capacity_blocks = self.config.kv_cache_size_bytes // self.block_bytes
+            if capacity_blocks <= 0:
+                raise UsageError(
+                    f"kv_cache_size_mb={self.config.kv_cache_size_mb} holds no block of "
+                    f"{self.block_bytes} bytes; raise the capacity or lower block_tokens"
+                )
+        self.capacity_blocks = capacity_blocks
+        self.pin_admitting = pin_admitting
+        self.total_bytes = capacity_blocks * self.block_bytes
+        self.policy = make_policy(policy, capacity_blocks)
+        self._slot_of: dict[int, int] = {}
+        self._free_slots = list(range(capacity_blocks - 1, -1, -1))  # pop() takes slot 0 first
+        self._last_user: dict[int, str] = {}
+        self._held: dict[int, int] = {}  # block hash -> requests holding it
+        self._holding: dict[str, Sequence[int]] = {}  # request id -> its blocks
+        self._fresh_hash = -1  # hashes for requests that carry none (never shared)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks in the prefix cache."""
+        return len(self._slot_of)
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Slots holding no block."""
+        return len(self._free_slots)
+
+    def cached_blocks(self) -> dict[int, int]:
+        """Block hash to slot index, for every cached block (a copy)."""
+        with self._lock:
+            return dict(self._slot_of)
+
+    def pinned_blocks(self) -> dict[int, int]:
+        """Block hash to the number of held requests using it (a copy)."""
+        with self._lock:
+            return dict(self._held)
+
+    def _stats(self) -> KVCacheStatistics:
+        blocks = len(self._slot_of)
+        return KVCacheStatistics.compute(
+            sessions=blocks,
+            used_bytes=blocks * self.block_bytes,
+            total_bytes=self.total_bytes,
+            hits=self.hits,
+            misses=self.misses,
+            tokens=blocks * self.block_tokens,
+            fragmentation=0.0,
+            evictions=self.evictions,
+        )
+
+    def _pool_used(self) -> int:
+        return len(self._slot_of) * self.block_bytes
+
+    def _pool_total(self) -> int:
+        return self.total_bytes
+
+    def _fragmentation(self) -> float:
+        return 0.0  # fixed-size blocks: any free slot fits any block
+
+    def _active_sessions(self) -> int:
+        return len(self._holding)
+
+    def _hashes_for(self, request: Request) -> Sequence[int]:
+        if request.block_hashes is not None:
+            return request.block_hashes
+        count = max(1, -(-request.input_tokens // self.block_tokens))
+        start = self._fresh_hash
+        self._fresh_hash -= count
+        return range(start, start - count, -1)
+
+    def serve(self, request: Request, *, hold: bool = False) -> Served:
+        """Admit one request: look up its blocks, evicting for the ones that miss. With
+        ``hold`` its blocks stay pinned until :meth:`release`.
+        """
+        with self._lock:
+            self._check_open()
+            self._count_request()
+            hashes = self._hashes_for(request)
+            if len(hashes) > self.capacity_blocks:
+                self.rejected += 1
+                return Served(False, 0, request.input_tokens)
+            hits = self._admit(hashes, request.request_id)
+            if hits < 0:
+                self.rejected += 1
+                return Served(False, 0, request.input_tokens)
+            if hold:
+                held = self._held
+                for block_hash in hashes:
+                    held[block_hash] = held.get(block_hash, 0) + 1
+                self._holding[request.request_id] = hashes
+            cached = min(hits * self.block_tokens, request.input_tokens)
+            return Served(True, cached, request.input_tokens - cached)
+
+    def _admit(self, hashes: Sequence[int], request_id: str) -> int:
+        """Look up every block in order; the number of hits, or -1 if a block found no room."""
+        slot_of = self._slot_of
+        last_user = self._last_user
+        free = self._free_slots
+        access = self.policy.access
+        insert = self.policy.insert
+        on_miss = self.policy.on_miss
+        hits = misses = 0
+        round_ = None
+        evictions_before = self.evictions
+        for block_hash in hashes:
+            if block_hash in slot_of:
+                access(block_hash)
+                hits += 1
+            else:
+                misses += 1
+                if on_miss is not None:
+                    on_miss(block_hash)
+                if free:
+                    slot = free.pop()
+                else:
+                    if round_ is None:
+                        round_ = self._begin_round()
+                    victim_slot = self._evict_one(self._pins(request_id), request_id)
+                    if victim_slot is None:
+                        self._finish_admit(hits, misses, round_, evictions_before, ok=False)
+                        return -1
+                    slot = victim_slot
+                slot_of[block_hash] = slot
+                insert(block_hash)
+            last_user[block_hash] = request_id
+        self._finish_admit(hits, misses, round_, evictions_before, ok=True)
+        return hits
+
+    def _pins(self, request_id: str) -> Container[int]:
+        if self.pin_admitting:
+            return _Pins(self._held, self._last_user, request_id)
+        return self._held
+
+    def _finish_admit(
+        self, hits: int, misses: int, round_: _Round | None, evictions_before: int, *, ok: bool
+    ) -> None:
+        self.hits += hits
+        self.misses += misses
+        self._note_used()
+        if round_ is not None:
+            evicted = self.evictions - evictions_before
+            self._end_round(
+                round_,
+                required_bytes=(evicted + (not ok)) * self.block_bytes,
+                freed=evicted * self.block_bytes,
+                satisfied=ok,
+            )
+
+    def _evict_one(self, pins: Container[int], trigger: str) -> int | None:
+        victim: Hashable | None = self.policy.victim(pins)
+        if victim is None:
+            return None
+        block_hash = int(victim)  # type: ignore[call-overload]
+        emitter = self._emitter
+        before = self._stats() if emitter is not None else None
+        slot = self._slot_of.pop(block_hash)
+        user = self._last_user.pop(block_hash)
+        self.evictions += 1
+        self.bytes_freed += self.block_bytes
+        if emitter is not None and before is not None:
+            report = emitter.eviction(
+                now_ms=self.clock.now_ms(),
+                session_id=user,
+                block_offset=slot * self.block_bytes,
+                block_size_bytes=self.block_bytes,
+                before=before,
+                after=self._stats(),
+                reason=self.policy.name,
+                policy=self.policy.name,
+                trigger_session_id=trigger,
+                block_hash=block_hash,
+            )
+            self._last_eviction_seq = report.seq
+        return slot
+
+    def release(self, request: Request) -> None:
+        """End a held request: unpin its blocks."""
+        with self._lock:
+            hashes = self._holding.pop(request.request_id, None)
+            if hashes is None:
+                return
+            held = self._held
+            for block_hash in hashes:
+                left = held[block_hash] - 1
+                if left:
+                    held[block_hash] = left
+                else:
+                    del held[block_hash]

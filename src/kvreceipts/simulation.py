@@ -1,0 +1,285 @@
+"""Replaying a workload through a manager on a simulated clock.
+
+The flow is one-way: a workload yields requests, the manager serves them (emitting receipts to
+its sink), and :func:`run_simulation` returns the figures. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from kvreceipts import features
+from kvreceipts.clock import SIM_EPOCH, SimClock
+from kvreceipts.errors import UsageError
+from kvreceipts.manager import KVCacheManager, ManagerCore
+from kvreceipts.paged import PagedKVCacheManager
+from kvreceipts.sizing import Sizing, resolve_sizing
+from kvreceipts.workloads import TraceStats, detect_format, read_trace, synthetic_workload
+from kvreceipts.workloads.traces import MOONCAKE_BLOCK_TOKENS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from kvreceipts.config import CachingConfig, SimulationConfig
+    from kvreceipts.sinks.base import KvEventSink
+    from kvreceipts.stats import KVCacheStatistics
+    from kvreceipts.workloads import Request
+
+__all__ = ["Plan", "RunResult", "build_manager", "plan_simulation", "run_simulation"]
+
+_OUTPUT_ONLY = ("output", "http_sink", "hmac_key_file", "tracing")
+"""Simulation keys that change where receipts go, not what they say (kept out of run_id)."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """A simulation with every choice resolved, before anything runs."""
+
+    caching: CachingConfig
+    simulation: SimulationConfig
+    allocator: str
+    sizing: Sizing
+    trace_format: str | None
+    run_id: str
+    trace_stats: TraceStats | None = None
+
+    @property
+    def workload(self) -> str:
+        """The trace path, or the synthetic workload's name."""
+        return self.simulation.trace or self.simulation.workload
+
+    def requests(self) -> Iterator[Request]:
+        """The request stream (read lazily; a trace is streamed)."""
+        sim = self.simulation
+        if not sim.trace:
+            return synthetic_workload(
+                sim.workload, requests=sim.requests, seed=sim.seed, block_tokens=sim.block_tokens
+            )
+        assert self.trace_stats is not None
+        rows = read_trace(
+            sim.trace,
+            self.trace_format or "auto",
+            skip_bad_lines=sim.skip_bad_lines,
+            stats=self.trace_stats,
+        )
+        if sim.requests:
+            return (request for _, request in zip(range(sim.requests), rows, strict=False))
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved plan as plain values (the ``workload`` part of a summary)."""
+        return {
+            "source": "trace" if self.simulation.trace else "synthetic",
+            "name": self.workload,
+            "format": self.trace_format,
+            "allocator": self.allocator,
+            "policy": self.simulation.policy,
+            "sizing": self.sizing.name,
+            "bytes_per_token": self.sizing.bytes_per_token,
+            "block_tokens": self.simulation.block_tokens if self.allocator == "paged" else None,
+            "seed": self.simulation.seed,
+        }
+
+
+def _trace_identity(path: str) -> dict[str, Any]:
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except OSError:
+        size = None
+    return {"name": file.name, "size": size}
+
+
+def derive_run_id(caching: CachingConfig, simulation: SimulationConfig) -> str:
+    """A run id fixed by the seed, config and trace, so the same command prints the same
+    bytes. Options that only pick destinations do not change it.
+    """
+    sim = {k: v for k, v in asdict(simulation).items() if k not in _OUTPUT_ONLY}
+    if simulation.trace:
+        sim["trace"] = _trace_identity(simulation.trace)
+    material = orjson.dumps(
+        {
+            "caching": caching.to_dict(),
+            "simulation": sim,
+            "features": sorted(features.active_features()),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Plan:
+    """Resolve the allocator, sizing and trace format; check that they fit together."""
+    caching.validate()
+    simulation.validate()
+    sizing = resolve_sizing(simulation.model, simulation.bytes_per_token)
+    trace_format = None
+    stats = None
+    if simulation.trace:
+        trace_format = simulation.trace_format
+        if trace_format == "auto":
+            trace_format = detect_format(simulation.trace)
+        stats = TraceStats(simulation.trace, trace_format)
+    allocator = simulation.allocator
+    if allocator == "auto":
+        allocator = "paged" if trace_format == "mooncake" else "arena"
+    if (
+        trace_format == "mooncake"
+        and allocator == "paged"
+        and (simulation.block_tokens != MOONCAKE_BLOCK_TOKENS)
+    ):
+        raise UsageError(
+            f"Mooncake traces hash {MOONCAKE_BLOCK_TOKENS}-token blocks; "
+            f"--block-tokens must be {MOONCAKE_BLOCK_TOKENS} (got {simulation.block_tokens})"
+        )
+    return Plan(
+        caching,
+        simulation,
+        allocator,
+        sizing,
+        trace_format,
+        derive_run_id(caching, simulation),
+        stats,
+    )
+
+
+def build_manager(
+    plan: Plan, *, sink: KvEventSink | None = None, hmac_key: bytes | None = None
+) -> ManagerCore:
+    """The manager the plan asks for, on a fresh simulated clock."""
+    sim = plan.simulation
+    common: dict[str, Any] = {
+        "sink": sink,
+        "clock": SimClock(SIM_EPOCH),
+        "policy": sim.policy,
+        "sizing": plan.sizing,
+        "run_id": plan.run_id,
+        "hmac_key": hmac_key,
+        "batch_receipts": sim.batch_receipts,
+        "snapshot_every": sim.snapshot_every,
+    }
+    if plan.allocator == "paged":
+        return PagedKVCacheManager(
+            plan.caching,
+            capacity_blocks=sim.capacity_blocks,
+            block_tokens=sim.block_tokens,
+            **common,
+        )
+    return KVCacheManager(plan.caching, **common)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run did."""
+
+    requests: int = 0
+    admitted: int = 0
+    rejected: int = 0
+    stats: KVCacheStatistics | None = None
+    evictions: int = 0
+    bytes_freed: int = 0
+    peak_used_bytes: int = 0
+    receipts: int = 0
+    sink_failures: int = 0
+    last_digest: str | None = None
+    sim_time_ms: float = 0.0
+    duration_s: float = 0.0
+    requests_per_second: float = 0.0
+    average_latency_ms: float = 0.0
+    trace_rows: int | None = None
+    skipped_lines: int = 0
+    skip_errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (``stats`` as a dict)."""
+        data = asdict(self)
+        data["stats"] = self.stats.to_dict() if self.stats is not None else None
+        return data
+
+
+def run_simulation(
+    manager: ManagerCore,
+    requests: Iterable[Request],
+    *,
+    prefill_ms_per_token: float = 0.05,
+    decode_ms_per_token: float = 0.0,
+    trace_stats: TraceStats | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Serve every request in arrival order on the manager's simulated clock.
+
+    A request's simulated latency is the prefill of the tokens it did not find cached plus
+    the decode of its output. With ``decode_ms_per_token`` above 0, a request holds its KV
+    until it finishes; otherwise it completes at once (the default).
+    """
+    clock = manager.clock
+    if not isinstance(clock, SimClock):
+        raise TypeError("run_simulation needs a manager on a SimClock")
+    serve = manager.serve
+    record = manager.meter.record
+    hold = decode_ms_per_token > 0
+    running: list[tuple[float, int, Request]] = []
+    started = time.perf_counter()
+    count = admitted = 0
+    for count, request in enumerate(requests, start=1):
+        if count == 1 and trace_stats is not None and trace_stats.epoch_s is not None:
+            clock.set_epoch(trace_stats.epoch_s)
+        now = request.arrival_ms
+        while running and running[0][0] <= now:
+            finish, _, done = heapq.heappop(running)
+            clock.advance_to(finish)
+            manager.release(done)
+        clock.advance_to(now)
+        served = serve(request, hold=hold)
+        if served.admitted:
+            admitted += 1
+            latency = (
+                served.prefill_tokens * prefill_ms_per_token
+                + request.output_tokens * decode_ms_per_token
+            )
+            record(now, now + latency)
+            if hold:
+                heapq.heappush(running, (now + latency, count, request))
+        if progress is not None and count % 1024 == 0:
+            progress(count)
+    while running:
+        finish, _, done = heapq.heappop(running)
+        clock.advance_to(finish)
+        manager.release(done)
+    if manager.snapshot_every:
+        manager.snapshot()
+    result = _result(manager, trace_stats)
+    result.duration_s = time.perf_counter() - started
+    result.requests = count
+    result.admitted = admitted
+    if progress is not None:
+        progress(count)
+    return result
+
+
+def _result(manager: ManagerCore, trace_stats: TraceStats | None) -> RunResult:
+    result = RunResult(
+        rejected=manager.rejected,
+        stats=manager.get_statistics(),
+        evictions=manager.evictions,
+        bytes_freed=manager.bytes_freed,
+        peak_used_bytes=manager.peak_used_bytes,
+        receipts=manager.receipts_emitted,
+        sink_failures=manager.sink_failures,
+        last_digest=manager.last_digest,
+        sim_time_ms=manager.clock.now_ms(),
+        requests_per_second=manager.meter.requests_per_second,
+        average_latency_ms=manager.meter.average_latency_ms,
+    )
+    if trace_stats is not None:
+        result.trace_rows = trace_stats.rows
+        result.skipped_lines = trace_stats.skipped
+        result.skip_errors = list(trace_stats.first_errors)
+    return result

@@ -1,0 +1,29 @@
+"""Receipt sinks. Part of the receipts code: imported only with the ``receipts`` feature."""
+
+from __future__ import annotations
+
+from kvreceipts import features
+
+features.require("receipts", "kvreceipts.sinks")
+
+from kvreceipts.sinks.base import (  # noqa: E402 - the feature check must come first
+    KV_RECEIPTS_TARGET,
+    BaseSink,
+    KvEventSink,
+    SinkCounters,
+)
+from kvreceipts.sinks.channel import ChannelSink  # noqa: E402
+from kvreceipts.sinks.fanout import FanoutSink  # noqa: E402
+from kvreceipts.sinks.jsonl import JsonlSink  # noqa: E402
+from kvreceipts.sinks.tracing import TracingSink  # noqa: E402
+
+__all__ = [
+    "KV_RECEIPTS_TARGET",
+    "BaseSink",
+    "ChannelSink",
+    "FanoutSink",
+    "JsonlSink",
+    "KvEventSink",
+    "SinkCounters",
+    "TracingSink",
+]

@@ -1,0 +1,47 @@
+"""``FanoutSink``: hands every record to several sinks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvreceipts.sinks.base import BaseSink, log
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from kvreceipts.chain import Sealer
+    from kvreceipts.receipts import Receipt
+
+__all__ = ["FanoutSink"]
+
+
+class FanoutSink(BaseSink):
+    """Delivers each record to every child in order; one failing child does not stop the
+    others (its failure is counted on the child and here).
+    """
+
+    name = "fanout"
+
+    def __init__(self, sinks: Iterable[BaseSink]) -> None:
+        super().__init__()
+        self.sinks = list(sinks)
+
+    def bind(self, run_id: str, sealer: Sealer) -> None:
+        """Bind every child."""
+        for sink in self.sinks:
+            sink.bind(run_id, sealer)
+
+    def deliver(self, record: Receipt) -> None:
+        """Give ``record`` to each child (each contains its own failures)."""
+        for sink in self.sinks:
+            sink.accept(record)
+        self.count("delivered")
+
+    def close(self) -> None:
+        """Close every child, even if one fails."""
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - keep closing the others
+                log.warning("closing sink %s failed", sink.name, exc_info=True)
+        super().close()

@@ -1,0 +1,203 @@
+"""Streaming readers of real traces: Mooncake (JSON lines) and Azure LLM 2023 (CSV).
+
+Both read one line at a time, so memory does not grow with the trace. A malformed row raises
+:class:`InputError` naming the file, line and field, unless bad rows are skipped; then they are
+counted in :class:`TraceStats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from kvreceipts.errors import InputError, UsageError
+from kvreceipts.workloads.request import Request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["MOONCAKE_BLOCK_TOKENS", "TraceStats", "detect_format", "read_trace"]
+
+MOONCAKE_BLOCK_TOKENS = 512
+AZURE_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
+@dataclass(slots=True)
+class TraceStats:
+    """What a reader saw: rows read, rows skipped, and the first few skip reasons."""
+
+    path: str
+    format: str
+    rows: int = 0
+    skipped: int = 0
+    first_errors: list[str] = field(default_factory=list)
+    epoch_s: float | None = None
+    """Absolute time of the first row, when the trace carries one (Azure)."""
+
+
+def _open(path: str) -> IO[bytes]:
+    try:
+        return Path(path).open("rb")
+    except FileNotFoundError:
+        raise InputError("trace file not found", path=path) from None
+    except IsADirectoryError:
+        raise InputError("trace path is a directory, not a file", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read trace: {exc.strerror}", path=path) from None
+
+
+def detect_format(path: str) -> str:
+    """``mooncake`` or ``azure``, from the first non-empty line."""
+    with _open(path) as handle:
+        for raw in handle:
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith(b"{"):
+                return "mooncake"
+            if line.split(b",")[0].strip().upper() == b"TIMESTAMP":
+                return "azure"
+            break
+    raise InputError(
+        "cannot tell the trace format from its first line "
+        "(expected a Mooncake JSON object or the Azure CSV header); pass --trace-format",
+        path=path,
+        line=1,
+    )
+
+
+def _count(value: object, name: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"field {name!r}: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _mooncake_row(data: Any, line: int) -> Request:
+    if not isinstance(data, dict):
+        raise TypeError("expected a JSON object")
+    for name in ("timestamp", "input_length", "output_length", "hash_ids"):
+        if name not in data:
+            raise ValueError(f"field {name!r} is missing")
+    timestamp = data["timestamp"]
+    if type(timestamp) not in (int, float) or timestamp < 0:
+        raise ValueError(
+            f"field 'timestamp': expected non-negative milliseconds, got {timestamp!r}"
+        )
+    input_tokens = _count(data["input_length"], "input_length")
+    output_tokens = _count(data["output_length"], "output_length")
+    hashes = data["hash_ids"]
+    if not isinstance(hashes, list) or any(type(h) is not int for h in hashes):
+        raise ValueError("field 'hash_ids': expected a list of integers")
+    expected = -(-input_tokens // MOONCAKE_BLOCK_TOKENS)
+    if len(hashes) != expected:
+        raise ValueError(
+            f"field 'hash_ids': {len(hashes)} hashes for input_length {input_tokens} "
+            f"(expected {expected}, one per {MOONCAKE_BLOCK_TOKENS}-token block)"
+        )
+    request_id = f"r{line}"
+    return Request(
+        request_id=request_id,
+        # The last hash names the whole prefix (the ids form a prefix tree), so an arena
+        # session is "this exact prompt": a repeat of it is a hit.
+        session_id=f"p{hashes[-1]}" if hashes else request_id,
+        arrival_ms=float(timestamp),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        context_length=max(1, input_tokens + output_tokens),
+        block_hashes=hashes,
+        source_line=line,
+    )
+
+
+def _azure_time(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.strip() + "+00:00").timestamp()
+    except ValueError:
+        raise ValueError(
+            f"field 'TIMESTAMP': expected a time like 2023-11-16 18:17:03.9799600, got {text!r}"
+        ) from None
+
+
+def _azure_row(text: str, line: int, epoch: float) -> tuple[Request, float]:
+    cells = text.split(",")
+    if len(cells) != len(AZURE_HEADER):
+        raise ValueError(f"expected {len(AZURE_HEADER)} columns, got {len(cells)}")
+    at = _azure_time(cells[0])
+    values = []
+    for name, cell in zip(AZURE_HEADER[1:], cells[1:], strict=True):
+        try:
+            values.append(_count(int(cell), name))
+        except ValueError:
+            raise ValueError(
+                f"field {name!r}: expected a non-negative integer, got {cell.strip()!r}"
+            ) from None
+    input_tokens, output_tokens = values
+    request_id = f"r{line}"
+    return Request(
+        request_id=request_id,
+        session_id=request_id,
+        arrival_ms=round((at - epoch) * 1000.0, 3) if epoch else 0.0,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        context_length=max(1, input_tokens + output_tokens),
+        source_line=line,
+    ), at
+
+
+def read_trace(
+    path: str,
+    fmt: str = "auto",
+    *,
+    skip_bad_lines: bool = False,
+    stats: TraceStats | None = None,
+) -> Iterator[Request]:
+    """Stream the trace's requests. ``stats`` (if given) is filled in as rows are read."""
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt not in ("mooncake", "azure"):
+        raise UsageError(f"unknown trace format {fmt!r} (choose from: auto, mooncake, azure)")
+    if stats is None:
+        stats = TraceStats(path, fmt)
+    stats.format = fmt
+    return _rows(path, fmt, skip_bad_lines, stats)
+
+
+def _rows(path: str, fmt: str, skip_bad_lines: bool, stats: TraceStats) -> Iterator[Request]:
+    epoch = 0.0
+    with _open(path) as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                if fmt == "mooncake":
+                    request = _mooncake_row(orjson.loads(raw), line)
+                else:
+                    text = raw.decode("utf-8")
+                    if line == 1 and text.split(",")[0].strip().upper() == "TIMESTAMP":
+                        continue
+                    request, at = _azure_row(text, line, epoch)
+                    if not epoch:
+                        epoch = at
+                        stats.epoch_s = at
+            except (ValueError, TypeError) as exc:  # JSON and UTF-8 decode errors are ValueErrors
+                message = _describe(exc)
+                if not skip_bad_lines:
+                    raise InputError(message, path=path, line=line) from None
+                stats.skipped += 1
+                if len(stats.first_errors) < 5:
+                    stats.first_errors.append(f"{path}:{line}: {message}")
+                continue
+            stats.rows += 1
+            yield request
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, orjson.JSONDecodeError):
+        return f"invalid JSON: {exc.msg}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not valid UTF-8 text"
+    return str(exc)

@@ -1,0 +1,44 @@
+"""Shared fixtures and markers.
+
+``@pytest.mark.needs("receipts", ...)`` skips a test when this process runs without those
+features (``KVRECEIPTS_FEATURES``). ``@pytest.mark.traces`` tests read the real traces in
+``../shared/traces``; they skip when the folder is absent, unless
+``KVRECEIPTS_REQUIRE_TRACES=1`` (set by ``./ci-local.sh``) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from kvreceipts import features
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = ROOT.parent / "shared" / "traces"
+
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers(name="needs"):
+        missing = [name for name in marker.args if not features.enabled(name)]
+        if missing:
+            pytest.skip(f"needs feature(s) {', '.join(missing)} (active: {features.describe()})")
+    if item.get_closest_marker("traces") and not TRACES.is_dir():
+        if os.environ.get("KVRECEIPTS_REQUIRE_TRACES") == "1":
+            pytest.fail(f"the real traces are required but {TRACES} does not exist")
+        pytest.skip(f"real traces not found at {TRACES}")
+
+
+@pytest.fixture
+def traces_dir() -> Path:
+    """The folder holding the real public traces."""
+    return TRACES
