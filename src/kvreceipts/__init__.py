@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         KV_RECEIPTS_TARGET,
         ChannelSink,
         FanoutSink,
+        HttpSink,
         JsonlSink,
         KvEventSink,
         TracingSink,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.errors import InputError
-from kvreceipts.receipts import ZERO_DIGEST
+from kvreceipts.schema import ZERO_DIGEST
 
 if TYPE_CHECKING:
     from kvreceipts.receipts import Receipt

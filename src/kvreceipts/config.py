@@ -156,12 +156,12 @@ def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
 
 def _positive(table: str, key: str, value: float) -> None:
     if value <= 0:
-        raise UsageError(f"[{table}] {key} must be greater than 0 (got {value})")
+        raise UsageError(f"[{table}] {key} must be greater than 0 (got {value})", key=key)
 
 
 def _at_least(table: str, key: str, value: float, low: float) -> None:
     if value < low:
-        raise UsageError(f"[{table}] {key} must be at least {low} (got {value})")
+        raise UsageError(f"[{table}] {key} must be at least {low} (got {value})", key=key)
 
 
 def _type_name(value: object) -> str:
@@ -219,8 +219,7 @@ def _coerce_table(
     try:
         return replace(defaults, **values).validate(), frozenset(values)
     except UsageError as exc:
-        bad = next((k for k in values if k in str(exc)), None)
-        raise fail(str(exc), bad) from None
+        raise fail(str(exc), exc.key) from None
 
 
 def load_config(path: str | Path) -> LoadedConfig:

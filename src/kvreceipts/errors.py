@@ -12,7 +12,13 @@ class KvReceiptsError(Exception):
 
 
 class UsageError(KvReceiptsError):
-    """A bad option, name or value given by the user."""
+    """A bad option, name or value given by the user. ``key`` names the config key at fault,
+    so that the command line can name its option instead.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class InputError(KvReceiptsError):

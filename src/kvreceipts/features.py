@@ -9,15 +9,22 @@ modules are never imported; with ``tuning`` off receipts carry no ``performance`
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from kvreceipts.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "ALL_FEATURES",
     "ENV_VAR",
     "FeatureDisabledError",
     "active_features",
+    "describe",
     "enabled",
+    "overridden",
     "parse_features",
     "require",
     "set_features",
@@ -60,6 +67,17 @@ def set_features(spec: str | None) -> frozenset[str]:
     global _active  # noqa: PLW0603
     _active = parse_features(spec) if spec is not None else None
     return active_features()
+
+
+@contextmanager
+def overridden(spec: str | None) -> Iterator[frozenset[str]]:
+    """Run with the features in ``spec`` (``None``: unchanged), restoring them afterwards."""
+    global _active  # noqa: PLW0603
+    saved = _active
+    try:
+        yield set_features(spec) if spec is not None else active_features()
+    finally:
+        _active = saved
 
 
 def enabled(name: str) -> bool:

@@ -347,7 +347,9 @@ class KVCacheManager(ManagerCore):
         start = self.clock.now_ms()
         with self._lock:
             self._check_open()
-            entry = self._lookup_or_create(session_id, context_length, start)
+            # Stamp the access under the lock: a time read before waiting for it would put
+            # last_accessed out of LRU order, and the TTL sweep walks that order.
+            entry = self._lookup_or_create(session_id, context_length, self.clock.now_ms())
             self._count_request()
             self.meter.record(start, self.clock.now_ms())
             return entry

@@ -305,7 +305,14 @@ class S3FIFOPolicy(EvictionPolicy):
             key = self._evict_small(pinned)
             if key is not None:
                 return key
-        return self._evict_main(pinned)
+        key = self._evict_main(pinned)
+        if key is None and self._small:
+            # Main is over its share but all pinned: an unpinned key in small must still make
+            # room (a key small promotes on the way is unpinned, so main then yields it).
+            key = self._evict_small(pinned)
+            if key is None:
+                key = self._evict_main(pinned)
+        return key
 
 
 POLICIES: dict[str, type[EvictionPolicy]] = {

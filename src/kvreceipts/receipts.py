@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
+from kvreceipts.schema import SCHEMA_ID, ZERO_DIGEST
 from kvreceipts.stats import KVCacheStatistics, PerformanceReport
 
 __all__ = [
@@ -24,9 +25,6 @@ __all__ = [
     "Receipt",
     "receipt_from_dict",
 ]
-
-SCHEMA_ID = "kvreceipts.eviction/1"
-ZERO_DIGEST = "0" * 64
 
 
 class EvictionReason(StrEnum):

@@ -25,6 +25,7 @@ from kvreceipts.workloads import TraceStats, detect_format, read_trace, syntheti
 from kvreceipts.workloads.traces import MOONCAKE_BLOCK_TOKENS
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable, Iterable, Iterator
 
     from kvreceipts.config import CachingConfig, SimulationConfig
@@ -212,12 +213,14 @@ def run_simulation(
     decode_ms_per_token: float = 0.0,
     trace_stats: TraceStats | None = None,
     progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Serve every request in arrival order on the manager's simulated clock.
 
     A request's simulated latency is the prefill of the tokens it did not find cached plus
     the decode of its output. With ``decode_ms_per_token`` above 0, a request holds its KV
-    until it finishes; otherwise it completes at once (the default).
+    until it finishes; otherwise it completes at once (the default). Setting ``stop`` ends
+    the run early (checked every 1,024 requests).
     """
     clock = manager.clock
     if not isinstance(clock, SimClock):
@@ -247,8 +250,11 @@ def run_simulation(
             record(now, now + latency)
             if hold:
                 heapq.heappush(running, (now + latency, count, request))
-        if progress is not None and count % 1024 == 0:
-            progress(count)
+        if count % 1024 == 0:
+            if progress is not None:
+                progress(count)
+            if stop is not None and stop.is_set():
+                break
     while running:
         finish, _, done = heapq.heappop(running)
         clock.advance_to(finish)

@@ -14,6 +14,7 @@ from kvreceipts.sinks.base import (  # noqa: E402 - the feature check must come 
 )
 from kvreceipts.sinks.channel import ChannelSink  # noqa: E402
 from kvreceipts.sinks.fanout import FanoutSink  # noqa: E402
+from kvreceipts.sinks.http import HttpSink  # noqa: E402
 from kvreceipts.sinks.jsonl import JsonlSink  # noqa: E402
 from kvreceipts.sinks.tracing import TracingSink  # noqa: E402
 
@@ -22,6 +23,7 @@ __all__ = [
     "BaseSink",
     "ChannelSink",
     "FanoutSink",
+    "HttpSink",
     "JsonlSink",
     "KvEventSink",
     "SinkCounters",

@@ -23,7 +23,8 @@ class JsonlSink(BaseSink):
     default: nothing emitted is lost if the process dies) or in whole-line batches of
     ``batch_lines`` (``flush="batch"``: faster; a crash loses at most the unwritten batch).
     Either way a killed process leaves a valid prefix that ``kvreceipts verify`` accepts.
-    ``close`` writes what is left and fsyncs a file the sink opened.
+    ``close`` writes what is left and fsyncs a file the sink opened. A path is appended to
+    unless ``append=False``.
     """
 
     name = "jsonl"
@@ -34,6 +35,7 @@ class JsonlSink(BaseSink):
         *,
         flush: FlushPolicy = "line",
         batch_lines: int = 512,
+        append: bool = True,
     ) -> None:
         super().__init__()
         if flush not in ("line", "batch"):
@@ -41,7 +43,8 @@ class JsonlSink(BaseSink):
         if isinstance(target, (str, Path)):
             self.path: str | None = str(target)
             # Unbuffered append: one write() system call per write here, never a split line.
-            self._stream: IO[bytes] = Path(target).open("ab", buffering=0)  # noqa: SIM115
+            mode = "ab" if append else "wb"
+            self._stream: IO[bytes] = Path(target).open(mode, buffering=0)  # noqa: SIM115
             self._owned = True
         else:
             self.path = getattr(target, "name", None)

@@ -1,0 +1,5 @@
+"""``python -m kvreceipts`` runs the command line."""
+
+from kvreceipts.cli import main
+
+main()

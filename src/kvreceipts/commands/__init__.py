@@ -1,0 +1,1 @@
+"""One module per command; ``kvreceipts.cli`` composes them into the ``kvreceipts`` app."""

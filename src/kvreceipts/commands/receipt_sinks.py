@@ -1,0 +1,53 @@
+"""Sinks that belong to the command line: receipts to stdout, and the first few kept for the
+table. Imported only when receipts are on (they build on the receipts code).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from kvreceipts.sinks import BaseSink
+
+if TYPE_CHECKING:
+    from kvreceipts.commands.output import Output
+    from kvreceipts.receipts import Receipt
+
+__all__ = ["StdoutSink", "TableSink"]
+
+
+class StdoutSink(BaseSink):
+    """Receipt lines on stdout through the command's one writer; sets ``stop`` when the
+    reader goes away (``| head -1``), so the simulation can end early.
+    """
+
+    name = "stdout"
+
+    def __init__(self, out: Output) -> None:
+        super().__init__()
+        self.out = out
+        self.stop = threading.Event()
+
+    def deliver(self, record: Receipt) -> None:
+        """Write the sealed line."""
+        if self.out.write(record.line):
+            self.count("delivered")
+        else:
+            self.stop.set()
+
+
+class TableSink(BaseSink):
+    """Keeps the first ``limit`` receipts for the table and counts the rest."""
+
+    name = "table"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.kept: list[Receipt] = []
+
+    def deliver(self, record: Receipt) -> None:
+        """Keep the record if there is room."""
+        if len(self.kept) < self.limit:
+            self.kept.append(record)
+        self.count("delivered")

@@ -1,0 +1,104 @@
+"""``kvreceipts stats``: what a receipts file says, in aggregate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kvreceipts.commands.options import InputArgument, ReportFormat, ReportFormatOption
+from kvreceipts.commands.output import Output, human_bytes
+from kvreceipts.commands.reading import open_receipts
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from kvreceipts.summarize import ReceiptSummary
+
+__all__ = ["stats"]
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  kvreceipts stats run.jsonl
+  kvreceipts simulate --format jsonl | kvreceipts stats -
+  kvreceipts stats run.jsonl --format json | jq .top_sessions
+"""
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def stats(
+    path: InputArgument = "-",
+    top: Annotated[int, typer.Option(help="Sessions shown in the top list.", min=1)] = 10,
+    fmt: ReportFormatOption = ReportFormat.table,
+) -> None:
+    """Summarize a receipts file: counts by kind, reason and policy, bytes freed, the sessions
+    evicted most, and memory in use over time.
+    """
+    from kvreceipts.summarize import summarize_lines
+
+    out = Output(json_mode=fmt is ReportFormat.json)
+    with open_receipts(path) as lines:
+        summary = summarize_lines(lines, path=path)
+    if out.json_mode:
+        out.json(summary.to_dict(top))
+        return
+    from rich.console import Console
+
+    out.show(*_render(summary, top, Console().width))
+
+
+def _sparkline(values: list[int], ceiling: int, width: int) -> str:
+    """One bar per bucket of samples (the bucket's highest), at most ``width`` bars."""
+    if not values or ceiling <= 0:
+        return ""
+    per = -(-len(values) // max(1, width))
+    peaks = [max(values[i : i + per]) for i in range(0, len(values), per)]
+    top = len(_BARS) - 1
+    return "".join(_BARS[min(top, round(v / ceiling * top))] for v in peaks)
+
+
+def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableType]:
+    from rich.table import Table
+
+    overview = Table.grid(padding=(0, 2))
+    overview.add_column(style="bold")
+    overview.add_column()
+    overview.add_row("file", summary.path)
+    overview.add_row("records", f"{summary.records:,} in {len(summary.runs)} run(s)"
+                     + (f"; {summary.unreadable_lines:,} unreadable lines"
+                        if summary.unreadable_lines else ""))  # fmt: skip
+    for title, counts in (("kinds", summary.kinds), ("reasons", summary.reasons),
+                          ("policies", summary.policies)):  # fmt: skip
+        overview.add_row(title, ", ".join(f"{k} {n:,}" for k, n in counts.most_common()) or "-")
+    overview.add_row("bytes freed", human_bytes(summary.bytes_freed))
+    if summary.lost:
+        overview.add_row("lost", f"{summary.lost:,} receipts dropped by sinks (loss records)")
+    if summary.first_timestamp:
+        overview.add_row("time", f"{summary.first_timestamp} → {summary.last_timestamp}")
+    parts: list[RenderableType] = [overview]
+    if summary.sessions:
+        sessions = Table(title=f"top {top} sessions by evictions", title_justify="left")
+        sessions.add_column("session")
+        sessions.add_column("evictions", justify="right")
+        for session, count in summary.top_sessions(top):
+            sessions.add_row(session, f"{count:,}")
+        parts.append(sessions)
+    points = summary.series.points
+    if points:
+        ceiling = summary.total_bytes or max(b for _, b, _ in points)
+        chart = Table(title="memory in use over simulated time (each eviction, sampled)",
+                      title_justify="left", show_header=False, box=None)  # fmt: skip
+        chart.add_column(style="bold")
+        chart.add_column()
+        bars = max(10, width - 10)
+        chart.add_row("before", _sparkline([b for _, b, _ in points], ceiling, bars))
+        chart.add_row("after", _sparkline([a for _, _, a in points], ceiling, bars))
+        chart.add_row(
+            "",
+            f"{points[0][0] / 1000:,.1f} s … {points[-1][0] / 1000:,.1f} s; "
+            f"full bar = {human_bytes(ceiling)}; peak {human_bytes(summary.peak_used_bytes)}",
+        )
+        parts.append(chart)
+    return parts
