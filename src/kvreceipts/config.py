@@ -151,7 +151,9 @@ def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         hint = difflib.get_close_matches(value, choices, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise UsageError(f"[{table}] {key} = {value!r} is not one of: {', '.join(choices)}{did}")
+        raise UsageError(
+            f"[{table}] {key} = {value!r} is not one of: {', '.join(choices)}{did}", key=key
+        )
 
 
 def _positive(table: str, key: str, value: float) -> None:
@@ -210,8 +212,11 @@ def _coerce_table(
             or (key == "kv_cache_size_mb" and type(value) in (int, float))
         )
         if not ok:
+            # kv_cache_size_mb defaults to upstream's integer 512 but takes fractions too.
+            expected = "float" if key == "kv_cache_size_mb" else _type_name(default)
+            article = "an" if expected[0] in "aeiou" else "a"
             raise fail(
-                f"[{table}] {key} must be a {_type_name(default)}, "
+                f"[{table}] {key} must be {article} {expected}, "
                 f"not {_type_name(value)} {value!r}",
                 key,
             )
@@ -234,7 +239,9 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        # Before Python 3.14 the error has no ``lineno``; its message says "(at line N, ...)".
+        at = re.search(r" \(at line (\d+)", str(exc))
+        line = getattr(exc, "lineno", None) or (int(at.group(1)) if at else None)
         message = str(exc).split(" (at line")[0]
         raise InputError(f"invalid TOML: {message}", path=name, line=line) from None
     unknown = sorted(set(data) - {"caching", "simulation"})

@@ -10,7 +10,7 @@ import typer
 
 from kvreceipts.commands.options import ConfigOption
 from kvreceipts.commands.output import Output
-from kvreceipts.config import LoadedConfig, dump_toml, load_config
+from kvreceipts.config import CachingConfig, LoadedConfig, dump_toml, load_config
 from kvreceipts.errors import InputError, UsageError
 
 __all__ = ["app"]
@@ -42,10 +42,13 @@ def init(
     out = Output()
     if path.exists() and not force:
         raise UsageError(f"{path} already exists (use --force to overwrite it)")
-    text = dump_toml(LoadedConfig())
+    # Receipts on, as `simulate` runs without a config: the same command with and without
+    # this file prints the same bytes.
+    text = dump_toml(LoadedConfig(caching=CachingConfig(enable_receipts=True)))
     header = (
-        "# kvreceipts config: every key with its default. `kvreceipts simulate --config "
-        f"{path.name}`\n# reads it; command-line options override it.\n\n"
+        "# kvreceipts config: every key with the value `kvreceipts simulate` uses by default.\n"
+        f"# `kvreceipts simulate --config {path.name}` reads it; command-line options override "
+        "it.\n\n"
     )
     try:
         path.write_text(header + text, encoding="utf-8")

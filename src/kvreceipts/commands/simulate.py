@@ -528,6 +528,10 @@ def _report(
     plan: Plan, out: Output, fmt: ReceiptFormat, result: RunResult, sinks: list[BaseSink]
 ) -> None:
     shown = [s for s in sinks if s.name != "table"]
+    for line in result.skip_errors:
+        out.warn(f"skipped {line}")
+    if result.skipped_lines > len(result.skip_errors):
+        out.warn(f"… {result.skipped_lines - len(result.skip_errors):,} more bad lines skipped")
     if fmt is ReceiptFormat.json:
         out.json(_summary_document(plan, result, shown))
         return
@@ -541,6 +545,6 @@ def _report(
     else:
         out.flush()
         out.note(panel)
-    for line in result.skip_errors:
-        out.warn(f"skipped {line}")
+    if out.closed:
+        out.note(f"stdout was closed after {result.requests:,} requests; the run stopped there")
     out.note(f"[dim]ran in {result.duration_s:.2f} s[/dim]")

@@ -122,7 +122,7 @@ def _azure_time(text: str) -> float:
         ) from None
 
 
-def _azure_row(text: str, line: int, epoch: float) -> tuple[Request, float]:
+def _azure_row(text: str, line: int, epoch: float | None) -> tuple[Request, float]:
     cells = text.split(",")
     if len(cells) != len(AZURE_HEADER):
         raise ValueError(f"expected {len(AZURE_HEADER)} columns, got {len(cells)}")
@@ -140,7 +140,7 @@ def _azure_row(text: str, line: int, epoch: float) -> tuple[Request, float]:
     return Request(
         request_id=request_id,
         session_id=request_id,
-        arrival_ms=round((at - epoch) * 1000.0, 3) if epoch else 0.0,
+        arrival_ms=round((at - epoch) * 1000.0, 3) if epoch is not None else 0.0,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         context_length=max(1, input_tokens + output_tokens),
@@ -167,7 +167,7 @@ def read_trace(
 
 
 def _rows(path: str, fmt: str, skip_bad_lines: bool, stats: TraceStats) -> Iterator[Request]:
-    epoch = 0.0
+    epoch: float | None = None  # not 0.0: a trace may start at the Unix epoch
     with _open(path) as handle:
         for line, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -180,7 +180,7 @@ def _rows(path: str, fmt: str, skip_bad_lines: bool, stats: TraceStats) -> Itera
                     if line == 1 and text.split(",")[0].strip().upper() == "TIMESTAMP":
                         continue
                     request, at = _azure_row(text, line, epoch)
-                    if not epoch:
+                    if epoch is None:
                         epoch = at
                         stats.epoch_s = at
             except (ValueError, TypeError) as exc:  # JSON and UTF-8 decode errors are ValueErrors

@@ -1,0 +1,50 @@
+"""The command line as a shell pipeline meets it: real processes, real pipes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+KVRECEIPTS = [sys.executable, "-m", "kvreceipts"]
+
+
+def _env() -> dict[str, str]:
+    # PYTHONUNBUFFERED hides the "Exception ignored ... BrokenPipeError" at exit: test without.
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate"],
+        ["simulate", "--format", "json"],
+        ["simulate", "--requests", "20000", "--format", "jsonl"],
+        ["schema"],
+        ["config", "show"],
+    ],
+)
+def test_head_1_ends_quietly(args: list[str]) -> None:
+    command = " ".join([*KVRECEIPTS, *args]) + " | head -1"
+    result = subprocess.run(  # noqa: S602 - a shell pipeline is the point of the test
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, env=_env(), timeout=60,
+        check=False, shell=False,
+    )
+    assert result.stdout.count(b"\n") == 1
+    assert b"Traceback" not in result.stderr
+    assert b"Exception ignored" not in result.stderr
+    assert b"BrokenPipeError" not in result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.needs("receipts")
+def test_two_processes_print_identical_bytes() -> None:
+    runs = [
+        subprocess.run([*KVRECEIPTS, "simulate", "--format", "jsonl", "--batch-receipts"],
+                       capture_output=True, env=_env(), timeout=60, check=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    assert runs[0].stdout
+    assert runs[0].stdout == runs[1].stdout
