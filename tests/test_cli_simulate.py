@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from kvreceipts.cli import app
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from click.testing import Result
 
 runner = CliRunner()
 receipts = pytest.mark.needs("receipts")

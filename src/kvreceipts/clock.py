@@ -31,19 +31,25 @@ class Clock(Protocol):
 class _Formatter:
     """RFC 3339 with microseconds; caches the whole-second prefix (it changes rarely)."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_last", "_last_in", "_prefix", "_second")
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._last_in = -1.0
+        self._last = ""
 
     def __call__(self, epoch_s: float) -> str:
+        if epoch_s == self._last_in:  # receipts of one eviction round share their time
+            return self._last
+        self._last_in = epoch_s
         micros = round(epoch_s * 1_000_000)
         second, micro = divmod(micros, 1_000_000)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{micro:06d}Z"
+        self._last = f"{self._prefix}.{micro:06d}Z"
+        return self._last
 
 
 def format_timestamp(epoch_s: float) -> str:

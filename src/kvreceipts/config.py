@@ -216,8 +216,7 @@ def _coerce_table(
             expected = "float" if key == "kv_cache_size_mb" else _type_name(default)
             article = "an" if expected[0] in "aeiou" else "a"
             raise fail(
-                f"[{table}] {key} must be {article} {expected}, "
-                f"not {_type_name(value)} {value!r}",
+                f"[{table}] {key} must be {article} {expected}, not {_type_name(value)} {value!r}",
                 key,
             )
         values[key] = value

@@ -369,6 +369,8 @@ class KVCacheManager(ManagerCore):
         self.misses += 1
         if context_length <= 0:
             raise ValueError("context_length must be positive")
+        if self.policy.on_miss is not None:
+            self.policy.on_miss(session_id)
         size = self.sizing.entry_bytes(context_length)
         if size > self.pool.total_bytes:
             self.rejected += 1

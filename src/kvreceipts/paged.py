@@ -23,20 +23,17 @@ if TYPE_CHECKING:
 __all__ = ["PagedKVCacheManager"]
 
 
-class _Pins:
-    """Blocks that may not be evicted: those held by running requests, and those the
-    request being admitted has already looked up (its ``last_user`` is that request).
-    """
+class _HeldOr:
+    """Pinned blocks when requests are held: theirs, or the admitting request's own."""
 
-    __slots__ = ("held", "last_user", "request_id")
+    __slots__ = ("held", "pins")
 
-    def __init__(self, held: dict[int, int], last_user: dict[int, str], request_id: str) -> None:
+    def __init__(self, held: dict[int, int], pins: set[int]) -> None:
         self.held = held
-        self.last_user = last_user
-        self.request_id = request_id
+        self.pins = pins
 
     def __contains__(self, block_hash: object) -> bool:
-        return block_hash in self.held or self.last_user.get(block_hash) == self.request_id  # type: ignore[call-overload]
+        return block_hash in self.held or block_hash in self.pins
 
 
 class PagedKVCacheManager(ManagerCore):
@@ -123,16 +120,18 @@ class PagedKVCacheManager(ManagerCore):
             return dict(self._held)
 
     def _stats(self) -> KVCacheStatistics:
-        blocks = len(self._slot_of)
+        return self._stats_at(len(self._slot_of), self.hits, self.misses, self.evictions)
+
+    def _stats_at(self, blocks: int, hits: int, misses: int, evictions: int) -> KVCacheStatistics:
         return KVCacheStatistics.compute(
             sessions=blocks,
             used_bytes=blocks * self.block_bytes,
             total_bytes=self.total_bytes,
-            hits=self.hits,
-            misses=self.misses,
+            hits=hits,
+            misses=misses,
             tokens=blocks * self.block_tokens,
             fragmentation=0.0,
-            evictions=self.evictions,
+            evictions=evictions,
         )
 
     def _pool_used(self) -> int:
@@ -179,53 +178,73 @@ class PagedKVCacheManager(ManagerCore):
             return Served(True, cached, request.input_tokens - cached)
 
     def _admit(self, hashes: Sequence[int], request_id: str) -> int:
-        """Look up every block in order; the number of hits, or -1 if a block found no room."""
+        """Look up every block in order; the number of hits, or -1 if a block found no room.
+
+        This is the replay's hot loop: everything it calls per block is bound to a local, and
+        the blocks this request already looked up become a (C-level) set only once it first
+        has to evict.
+        """
         slot_of = self._slot_of
         last_user = self._last_user
         free = self._free_slots
-        access = self.policy.access
-        insert = self.policy.insert
-        on_miss = self.policy.on_miss
+        policy = self.policy
+        access, insert, on_miss, victim_of = (
+            policy.access,
+            policy.insert,
+            policy.on_miss,
+            policy.victim,
+        )
+        emitter = self._emitter
         hits = misses = 0
-        round_ = None
+        pins: set[int] | None = None
+        pinned_upto = 0
+        round_: _Round | None = None
         evictions_before = self.evictions
         for block_hash in hashes:
             if block_hash in slot_of:
                 access(block_hash)
                 hits += 1
+                last_user[block_hash] = request_id
+                continue
+            misses += 1
+            if on_miss is not None:
+                on_miss(block_hash)
+            if free:
+                slot = free.pop()
             else:
-                misses += 1
-                if on_miss is not None:
-                    on_miss(block_hash)
-                if free:
-                    slot = free.pop()
-                else:
-                    if round_ is None:
+                if pins is None:
+                    pins = set()
+                    if self.batch_receipts:
                         round_ = self._begin_round()
-                    victim_slot = self._evict_one(self._pins(request_id), request_id)
-                    if victim_slot is None:
-                        self._finish_admit(hits, misses, round_, evictions_before, ok=False)
-                        return -1
-                    slot = victim_slot
-                slot_of[block_hash] = slot
-                insert(block_hash)
+                if self.pin_admitting:
+                    looked_up = hits + misses - 1
+                    pins.update(hashes[pinned_upto:looked_up])
+                    pinned_upto = looked_up
+                victim = victim_of(_HeldOr(self._held, pins) if self._held else pins)
+                if victim is None:
+                    self._finish_admit(hits, misses, round_, evictions_before, ok=False)
+                    return -1
+                slot = slot_of.pop(victim)  # type: ignore[call-overload]
+                user = last_user.pop(victim)  # type: ignore[call-overload]
+                self.evictions += 1
+                if emitter is not None:
+                    self._receipt(victim, slot, user, request_id,  # type: ignore[arg-type]
+                                  self.hits + hits, self.misses + misses)  # fmt: skip
+            slot_of[block_hash] = slot
+            insert(block_hash)
             last_user[block_hash] = request_id
         self._finish_admit(hits, misses, round_, evictions_before, ok=True)
         return hits
-
-    def _pins(self, request_id: str) -> Container[int]:
-        if self.pin_admitting:
-            return _Pins(self._held, self._last_user, request_id)
-        return self._held
 
     def _finish_admit(
         self, hits: int, misses: int, round_: _Round | None, evictions_before: int, *, ok: bool
     ) -> None:
         self.hits += hits
         self.misses += misses
+        evicted = self.evictions - evictions_before
+        self.bytes_freed += evicted * self.block_bytes
         self._note_used()
         if round_ is not None:
-            evicted = self.evictions - evictions_before
             self._end_round(
                 round_,
                 required_bytes=(evicted + (not ok)) * self.block_bytes,
@@ -233,32 +252,27 @@ class PagedKVCacheManager(ManagerCore):
                 satisfied=ok,
             )
 
-    def _evict_one(self, pins: Container[int], trigger: str) -> int | None:
-        victim: Hashable | None = self.policy.victim(pins)
-        if victim is None:
-            return None
-        block_hash = int(victim)  # type: ignore[call-overload]
+    def _receipt(
+        self, block_hash: int, slot: int, user: str, trigger: str, hits: int, misses: int
+    ) -> None:
+        """Emit the receipt of a block just evicted (its slot not yet reused); ``hits`` and
+        ``misses`` are the counts right now, this request's lookups so far included."""
         emitter = self._emitter
-        before = self._stats() if emitter is not None else None
-        slot = self._slot_of.pop(block_hash)
-        user = self._last_user.pop(block_hash)
-        self.evictions += 1
-        self.bytes_freed += self.block_bytes
-        if emitter is not None and before is not None:
-            report = emitter.eviction(
-                now_ms=self.clock.now_ms(),
-                session_id=user,
-                block_offset=slot * self.block_bytes,
-                block_size_bytes=self.block_bytes,
-                before=before,
-                after=self._stats(),
-                reason=self.policy.name,
-                policy=self.policy.name,
-                trigger_session_id=trigger,
-                block_hash=block_hash,
-            )
-            self._last_eviction_seq = report.seq
-        return slot
+        assert emitter is not None
+        blocks = len(self._slot_of)
+        report = emitter.eviction(
+            now_ms=self.clock.now_ms(),
+            session_id=user,
+            block_offset=slot * self.block_bytes,
+            block_size_bytes=self.block_bytes,
+            before=self._stats_at(blocks + 1, hits, misses, self.evictions - 1),
+            after=self._stats_at(blocks, hits, misses, self.evictions),
+            reason=self.policy.name,
+            policy=self.policy.name,
+            trigger_session_id=trigger,
+            block_hash=block_hash,
+        )
+        self._last_eviction_seq = report.seq
 
     def release(self, request: Request) -> None:
         """End a held request: unpin its blocks."""

@@ -71,9 +71,10 @@ class LRUPolicy(EvictionPolicy):
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
         self._order: OrderedDict[Hashable, None] = OrderedDict()
-        # Why: a hit is the hottest call in a replay; binding the C method directly saves a
-        # Python frame per hit (measured ~15% of a paged LRU replay).
+        # A hit and an insert are the hottest calls of a replay: binding the C methods saves a
+        # Python frame on each. setdefault(key[, size]) appends a new key (values are unused).
         self.access = self._order.move_to_end  # type: ignore[method-assign]
+        self.insert = self._order.setdefault  # type: ignore[method-assign,assignment]
 
     def __len__(self) -> int:
         return len(self._order)
@@ -95,9 +96,17 @@ class LRUPolicy(EvictionPolicy):
 
     def victim(self, pinned: Container[Hashable] = _NOTHING_PINNED) -> Hashable | None:
         """The least recently used key that is not pinned."""
-        for key in self._order:
+        order = self._order
+        if not order:
+            return None
+        key, _ = order.popitem(last=False)  # the common case: the oldest key is free
+        if key not in pinned:
+            return key
+        order[key] = None
+        order.move_to_end(key, last=False)
+        for key in order:
             if key not in pinned:
-                del self._order[key]
+                del order[key]
                 return key
         return None
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kvreceipts.schema import SCHEMA_ID
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -130,6 +132,9 @@ def summarize_lines(lines: Iterable[bytes], *, path: str = "-") -> ReceiptSummar
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
             summary.unreadable_lines += 1
+            continue
+        if not isinstance(record, dict) or record.get("schema") != SCHEMA_ID:
+            summary.unreadable_lines += 1  # JSON, but not a receipt (a log line, say)
             continue
         try:
             summary.add(record)

@@ -168,6 +168,12 @@ class _Verifier:
         self.check_digest(number, record)
         if kind == "loss":
             key = (record["first_seq"], record["last_seq"])
+            if key in run.losses:
+                self.fail(number, "loss", f"repeated loss record for seq {key[0]}..{key[1]}",
+                          record)  # fmt: skip
+            elif record["seq"] != key[1] or record["count"] != key[1] - key[0] + 1:
+                self.fail(number, "loss", f"seq {record['seq']} and count {record['count']} "
+                          f"do not fit the lost range {key[0]}..{key[1]}", record)  # fmt: skip
             run.losses[key] = (record["prev_digest"], record["last_lost_digest"],
                                record["sink"], number)  # fmt: skip
             return
@@ -251,11 +257,28 @@ class _Verifier:
                 f"{gap.last_seq}); {what} the gap", gap.last_seq + 1, gap.run_id,
             ))  # fmt: skip
         for run_id, run in self.runs.items():
+            self.trailing_loss(run_id, run)
             for (first, last), (_, _, sink, number) in run.losses.items():
                 self.report.add(Violation(
                     number, "loss", f"loss record from {sink} for seq {first}..{last} "
                     "matches no gap in the stream", last, run_id,
                 ))  # fmt: skip
+
+    def trailing_loss(self, run_id: str, run: _Run) -> None:
+        """Accept a loss record for the records that end a run (a sink dropped them and
+        nothing came after): it must link to the run's last record; the chain then ends at
+        the last lost record.
+        """
+        end = next((key for key in run.losses if key[0] == run.next_seq), None)
+        if end is None or run.losses[end][0] != run.last_digest:
+            return
+        _, last_lost, sink, number = run.losses.pop(end)
+        self.report.gaps.append(
+            Gap(run_id, end[0], end[1], number, run.last_digest, last_lost, declared_by=sink)
+        )
+        if self.report.last_digest in (None, run.last_digest):
+            self.report.last_digest = last_lost
+        run.next_seq, run.last_digest = end[1] + 1, last_lost
 
 
 def verify_lines(

@@ -35,7 +35,7 @@ class FanoutSink(BaseSink):
         """Give ``record`` to each child (each contains its own failures)."""
         for sink in self.sinks:
             sink.accept(record)
-        self.count("delivered")
+        self.counters.delivered += 1
 
     def close(self) -> None:
         """Close every child, even if one fails."""

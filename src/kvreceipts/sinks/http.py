@@ -77,10 +77,16 @@ class HttpSink(BaseSink):
         self._buffer: deque[Receipt] = deque()
         self._loss = LossTracker(self.name)
         self._cond = threading.Condition()
+        self._counter_lock = threading.Lock()
         self._closing = False
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._work, name="kvreceipts-http-sink", daemon=True)
         self._thread.start()
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add to a counter under a lock: the sender thread counts too."""
+        with self._counter_lock:
+            super().count(counter, n)
 
     def bind(self, run_id: str, sealer: Sealer) -> None:
         """Learn the run (for idempotency keys) and the sealer (for loss records)."""

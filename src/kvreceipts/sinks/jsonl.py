@@ -58,7 +58,7 @@ class JsonlSink(BaseSink):
         """Write (or batch) the record's sealed line."""
         if self.flush_policy == "line":
             self._stream.write(record.line)
-            self.count("delivered")
+            self.counters.delivered += 1
             return
         self._pending.append(record.line)
         if len(self._pending) >= self.batch_lines:

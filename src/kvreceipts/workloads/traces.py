@@ -8,7 +8,7 @@ counted in :class:`TraceStats`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -115,11 +115,13 @@ def _mooncake_row(data: Any, line: int) -> Request:
 
 def _azure_time(text: str) -> float:
     try:
-        return datetime.fromisoformat(text.strip() + "+00:00").timestamp()
+        moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
             f"field 'TIMESTAMP': expected a time like 2023-11-16 18:17:03.9799600, got {text!r}"
         ) from None
+    # The trace's times are UTC; a time that names no zone must not be read as local time.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _azure_row(text: str, line: int, epoch: float | None) -> tuple[Request, float]:

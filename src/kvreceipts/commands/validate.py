@@ -1,0 +1,195 @@
+"""``kvreceipts validate``: the local CI harness. Runs each step's nox sessions and says, step
+by step, what passed; a skipped step is a failure, whatever nox's exit status says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kvreceipts.commands.output import Output
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from kvreceipts.validation.report import SessionResult, ValidationReport
+    from kvreceipts.validation.runner import NoxOptions
+    from kvreceipts.validation.steps import Selection
+
+__all__ = ["validate"]
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  kvreceipts validate                          every default step (what ./ci-local.sh runs)
+  kvreceipts validate receipts --reuse -j 2    upstream's nine steps, warm and in parallel
+  kvreceipts validate 2 3 docs                 steps by number or name
+  kvreceipts validate "features(tuning)"       one nox session
+  kvreceipts validate quick --nox-arg=--verbose
+  kvreceipts validate --list
+  kvreceipts validate --json | jq '.steps[] | select(.ok | not)'
+
+Exit status: 0 when every required step passed, 1 when one did not (skipped, aborted or
+missing counts as not passed), 2 for bad usage or outside a source checkout.
+"""
+
+_LOOK = {
+    "passed": ("green", "✅ passed"),
+    "failed": ("red", "❌ failed"),
+    "aborted": ("red", "❌ aborted"),
+    "missing": ("red", "❌ missing"),
+    "skipped": ("yellow", "⏭ skipped"),
+}
+
+
+def validate(
+    steps: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="STEP",
+            help="Steps to run: numbers (1-12), step or session names, or a target (receipts: "
+            "upstream's nine; all: the default set; quick: lint and the tests). Default: all.",
+            show_default=False,
+        ),
+    ] = None,
+    list_steps: Annotated[
+        bool, typer.Option("--list", "-l", help="List the steps and their sessions; run nothing.")
+    ] = False,
+    json_mode: Annotated[
+        bool,
+        typer.Option("--json", help="A machine-readable report on stdout (nox's output: stderr)."),
+    ] = False,
+    reuse: Annotated[
+        bool,
+        typer.Option("--reuse", "-r",
+                     help="Reuse the session venvs (warm runs); installs still run, as no-ops."),
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Run up to N sessions at once.")
+    ] = 1,
+    nox_args: Annotated[
+        list[str] | None,
+        typer.Option("--nox-arg", metavar="ARG",
+                      help="One more argument for nox (repeat it; e.g. --nox-arg=--verbose).",
+                      show_default=False),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the nox command line; run nothing.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, show_default=False,
+                     help="Also write the JSON report to this file."),
+    ] = None,
+) -> None:  # fmt: skip
+    """Run the local CI harness: upstream's nine validation steps and ours, as nox sessions,
+    then print each step's result and one verdict.
+    """
+    from kvreceipts.validation.steps import STEPS, select
+
+    out = Output(json_mode=json_mode)
+    # --list alone shows every step, the advisory ones too.
+    selections = select(steps or ([] if not list_steps else [s.name for s in STEPS]))
+    if list_steps:
+        _list(out, selections)
+        return
+    from kvreceipts.validation.runner import NoxOptions, run_validation
+
+    options = NoxOptions(reuse=reuse, jobs=jobs, extra=tuple(nox_args or ()))
+    if dry_run:
+        _dry_run(out, selections, options)
+        return
+    report = run_validation(selections, options, announce=lambda cmd: out.note(f"$ {cmd}"))
+    document = report.to_dict()
+    if output is not None:
+        import orjson
+
+        output.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    if out.json_mode:
+        out.json(document)
+    else:
+        out.show(*_render(report))
+    if output is not None:
+        out.note(f"report: {output}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _dry_run(out: Output, selections: list[Selection], options: NoxOptions) -> None:
+    import shlex
+
+    from kvreceipts.errors import UsageError
+    from kvreceipts.validation.runner import find_checkout, find_nox, nox_command
+
+    root = find_checkout()
+    try:
+        nox = find_nox()
+    except UsageError as exc:
+        out.warn(str(exc))
+        nox = ["nox"]
+    sessions = [session for selection in selections for session in selection.sessions]
+    report = Path("$TMPDIR/nox-report.json")
+    out.write(shlex.join(nox_command(nox, root, sessions, report, options)).encode() + b"\n")
+    out.flush()
+
+
+def _list(out: Output, selections: list[Selection]) -> None:
+    from kvreceipts.validation.steps import TARGETS, select
+
+    in_target = {target: {s.step.name for s in select([target])} for target in TARGETS}
+
+    def targets_of(name: str) -> list[str]:
+        return [target for target, names in in_target.items() if name in names]
+
+    if out.json_mode:
+        out.json({
+            "steps": [
+                {"number": s.step.number, "name": s.step.name, "title": s.step.title,
+                 "sessions": list(s.sessions), "python": s.step.python,
+                 "required": s.required, "default": s.step.default,
+                 "upstream": s.step.upstream, "targets": targets_of(s.step.name)}
+                for s in selections
+            ],
+            "targets": {name: list(items) for name, items in TARGETS.items()},
+        })  # fmt: skip
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="validation steps", title_justify="left")
+    for column in ("#", "step", "nox sessions", "what it checks", "targets"):
+        table.add_column(column, justify="right" if column == "#" else "left")
+    for s in selections:
+        title = s.step.title + ("" if s.required else " [dim](advisory)[/dim]")
+        table.add_row(str(s.step.number), s.step.name, escape(", ".join(s.sessions)),
+                      title, ", ".join(targets_of(s.step.name)) or "-")  # fmt: skip
+    out.show(table)
+    out.note(r"run them: kvreceipts validate \[STEP]... (or ./ci-local.sh \[receipts|all|quick])")
+
+
+def _cell(session: SessionResult) -> str:
+    from rich.markup import escape
+
+    colour, label = _LOOK[str(session.status)]
+    reason = f": {escape(session.reason)}" if session.reason else ""
+    return f"[{colour}]{label}[/{colour}]{reason}"
+
+
+def _render(report: ValidationReport) -> list[RenderableType]:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="kvreceipts validate", title_justify="left")
+    for column in ("#", "step", "session", "result", "time"):
+        table.add_column(column, justify="right" if column in ("#", "time") else "left")
+    for step in report.steps:
+        name = step.step.name + ("" if step.required else " [dim](advisory)[/dim]")
+        for index, session in enumerate(step.sessions):
+            took = f"{session.duration_s:.1f} s" if session.duration_s else "-"
+            first = index == 0
+            table.add_row(str(step.step.number) if first else "", name if first else "",
+                          escape(session.name), _cell(session), took)  # fmt: skip
+    colour = "green" if report.ok else "red"
+    return [table, f"[{colour}]{escape(report.verdict)}[/{colour}]"]

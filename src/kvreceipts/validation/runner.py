@@ -1,0 +1,201 @@
+"""Finding the checkout and nox, building the nox command line, running it, and reading back
+its report.
+
+nox runs with ``--report`` into a temporary file and ``--download-python never`` (an offline
+machine must report a missing interpreter, not spend seconds failing to download one). Its own
+output goes to stderr, so that stdout stays free for the table or the JSON report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kvreceipts.errors import UsageError
+from kvreceipts.validation.report import ValidationReport, build_report, read_nox_report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from kvreceipts.validation.steps import Selection
+
+__all__ = [
+    "NOX_ENV",
+    "NoxOptions",
+    "defined_sessions",
+    "find_checkout",
+    "find_nox",
+    "nox_command",
+    "run_validation",
+]
+
+NOX_ENV = "KVRECEIPTS_NOX"
+"""Overrides the nox command (split like a shell would), e.g. ``python -m nox``."""
+
+NOX_HINT = (
+    "nox is not installed: run ./ci-local.sh from the checkout (it bootstraps nox and uv into "
+    ".venv-ci/ by itself), or install the ci dependency group into this environment "
+    "(uv pip install --group ci, or pip install --group ci with pip >= 25.1)"
+)
+
+# Selects every session, the non-default ones too (``bench``), which a plain --list omits.
+_EVERY_SESSION = ["-k", "not kvreceipts_no_such_session"]
+
+
+@dataclass(frozen=True, slots=True)
+class NoxOptions:
+    """How to run nox."""
+
+    reuse: bool = False
+    """Reuse the session venvs (``--reuse-venv yes``); installs still run, as no-ops."""
+    jobs: int = 1
+    """Sessions run at once (``--parallel N --allow-parallel`` above 1)."""
+    extra: tuple[str, ...] = ()
+    """More nox arguments, given last (``--`` and posargs work)."""
+
+
+def find_checkout(start: Path | None = None) -> Path:
+    """The nearest folder, from ``start`` (the cwd) upwards, holding a ``noxfile.py``.
+
+    Raises:
+        UsageError: there is none, so this is not a source checkout.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "noxfile.py").is_file():
+            return folder
+    raise UsageError(
+        f"not in a kvreceipts source checkout: no noxfile.py in {here} or above it; "
+        "validate runs the checkout's nox sessions, so cd into a clone of the repository"
+    )
+
+
+def find_nox() -> list[str]:
+    """The nox command: ``$KVRECEIPTS_NOX``, the nox of this environment, then the one on PATH.
+
+    Raises:
+        UsageError: nox is not installed; the message says how to get it.
+    """
+    override = os.environ.get(NOX_ENV, "").strip()
+    if override:
+        return shlex.split(override)
+    beside = Path(sys.executable).parent / ("nox.exe" if os.name == "nt" else "nox")
+    if beside.is_file():
+        return [str(beside)]
+    on_path = shutil.which("nox")
+    if on_path:
+        return [on_path]
+    if importlib.util.find_spec("nox") is not None:
+        return [sys.executable, "-m", "nox"]
+    raise UsageError(NOX_HINT)
+
+
+def nox_command(
+    nox: Sequence[str], root: Path, sessions: Sequence[str], report: Path, options: NoxOptions
+) -> list[str]:
+    """The nox command line that runs ``sessions`` in this order and writes ``report``."""
+    command = [*nox, "--noxfile", str(root / "noxfile.py"), "--report", str(report)]
+    command += ["--download-python", "never"]
+    if options.reuse:
+        command += ["--reuse-venv", "yes"]
+    if options.jobs > 1:
+        command += ["--parallel", str(options.jobs), "--allow-parallel"]
+    # The extra arguments come last: a "--" among them starts the sessions' posargs.
+    return [*command, "--sessions", *sessions, *options.extra]
+
+
+def defined_sessions(nox: Sequence[str], root: Path) -> set[str] | None:
+    """Every session name the noxfile defines (``None`` if nox could not list them)."""
+    command = [*nox, "--noxfile", str(root / "noxfile.py"), "--list", "--json", *_EVERY_SESSION]
+    try:
+        listing = subprocess.run(  # noqa: S603 - our own nox command line
+            command, cwd=root, capture_output=True, text=True, check=False
+        )
+        entries = json.loads(listing.stdout) if listing.returncode == 0 else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    names: set[str] = set()
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("session"), str):
+            names.add(entry["session"])
+            if isinstance(entry.get("python"), str):
+                names.add(f"{entry['session']}-{entry['python']}")
+    return names
+
+
+def _run(command: Sequence[str], root: Path) -> int:
+    """Run nox with both its streams on our stderr (live), keeping stdout for the results."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        target: int | None = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stderr (tests) has no descriptor
+        target = None
+    try:
+        if target is not None:
+            return subprocess.run(  # noqa: S603 - our own nox command line
+                command, cwd=root, stdout=target, stderr=target, check=False
+            ).returncode
+        done = subprocess.run(  # noqa: S603
+            command, cwd=root, capture_output=True, text=True, check=False
+        )
+    except OSError as exc:
+        raise UsageError(f"could not run nox ({shlex.join(command)}): {exc}") from None
+    sys.stderr.write(done.stdout + done.stderr)
+    return done.returncode
+
+
+def run_validation(
+    selections: Sequence[Selection],
+    options: NoxOptions,
+    *,
+    root: Path | None = None,
+    nox: Sequence[str] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Run the selected steps' sessions under nox and read the verdict from its report.
+
+    ``announce`` receives the nox command line before it runs.
+
+    Raises:
+        UsageError: not in a checkout, or nox is not installed.
+    """
+    root = root if root is not None else find_checkout()
+    nox = list(nox) if nox is not None else find_nox()
+    wanted = [session for selection in selections for session in selection.sessions]
+    defined = defined_sessions(nox, root)
+    undefined = [s for s in wanted if defined is not None and s not in defined]
+    to_run = [s for s in wanted if s not in undefined]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kvreceipts-validate-") as tmp:
+        report_path = Path(tmp) / "nox-report.json"
+        command = nox_command(nox, root, to_run, report_path, options)
+        code: int | None = None
+        if to_run:
+            if announce is not None:
+                announce(shlex.join(command))
+            code = _run(command, root)
+        sessions = read_nox_report(report_path) if report_path.exists() else None
+    if sessions is None and not to_run:
+        sessions = []
+    return build_report(
+        selections,
+        sessions,
+        missing_reason=f"nox exited {code} without writing a report (see its output above)",
+        undefined=undefined,
+        duration_s=time.perf_counter() - started,
+        nox_exit_code=code,
+        command=command if to_run else (),
+    )
