@@ -158,7 +158,8 @@ def test_config_init_writes_a_file_that_simulate_accepts_unchanged(tmp_path: Pat
     assert result.stdout == ""
     assert "wrote" in result.stderr
     text = path.read_text()
-    assert "[caching]" in text and "[simulation]" in text
+    assert "[caching]" in text
+    assert "[simulation]" in text
     assert "kv_cache_size_mb = 512" in text
     assert "enable_receipts = true" in text  # as simulate runs without a file
     with_file = run("simulate", "-c", str(path), "-f", "jsonl")
@@ -199,7 +200,7 @@ def test_schema_prints_each_kind() -> None:
         (["--capacity-mb", "0"], "--capacity-mb must be greater than 0"),
         (["--capacity-mb", "-5"], "--capacity-mb must be greater than 0"),
         (["--model", "gpt-9"], "--model 'gpt-9' is not one of"),
-        (["--model", "llama-3-8b", "--bytes-per-token", "8"], "either --model or --bytes-per-token"),
+        (["--model", "llama-3-8b", "--bytes-per-token", "8"], "--model or --bytes-per-token"),
         (["--workload", "chat", "--trace", "x.jsonl"], "--workload or --trace, not both"),
         (["--capacity-blocks", "10", "--allocator", "arena"], "--capacity-blocks is for the paged"),
         (["--no-such-option"], "No such option: --no-such-option"),

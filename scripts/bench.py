@@ -1,0 +1,307 @@
+"""kvreceipts benchmarks: measured side by side in one run, reported as medians and ratios.
+
+    python scripts/bench.py            # the table
+    python scripts/bench.py --json     # machine-readable
+    python scripts/bench.py --quick    # fewer repetitions, smaller arena run
+
+Reads the real traces from ../shared/traces (next to the checkout). Each measurement warms up
+once and then repeats; the table shows the median of the repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = ROOT.parent / "shared" / "traces"
+CONVERSATION = TRACES / "mooncake_conversation_trace.jsonl"
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the results table."""
+
+    name: str
+    value: float
+    unit: str
+    goal: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+
+def median_time(fn: Callable[[], object], reps: int) -> tuple[float, list[float]]:
+    """Warm up once, then time ``reps`` calls; the median and all samples, in seconds."""
+    fn()
+    samples = []
+    for _ in range(reps):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), samples
+
+
+def load_requests(path: Path) -> list[Any]:
+    """A trace's requests, parsed once (parsing is not what is measured)."""
+    from kvreceipts.workloads import read_trace
+
+    return list(read_trace(str(path)))
+
+
+def ordered_dict_lru(blocks: Sequence[int], capacity: int) -> int:
+    """The bare loop the paged replay is measured against."""
+    cache: OrderedDict[int, None] = OrderedDict()
+    hits = 0
+    for block in blocks:
+        if block in cache:
+            cache.move_to_end(block)
+            hits += 1
+        else:
+            cache[block] = None
+            if len(cache) > capacity:
+                cache.popitem(last=False)
+    return hits
+
+
+def libcachesim_lru(trace_file: str, capacity: int, requests: int) -> int:
+    """The hit count of libCacheSim's C LRU over an oracleGeneral file."""
+    import libcachesim as lcs
+
+    reader = lcs.TraceReader(trace_file, lcs.TraceType.ORACLE_GENERAL_TRACE)
+    cache = lcs.LRU(cache_size=capacity, hashpower=20)
+    miss_ratio, _ = cache.process_trace(reader)
+    return round((1 - float(miss_ratio)) * requests)
+
+
+def write_oracle_general(blocks: Sequence[int], path: str) -> None:
+    """The block sequence as libCacheSim's binary oracleGeneral trace."""
+    import numpy as np
+
+    record = np.dtype([("t", "<u4"), ("id", "<u8"), ("sz", "<u4"), ("nv", "<i8")])
+    array = np.zeros(len(blocks), record)
+    array["t"] = np.arange(len(blocks))
+    array["id"] = blocks
+    array["sz"] = 1
+    array["nv"] = -1
+    array.tofile(path)
+
+
+def paged_replay(
+    requests: Sequence[Any], capacity: int, *, sink: Any = None, receipts: bool = False
+) -> Any:
+    """Serve every request with instant completion; the manager afterwards."""
+    from kvreceipts import CachingConfig, PagedKVCacheManager
+    from kvreceipts.clock import SimClock
+
+    manager = PagedKVCacheManager(
+        CachingConfig(enable_receipts=receipts),
+        capacity_blocks=capacity,
+        clock=SimClock(),
+        sink=sink,
+    )
+    serve = manager.serve
+    for request in requests:
+        serve(request)
+    manager.shutdown()
+    return manager
+
+
+def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
+    """Items 1-3: paged LRU replay vs its peers; receipts on; feature off vs disabled."""
+    from kvreceipts import features
+    from kvreceipts.sinks import JsonlSink
+
+    requests = load_requests(CONVERSATION)
+    blocks = [h for r in requests for h in r.block_hashes]
+    capacity = int(len(set(blocks)) * 0.05)
+    oracle_file = str(Path(tmp) / "conversation.oracleGeneral")
+    write_oracle_general(blocks, oracle_file)
+
+    ours, _ = median_time(lambda: paged_replay(requests, capacity), reps)
+    bare, _ = median_time(lambda: ordered_dict_lru(blocks, capacity), reps)
+    lcs_time, _ = median_time(lambda: libcachesim_lru(oracle_file, capacity, len(blocks)), reps)
+    hits = paged_replay(requests, capacity).hits
+    assert (
+        hits
+        == ordered_dict_lru(blocks, capacity)
+        == libcachesim_lru(oracle_file, capacity, len(blocks))
+    ), "the three LRUs disagree"
+    refs = f"{len(requests):,} requests, {len(blocks):,} block refs, capacity {capacity:,}"
+    rows.append(Row("paged LRU replay, receipts off", ours * 1000, "ms", note=refs))
+    rows.append(Row("bare OrderedDict LRU loop", bare * 1000, "ms"))
+    rows.append(Row("libCacheSim LRU (C, process_trace)", lcs_time * 1000, "ms"))
+    rows.append(Row("ratio: paged / OrderedDict", ours / bare, "x", "<= 2.0", ours / bare <= 2.0))
+    rows.append(
+        Row("ratio: paged / libCacheSim", ours / lcs_time, "x", "<= 5", ours / lcs_time <= 5)
+    )
+
+    out = Path(tmp) / "receipts.jsonl"
+
+    def with_receipts() -> Any:
+        out.unlink(missing_ok=True)
+        return paged_replay(requests, capacity, sink=JsonlSink(out, flush="batch"), receipts=True)
+
+    on, _ = median_time(with_receipts, reps)
+    emitted = with_receipts().receipts_emitted
+    rate = emitted / on
+    rows.append(Row("paged LRU replay, receipts on -> JSONL", on * 1000, "ms",
+                    note=f"{emitted:,} receipts, hash-chained, flush=batch"))  # fmt: skip
+    rows.append(Row("receipts per second", rate, "/s", ">= 150,000", rate >= 150_000))
+    rows.append(Row("ratio: receipts on / off", on / ours, "x"))
+
+    def feature_off() -> Any:
+        with features.overridden(""):
+            return paged_replay(requests, capacity)
+
+    def present_but_disabled() -> Any:
+        sink = JsonlSink(out, flush="batch")
+        return paged_replay(requests, capacity, sink=sink, receipts=False)
+
+    off, _ = median_time(feature_off, reps)
+    disabled, _ = median_time(present_but_disabled, reps)
+    rows.append(Row("receipts feature off", off * 1000, "ms"))
+    rows.append(Row("feature on, sink set, enable_receipts=false", disabled * 1000, "ms"))
+    rows.append(Row("ratio: disabled / feature off", disabled / off, "x", "<= 1.02",
+                    disabled / off <= 1.02))  # fmt: skip
+
+
+def bench_startup(reps: int, rows: list[Row]) -> None:
+    """Item 4: `kvreceipts --version` as a whole process."""
+    exe = Path(sys.executable).with_name("kvreceipts")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "kvreceipts"]
+
+    def run(args: list[str]) -> None:
+        subprocess.run(args, check=True, capture_output=True)
+
+    version, _ = median_time(lambda: run([*command, "--version"]), max(reps, 5))
+    bare, _ = median_time(lambda: run([sys.executable, "-c", "pass"]), max(reps, 5))
+    rows.append(Row("kvreceipts --version (process)", version, "s", "<= 0.2", version <= 0.2))
+    rows.append(Row("python -c pass (process)", bare, "s"))
+
+
+_MEMORY_CHILD = """
+import resource, sys
+from kvreceipts import CachingConfig, PagedKVCacheManager
+from kvreceipts.clock import SimClock
+from kvreceipts.sinks import JsonlSink
+from kvreceipts.workloads import read_trace
+manager = PagedKVCacheManager(CachingConfig(enable_receipts=True), capacity_blocks=int(sys.argv[2]),
+                              clock=SimClock(), sink=JsonlSink(sys.argv[3], flush="batch"))
+for request in read_trace(sys.argv[1]):
+    manager.clock.advance_to(request.arrival_ms)
+    manager.serve(request)
+manager.shutdown()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, manager.requests)
+"""
+
+
+def bench_memory(rows: list[Row], tmp: str) -> None:
+    """Item 5: peak RSS replaying the trace once and ten times over (streamed)."""
+    import orjson
+
+    once = CONVERSATION
+    tenfold = Path(tmp) / "conversation_x10.jsonl"
+    lines = once.read_bytes().splitlines()
+    span = orjson.loads(lines[-1])["timestamp"] + 1
+    with tenfold.open("wb") as handle:
+        for copy in range(10):
+            for line in lines:
+                row = orjson.loads(line)
+                row["timestamp"] += copy * span
+                handle.write(orjson.dumps(row) + b"\n")
+    capacity = 9139
+    peaks = []
+    for path in (once, tenfold):
+        result = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, str(path), str(capacity),
+             str(Path(tmp) / "memory.jsonl")],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        kib, served = result.stdout.split()
+        peaks.append((int(kib) / 1024, int(served)))
+    (small, n1), (large, n10) = peaks
+    rows.append(Row("peak RSS, trace once (receipts on)", small, "MiB", note=f"{n1:,} requests"))
+    rows.append(Row("peak RSS, trace x10 (receipts on)", large, "MiB", note=f"{n10:,} requests"))
+    rows.append(Row("ratio: x10 / once", large / small, "x", "<= 1.2", large / small <= 1.2))
+
+
+def bench_arena(requests: int, rows: list[Row], tmp: str) -> None:
+    """Item 6: the arena chat workload with receipts on."""
+    from kvreceipts.config import CachingConfig, SimulationConfig
+    from kvreceipts.simulation import build_manager, plan_simulation, run_simulation
+    from kvreceipts.sinks import JsonlSink
+
+    caching = CachingConfig(enable_receipts=True)
+    plan = plan_simulation(caching, SimulationConfig(requests=requests))
+    out = Path(tmp) / "arena.jsonl"
+    manager = build_manager(plan, sink=JsonlSink(out, flush="batch", append=False))
+    start = time.perf_counter()
+    result = run_simulation(manager, plan.requests())
+    manager.shutdown()
+    elapsed = time.perf_counter() - start
+    rows.append(Row(f"arena chat workload, {requests:,} requests, receipts on", requests / elapsed,
+                    "req/s", note=f"{result.receipts:,} receipts in {elapsed:.1f} s"))  # fmt: skip
+
+
+def render(rows: list[Row]) -> str:
+    """The results as a plain-text table."""
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'measure':<{width}}  {'median':>12}  {'unit':<5}  {'goal':<11}  note"]
+    for r in rows:
+        value = f"{r.value:,.3f}" if r.value < 100 else f"{r.value:,.0f}"
+        verdict = "" if r.ok is None else ("✅ " if r.ok else "❌ ")
+        lines.append(f"{r.name:<{width}}  {value:>12}  {r.unit:<5}  {verdict + r.goal:<11}  "
+                     f"{r.note}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print the table (or JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller runs")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions per measure")
+    parser.add_argument("--arena-requests", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not CONVERSATION.exists():
+        print(f"error: {CONVERSATION} not found (the benchmarks read the real traces)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    reps = args.reps or (3 if args.quick else 7)
+    arena = args.arena_requests or (100_000 if args.quick else 1_000_000)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_paged(reps, rows, tmp)
+        bench_startup(reps, rows)
+        bench_memory(rows, tmp)
+        bench_arena(arena, rows, tmp)
+    if args.json:
+        print(json.dumps({"reps": reps, "python": sys.version.split()[0], "cpu_count":
+                          os.cpu_count(), "rows": [dataclasses.asdict(r) for r in rows]},
+                         indent=2))  # fmt: skip
+    else:
+        print(
+            f"kvreceipts benchmarks: median of {reps} runs after a warm-up, Python "
+            f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        )
+        print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
