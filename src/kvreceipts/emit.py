@@ -11,7 +11,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from kvreceipts.chain import Sealer
+import orjson
+
+from kvreceipts.chain import Sealer, canonical
 from kvreceipts.receipts import KvEvictionBatchReceipt, KvEvictionReport, KvPoolSnapshotReceipt
 from kvreceipts.sinks.base import KV_RECEIPTS_TARGET
 from kvreceipts.stats import PerformanceReport
@@ -54,7 +56,8 @@ class ReceiptEmitter:
         self.next_seq = 0
         self.emitted = 0
         self.sink_failures = 0
-        self._config_dict = config.to_dict()
+        # The config is the same in every receipt: encode it once, splice it in each time.
+        self._config_json = orjson.Fragment(canonical(config.to_dict()))
         self._on_eviction = sink.on_eviction
         self._on_batch: Callable[[Any], None] | None = getattr(sink, "on_batch", None)
         self._on_snapshot: Callable[[Any], None] | None = getattr(sink, "on_snapshot", None)
@@ -112,7 +115,7 @@ class ReceiptEmitter:
             ),
             block_hash=block_hash,
         )
-        self.sealer.seal(report, report.to_dict(self._config_dict))
+        self.sealer.seal(report, report.to_dict(self._config_json))
         self._send(self._on_eviction, report)
         return report
 

@@ -13,7 +13,7 @@ from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import Container, Hashable, Sequence
+    from collections.abc import Sequence
 
     from kvreceipts.clock import Clock
     from kvreceipts.config import CachingConfig
@@ -229,7 +229,7 @@ class PagedKVCacheManager(ManagerCore):
                 self.evictions += 1
                 if emitter is not None:
                     self._receipt(victim, slot, user, request_id,  # type: ignore[arg-type]
-                                  self.hits + hits, self.misses + misses)  # fmt: skip
+                                  hits=self.hits + hits, misses=self.misses + misses)  # fmt: skip
             slot_of[block_hash] = slot
             insert(block_hash)
             last_user[block_hash] = request_id
@@ -253,10 +253,11 @@ class PagedKVCacheManager(ManagerCore):
             )
 
     def _receipt(
-        self, block_hash: int, slot: int, user: str, trigger: str, hits: int, misses: int
+        self, block_hash: int, slot: int, user: str, trigger: str, *, hits: int, misses: int
     ) -> None:
         """Emit the receipt of a block just evicted (its slot not yet reused); ``hits`` and
-        ``misses`` are the counts right now, this request's lookups so far included."""
+        ``misses`` are the counts right now, this request's lookups so far included.
+        """
         emitter = self._emitter
         assert emitter is not None
         blocks = len(self._slot_of)

@@ -114,17 +114,27 @@ class KvEvictionReport(Receipt):
     block_hash: int | None = None
     """Paged mode only; the key is absent in arena mode."""
 
-    def to_dict(self, config_dict: dict[str, Any] | None = None) -> dict[str, Any]:
-        """JSON-ready values; ``config_dict`` reuses the run's already converted config."""
-        body = self._common()
-        body["session_id"] = self.session_id
-        body["block_offset"] = self.block_offset
-        body["block_size_bytes"] = self.block_size_bytes
-        body["before"] = self.before.to_dict()
-        body["after"] = self.after.to_dict()
-        body["reason"] = str(self.reason)
-        body["policy"] = self.policy
-        body["trigger_session_id"] = self.trigger_session_id
+    def to_dict(self, config_dict: Any = None) -> dict[str, Any]:
+        """JSON-ready values; ``config_dict`` is the run's config already converted (a dict,
+        or an ``orjson.Fragment`` of its canonical JSON).
+        """
+        body = {
+            "schema": SCHEMA_ID,
+            "kind": "eviction",
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "sim_time_ms": self.sim_time_ms,
+            "prev_digest": self.prev_digest,
+            "session_id": self.session_id,
+            "block_offset": self.block_offset,
+            "block_size_bytes": self.block_size_bytes,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "reason": str(self.reason),
+            "policy": self.policy,
+            "trigger_session_id": self.trigger_session_id,
+        }
         if self.performance is not None:
             body["performance"] = self.performance.to_dict(config_dict)
         if self.block_hash is not None:

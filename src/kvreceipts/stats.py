@@ -151,7 +151,7 @@ class PerformanceReport:
             stats.cache_hits + stats.cache_misses,
         )
 
-    def to_dict(self, config_dict: dict[str, Any] | None = None) -> dict[str, Any]:
+    def to_dict(self, config_dict: Any = None) -> dict[str, Any]:
         """JSON-ready values; pass ``config_dict`` to reuse an already converted config."""
         return {
             "average_requests_per_second": self.average_requests_per_second,

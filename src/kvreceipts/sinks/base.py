@@ -144,7 +144,8 @@ class BaseSink:
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add ``n`` to a counter. Sinks are called under the manager's lock; a sink that
-        counts from a thread of its own overrides this with a lock."""
+        counts from a thread of its own overrides this with a lock.
+        """
         setattr(self.counters, counter, getattr(self.counters, counter) + n)
 
     def close(self) -> None:

@@ -111,7 +111,10 @@ class HttpSink(BaseSink):
         with self._cond:
             if len(self._buffer) < self.batch_size and not self._closing:
                 self._cond.wait(self.flush_interval_s)
-            if self._buffer and self._loss.pending is not None:
+            if self._closing and time.monotonic() >= self._deadline:
+                return None  # out of time: close counts what is left
+            pending = self._loss.pending
+            if pending is not None and self._buffer and self._buffer[-1].seq > pending.last_seq:
                 self._loss.close_range()  # a record got through after the drops
             batch: list[Receipt] = list(self._loss.take())
             while self._buffer and len(batch) < self.batch_size:
@@ -140,11 +143,14 @@ class HttpSink(BaseSink):
             "User-Agent": "kvreceipts",
             **self.headers,
         }
+        # Counters count the receipts the sink accepted; its own loss records are not among them.
+        receipts = sum(1 for record in batch if record.kind != "loss")
         delay = self.backoff_s
         for attempt in range(1, self.max_attempts + 1):
             self.attempts += 1
             try:
-                self._post(body, headers)
+                # No attempt runs past close's deadline (infinite until close).
+                self._post(body, headers, min(self.timeout_s, self._deadline - time.monotonic()))
             except _Permanent as exc:
                 log.warning("HTTP sink: %s refused batch %s: %s", self.url, key, exc)
                 break
@@ -157,14 +163,14 @@ class HttpSink(BaseSink):
                 delay = min(delay * 2, self.max_backoff_s)
             else:
                 self.batches_sent += 1
-                self.count("delivered", len(batch))
+                self.count("delivered", receipts)
                 return
-        self.count("failed", len(batch))
+        self.count("failed", receipts)
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> None:
+    def _post(self, body: bytes, headers: dict[str, str], timeout: float) -> None:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked in __init__
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=max(0.001, timeout)) as response:  # noqa: S310
                 response.read()
         except urllib.error.HTTPError as exc:
             if exc.code in (408, 429) or exc.code >= 500:
