@@ -7,9 +7,12 @@ feature off (a verifier needs no emitter).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["KIND_NAMES", "SCHEMA_ID", "ZERO_DIGEST", "Field", "check_record", "json_schema"]
 
@@ -181,40 +184,110 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "null": (type(None),),
     "object": (dict,),
 }
+_HEX = "0123456789abcdef"
 
 
-def _type_ok(value: object, types: tuple[str, ...]) -> bool:
-    for name in types:
-        if isinstance(value, _PY_TYPES[name]) and not (
-            isinstance(value, bool) and name in ("integer", "number")
-        ):
-            return True
-    return False
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """An object's fields, compiled for checking many records fast.
+
+    Types are checked once per *signature* (the keys and the exact Python types of the
+    values, so ``True`` is no integer) and the verdict is remembered; the values' bounds and
+    hex digests are checked on every record, a whole group of fields at a time.
+    """
+
+    fields: dict[str, Field]
+    types: dict[str, frozenset[type]]
+    required: frozenset[str]
+    floors: tuple[tuple[float, tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]], ...]
+    """Required, never-null fields grouped by their minimum, with a getter for each group."""
+    loose_floors: tuple[tuple[str, float], ...]
+    """Fields with a minimum that may be absent or null."""
+    hex_fields: tuple[str, ...]
+    nested: tuple[tuple[str, _Shape], ...]
+    verdicts: dict[tuple[object, ...], tuple[str, str] | None] = field(default_factory=dict)
 
 
-def _check_value(item: Any, spec: Field, label: str) -> str | None:
-    if not _type_ok(item, spec.types):
-        return f"field {label!r} must be {' or '.join(spec.types)}, not {item!r}"
-    if spec.minimum is not None and item is not None and item < spec.minimum:
-        return f"field {label!r} must be at least {spec.minimum:g}, not {item!r}"
-    if spec.pattern is not None and not re.fullmatch(spec.pattern, item):
-        return f"field {label!r} must match {spec.pattern}"
-    if spec.fields is not None:
-        return _check(item, spec.fields, f"{label}.")
+_MAX_SIGNATURES = 256  # a file of odd records must not grow the cache without bound
+
+
+def _compile(fields: dict[str, Field]) -> _Shape:
+    # The checker knows one pattern, 64 hex digits, and tests it without a regex.
+    assert all(f.pattern in (None, _HEX64) for f in fields.values())
+    strict: dict[float, list[str]] = {}
+    loose = []
+    for name, f in fields.items():
+        if f.minimum is None:
+            continue
+        if f.optional or "null" in f.types:
+            loose.append((name, f.minimum))
+        else:
+            strict.setdefault(f.minimum, []).append(name)
+    return _Shape(
+        fields=fields,
+        types={n: frozenset(t for k in f.types for t in _PY_TYPES[k]) for n, f in fields.items()},
+        required=frozenset(n for n, f in fields.items() if not f.optional),
+        floors=tuple((low, tuple(names), _tuple_getter(names)) for low, names in strict.items()),
+        loose_floors=tuple(loose),
+        hex_fields=tuple(n for n, f in fields.items() if f.pattern is not None),
+        nested=tuple((n, _compile(f.fields)) for n, f in fields.items() if f.fields is not None),
+    )
+
+
+def _tuple_getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    get = itemgetter(*names)
+    return get if len(names) > 1 else lambda value: (get(value),)
+
+
+_SHAPES = {kind: _compile({**COMMON, **fields}) for kind, fields in KINDS.items()}
+
+
+def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None:
+    """The first key or type problem, as (field, what is wrong)."""
+    keys = value.keys()
+    if not shape.required <= keys:
+        return min(shape.required - keys), "is missing"
+    if not keys <= shape.types.keys():
+        return min(keys - shape.types.keys()), "is not a field of this kind"
+    for name, item in value.items():
+        if type(item) not in shape.types[name]:
+            return name, f"must be {' or '.join(shape.fields[name].types)}, not {item!r}"
     return None
 
 
-def _check(value: dict[str, Any], fields: dict[str, Field], where: str) -> str | None:
-    for name, spec in fields.items():
+def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+    signature = (*value, *map(type, value.values()))
+    verdicts = shape.verdicts
+    if signature in verdicts:
+        problem = verdicts[signature]
+    else:
+        problem = _check_types(value, shape)
+        if len(verdicts) < _MAX_SIGNATURES:
+            verdicts[signature] = problem
+    if problem is not None:
+        return f"field {where + problem[0]!r} {problem[1]}"
+    return _check_values(value, shape, where)
+
+
+def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+    """Bounds and digests, for a record whose keys and types are known to be right."""
+    for low, names, get in shape.floors:
+        if min(get(value)) < low:
+            name = next(n for n in names if value[n] < low)
+            return f"field {where + name!r} must be at least {low:g}, not {value[name]!r}"
+    for name, low in shape.loose_floors:
+        item = value.get(name)
+        if item is not None and item < low:
+            return f"field {where + name!r} must be at least {low:g}, not {item!r}"
+    for name in shape.hex_fields:
+        item = value[name]
+        if len(item) != 64 or item.strip(_HEX):
+            return f"field {where + name!r} must be 64 lowercase hex digits"
+    for name, nested in shape.nested:
         if name in value:
-            problem = _check_value(value[name], spec, f"{where}{name}")
+            problem = _check(value[name], nested, f"{where}{name}.")
             if problem:
                 return problem
-        elif not spec.optional:
-            return f"field {where + name!r} is missing"
-    extra = sorted(set(value) - set(fields))
-    if extra:
-        return f"unexpected field {where + extra[0]!r}"
     return None
 
 
@@ -225,6 +298,6 @@ def check_record(record: object) -> str | None:
     if record.get("schema") != SCHEMA_ID:
         return f"field 'schema' must be {SCHEMA_ID!r}, not {record.get('schema')!r}"
     kind = record.get("kind")
-    if kind not in KINDS:
+    if kind not in _SHAPES:
         return f"field 'kind' must be one of {', '.join(KIND_NAMES)}, not {kind!r}"
-    return _check(record, {**COMMON, **KINDS[kind]}, "")
+    return _check(record, _SHAPES[kind], "")

@@ -165,7 +165,7 @@ class _Verifier:
         run = self.runs.get(run_id)
         if run is None:
             run = self.runs[run_id] = _Run()
-        self.check_digest(number, record)
+        self.check_digest(number, record, raw)
         if kind == "loss":
             key = (record["first_seq"], record["last_seq"])
             if key in run.losses:
@@ -185,14 +185,19 @@ class _Verifier:
         if kind == "eviction":
             self.check_eviction(number, record, run)
 
-    def check_digest(self, number: int, record: dict[str, Any]) -> None:
+    def check_digest(self, number: int, record: dict[str, Any], raw: bytes) -> None:
         claimed = record.pop("digest")
-        actual = compute_digest(canonical(record), self.key)
+        payload = canonical(record)
         record["digest"] = claimed
-        if not hmac.compare_digest(claimed, actual):
+        if not hmac.compare_digest(claimed, compute_digest(payload, self.key)):
             self.report.digest_failures += 1
             self.fail(number, "digest", "digest does not match the record's contents"
                       + (" (HMAC)" if self.key else ""), record)  # fmt: skip
+        elif raw.rstrip(b"\r\n") != b'%b,"digest":"%b"}' % (payload[:-1], claimed.encode()):
+            # The digest covers what a parser reads; the bytes must also be the sealer's own,
+            # or a repeated key could show one reader one value and the digest another.
+            self.fail(number, "canonical", "the line is not in the canonical form the sealer "
+                      "writes (reformatted, or a key appears twice)", record)  # fmt: skip
 
     def check_sequence(self, number: int, record: dict[str, Any], run: _Run) -> None:
         seq = record["seq"]
@@ -309,4 +314,5 @@ def verify_lines(
             number, "anchor", f"the chain ends at {report.last_digest or 'nothing'}, not at the "
             f"expected {expect_last_digest}: records are missing from the end",
         ))  # fmt: skip
+    report.violations.sort(key=lambda v: v.line)
     return report

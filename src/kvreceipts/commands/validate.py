@@ -87,11 +87,13 @@ def validate(
     """Run the local CI harness: upstream's nine validation steps and ours, as nox sessions,
     then print each step's result and one verdict.
     """
-    from kvreceipts.validation.steps import STEPS, select
+    from kvreceipts.validation.steps import STEPS, Selection, select
 
     out = Output(json_mode=json_mode)
-    # --list alone shows every step, the advisory ones too.
-    selections = select(steps or ([] if not list_steps else [s.name for s in STEPS]))
+    if list_steps and not steps:  # every step, the advisory ones too
+        selections = [Selection(step, step.sessions, step.required) for step in STEPS]
+    else:
+        selections = select(steps or [])
     if list_steps:
         _list(out, selections)
         return

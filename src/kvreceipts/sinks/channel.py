@@ -70,8 +70,9 @@ class ChannelSink(BaseSink):
                 oldest = self.queue.get_nowait()
                 if isinstance(oldest, LossReceipt):
                     self._unqueued.appendleft(oldest)  # a loss record is never dropped
-                else:
+                else:  # it was counted delivered when queued; it never reached a reader
                     self._loss.drop(oldest)
+                    self.counters.delivered -= 1
                     self.count("dropped")
         try:
             self.queue.put_nowait(record)
