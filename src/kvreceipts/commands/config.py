@@ -18,7 +18,7 @@ __all__ = ["app"]
 DEFAULT_PATH = "kvreceipts.toml"
 
 app = typer.Typer(
-    help="Write and show kvreceipts config files ([caching] and [simulation] in TOML).",
+    help="Write and show config files (TOML: \\[caching] and \\[simulation] tables).",
     no_args_is_help=True,
 )
 

@@ -46,7 +46,7 @@ InputArgument = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="A TOML config file ([caching] and [simulation]).",
+    typer.Option("--config", "-c", help="A TOML config file (\\[caching] and \\[simulation] tables).",
                  dir_okay=False, show_default=False),
 ]  # fmt: skip
 HmacKeyOption = Annotated[

@@ -301,7 +301,7 @@ def _summary_document(plan: Plan, result: RunResult, sinks: list[Any]) -> dict[s
 def simulate(
     workload: Annotated[
         Workload | None,
-        typer.Option(help="Built-in synthetic workload [default: chat].", show_default=False),
+        typer.Option(help="Built-in synthetic workload.", show_default="chat"),
     ] = None,
     trace: Annotated[
         Path | None,
@@ -313,19 +313,19 @@ def simulate(
     ] = None,
     trace_format: Annotated[
         TraceFormat | None,
-        typer.Option(help="Trace format [default: auto, from the first line].", show_default=False),
+        typer.Option(help="Trace format.", show_default="auto, from the first line"),
     ] = None,
     requests: Annotated[
         int | None,
         typer.Option(
-            help="Requests to run [default: 2000 synthetic, the whole trace].",
+            help="Requests to run.",
             min=0,
-            show_default=False,
+            show_default="2000 synthetic, the whole trace",
         ),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed of the synthetic workload [default: 0].", show_default=False),
+        typer.Option(help="Seed of the synthetic workload.", show_default="0"),
     ] = None,
     config: ConfigOption = None,
     allocator: Annotated[
@@ -338,32 +338,32 @@ def simulate(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="Eviction policy: lru, fifo, lfu, s3fifo [default: lru].",
+            help="Eviction policy: lru, fifo, lfu, s3fifo.",
             autocompletion=_policy_names,
-            show_default=False,
+            show_default="lru",
         ),
     ] = None,
     capacity_mb: Annotated[
-        float | None, typer.Option(help="KV cache size in MiB [default: 512].", show_default=False)
+        float | None, typer.Option(help="KV cache size in MiB.", show_default="512")
     ] = None,
     capacity_blocks: Annotated[
         int | None,
         typer.Option(
-            help="Paged cache size in blocks [default: from --capacity-mb].",
+            help="Paged cache size in blocks.",
             min=1,
-            show_default=False,
+            show_default="from --capacity-mb",
         ),
     ] = None,
     block_tokens: Annotated[
         int | None,
-        typer.Option(help="Tokens per paged block [default: 512].", min=1, show_default=False),
+        typer.Option(help="Tokens per paged block.", min=1, show_default="512"),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
             help="Size KV from a model: llama-3-8b, llama-3-70b, qwen2.5-7b, bitnet-b1.58-2b4t, "
-            "llama-2-7b [default: the upstream bitnet rule].",
-            show_default=False,
+            "llama-2-7b.",
+            show_default="the upstream bitnet rule",
         ),
     ] = None,
     bytes_per_token: Annotated[
@@ -373,17 +373,16 @@ def simulate(
         bool | None,
         typer.Option(
             "--receipts/--no-receipts",
-            help="Emit receipts [default: the config's enable_receipts, else on].",
-            show_default=False,
+            help="Emit receipts.",
+            show_default="the config's enable_receipts, else on",
         ),
     ] = None,
     features_: Annotated[
         str | None,
         typer.Option(
             "--features",
-            help="Features for this run, e.g. receipts,tuning or '' "
-            "[default: KVRECEIPTS_FEATURES, else all].",
-            show_default=False,
+            help="Features for this run, e.g. receipts,tuning or ''.",
+            show_default="KVRECEIPTS_FEATURES, else all",
         ),
     ] = None,
     batch_receipts: Annotated[
@@ -403,9 +402,8 @@ def simulate(
         typer.Option(
             "--format",
             "-f",
-            help="table, jsonl (receipts only on stdout) or json (one summary) "
-            "[default: table on a terminal, jsonl otherwise].",
-            show_default=False,
+            help="table, jsonl (receipts only on stdout) or json (one summary).",
+            show_default="table on a terminal, jsonl otherwise",
         ),
     ] = None,
     output: Annotated[
@@ -444,9 +442,7 @@ def simulate(
     ] = None,
     prefill_ms_per_token: Annotated[
         float | None,
-        typer.Option(
-            help="Prefill time per uncached input token [default: 0.05].", min=0, show_default=False
-        ),
+        typer.Option(help="Prefill time per uncached input token.", min=0, show_default="0.05"),
     ] = None,
     quiet: QuietOption = False,
 ) -> None:

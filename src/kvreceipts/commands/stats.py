@@ -33,8 +33,10 @@ def stats(
     top: Annotated[int, typer.Option(help="Sessions shown in the top list.", min=1)] = 10,
     fmt: ReportFormatOption = ReportFormat.table,
 ) -> None:
-    """Summarize a receipts file: counts by kind, reason and policy, bytes freed, the sessions
-    evicted most, and memory in use over time.
+    """Summarize a receipts file: counts, bytes freed, top sessions, memory over time.
+
+    Counts by kind, reason and policy; the sessions evicted most; memory in use before and
+    after each eviction, as a chart over simulated time.
     """
     from kvreceipts.summarize import summarize_lines
 

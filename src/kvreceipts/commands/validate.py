@@ -12,7 +12,7 @@ import typer
 from kvreceipts.commands.output import Output
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.table import Table
 
     from kvreceipts.validation.report import SessionResult, ValidationReport
     from kvreceipts.validation.runner import NoxOptions
@@ -112,7 +112,8 @@ def validate(
     if out.json_mode:
         out.json(document)
     else:
-        out.show(*_render(report))
+        out.show(_render(report))
+        _verdict(out, report)
     if output is not None:
         out.note(f"report: {output}")
     if not report.ok:
@@ -123,7 +124,7 @@ def _dry_run(out: Output, selections: list[Selection], options: NoxOptions) -> N
     import shlex
 
     from kvreceipts.errors import UsageError
-    from kvreceipts.validation.runner import find_checkout, find_nox, nox_command
+    from kvreceipts.validation.runner import find_checkout, find_nox, nox_command, schedule
 
     root = find_checkout()
     try:
@@ -131,7 +132,8 @@ def _dry_run(out: Output, selections: list[Selection], options: NoxOptions) -> N
     except UsageError as exc:
         out.warn(str(exc))
         nox = ["nox"]
-    sessions = [session for selection in selections for session in selection.sessions]
+    wanted = [session for selection in selections for session in selection.sessions]
+    sessions = schedule(wanted, options, root)
     report = Path("$TMPDIR/nox-report.json")
     out.write(shlex.join(nox_command(nox, root, sessions, report, options)).encode() + b"\n")
     out.flush()
@@ -179,7 +181,7 @@ def _cell(session: SessionResult) -> str:
     return f"[{colour}]{label}[/{colour}]{reason}"
 
 
-def _render(report: ValidationReport) -> list[RenderableType]:
+def _render(report: ValidationReport) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
@@ -193,5 +195,16 @@ def _render(report: ValidationReport) -> list[RenderableType]:
             first = index == 0
             table.add_row(str(step.step.number) if first else "", name if first else "",
                           escape(session.name), _cell(session), took)  # fmt: skip
-    colour = "green" if report.ok else "red"
-    return [table, f"[{colour}]{escape(report.verdict)}[/{colour}]"]
+    return table
+
+
+def _verdict(out: Output, report: ValidationReport) -> None:
+    """The verdict on one line: rich would wrap it at 80 columns when stdout is a file."""
+    if out.stdout_is_terminal:
+        from rich.markup import escape
+
+        colour = "green" if report.ok else "red"
+        out.show(f"[{colour}]{escape(report.verdict)}[/{colour}]")
+    else:
+        out.write(report.verdict.encode() + b"\n")
+        out.flush()

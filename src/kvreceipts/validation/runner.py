@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvreceipts.errors import UsageError
-from kvreceipts.validation.report import ValidationReport, build_report, read_nox_report
+from kvreceipts.validation.report import (
+    NoxSession,
+    Status,
+    ValidationReport,
+    build_report,
+    read_nox_report,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -37,6 +43,7 @@ __all__ = [
     "find_nox",
     "nox_command",
     "run_validation",
+    "schedule",
 ]
 
 NOX_ENV = "KVRECEIPTS_NOX"
@@ -47,6 +54,9 @@ NOX_HINT = (
     ".venv-ci/ by itself), or install the ci dependency group into this environment "
     "(uv pip install --group ci, or pip install --group ci with pip >= 25.1)"
 )
+
+DURATIONS = Path(".nox") / "kvreceipts-durations.json"
+"""Each session's last duration, kept in the checkout's nox folder, to schedule long ones first."""
 
 # Selects every session, the non-default ones too (``bench``), which a plain --list omits.
 _EVERY_SESSION = ["-k", "not kvreceipts_no_such_session"]
@@ -135,6 +145,39 @@ def defined_sessions(nox: Sequence[str], root: Path) -> set[str] | None:
     return names
 
 
+def _load_durations(root: Path) -> dict[str, float]:
+    try:
+        data = json.loads((root / DURATIONS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+
+
+def _save_durations(root: Path, sessions: Sequence[NoxSession]) -> None:
+    durations = _load_durations(root)
+    for session in sessions:
+        if session.status in (Status.passed, Status.failed) and session.duration_s > 0:
+            durations.update(dict.fromkeys(session.names, round(session.duration_s, 2)))
+    try:
+        (root / DURATIONS).parent.mkdir(exist_ok=True)
+        (root / DURATIONS).write_text(json.dumps(durations, sort_keys=True), encoding="utf-8")
+    except OSError:
+        pass  # only a scheduling hint
+
+
+def schedule(sessions: Sequence[str], options: NoxOptions, root: Path) -> list[str]:
+    """The order to hand the sessions to nox: as given when they run one at a time; longest
+    first (by their last run, unknown ones first) when they run in parallel, so that a long
+    session does not start last. The results are shown in step order either way.
+    """
+    if options.jobs <= 1:
+        return list(sessions)
+    durations = _load_durations(root)
+    return sorted(sessions, key=lambda name: -durations.get(name, float("inf")))
+
+
 def _run(command: Sequence[str], root: Path) -> int:
     """Run nox with both its streams on our stderr (live), keeping stdout for the results."""
     sys.stdout.flush()
@@ -177,7 +220,7 @@ def run_validation(
     wanted = [session for selection in selections for session in selection.sessions]
     defined = defined_sessions(nox, root)
     undefined = [s for s in wanted if defined is not None and s not in defined]
-    to_run = [s for s in wanted if s not in undefined]
+    to_run = schedule([s for s in wanted if s not in undefined], options, root)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kvreceipts-validate-") as tmp:
         report_path = Path(tmp) / "nox-report.json"
@@ -190,6 +233,8 @@ def run_validation(
         sessions = read_nox_report(report_path) if report_path.exists() else None
     if sessions is None and not to_run:
         sessions = []
+    elif sessions:
+        _save_durations(root, sessions)
     return build_report(
         selections,
         sessions,
