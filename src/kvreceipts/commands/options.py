@@ -46,8 +46,8 @@ InputArgument = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="A TOML config file (\\[caching] and \\[simulation] tables).",
-                 dir_okay=False, show_default=False),
+    typer.Option("--config", "-c", dir_okay=False, show_default=False,
+                 help="A TOML config file (\\[caching] and \\[simulation] tables)."),
 ]  # fmt: skip
 HmacKeyOption = Annotated[
     Path | None,
