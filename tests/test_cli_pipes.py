@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes: the full-suite sessions run them
+
 KVRECEIPTS = [sys.executable, "-m", "kvreceipts"]
 
 
@@ -19,18 +21,24 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize(
     "args",
     [
-        ["simulate"],
+        # Receipt lines need the receipts feature; the JSON summary and the rest do not.
+        pytest.param(["simulate"], marks=pytest.mark.needs("receipts")),
         ["simulate", "--format", "json"],
-        ["simulate", "--requests", "20000", "--format", "jsonl"],
+        pytest.param(["simulate", "--requests", "20000", "--format", "jsonl"],
+                     marks=pytest.mark.needs("receipts")),  # fmt: skip
         ["schema"],
         ["config", "show"],
     ],
 )
 def test_head_1_ends_quietly(args: list[str]) -> None:
     command = " ".join([*KVRECEIPTS, *args]) + " | head -1"
-    result = subprocess.run(  # noqa: S602 - a shell pipeline is the point of the test
-        ["bash", "-o", "pipefail", "-c", command], capture_output=True, env=_env(), timeout=60,
-        check=False, shell=False,
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+        shell=False,
     )
     assert result.stdout.count(b"\n") == 1
     assert b"Traceback" not in result.stderr

@@ -89,13 +89,13 @@ def test_table_format_shows_the_first_receipts_and_a_summary_panel() -> None:
 
 @receipts
 def test_same_command_twice_prints_identical_bytes() -> None:
-    first = run("simulate", "--format", "jsonl", "--seed", "7")
-    second = run("simulate", "--format", "jsonl", "--seed", "7")
+    first = run("simulate", "--format", "jsonl", "--seed", "7", "--requests", "800")
+    second = run("simulate", "--format", "jsonl", "--seed", "7", "--requests", "800")
     assert first.stdout == second.stdout
-    other = run("simulate", "--format", "jsonl", "--seed", "8")
+    other = run("simulate", "--format", "jsonl", "--seed", "8", "--requests", "800")
     assert other.stdout != first.stdout
-    assert json.loads(run("simulate", "-f", "json", "--seed", "7").stdout) == json.loads(
-        run("simulate", "-f", "json", "--seed", "7").stdout
+    assert json.loads(run("simulate", "-f", "json", "--requests", "800").stdout) == json.loads(
+        run("simulate", "-f", "json", "--requests", "800").stdout
     )
 
 
@@ -112,15 +112,15 @@ def test_output_file_gets_the_same_receipts_as_stdout(tmp_path: Path) -> None:
 @pytest.mark.traces
 def test_trace_replay_in_paged_mode(traces_dir: Path) -> None:
     trace = traces_dir / "mooncake_conversation_trace.jsonl"
-    result = run("simulate", "--trace", str(trace), "--requests", "1500",
-                 "--capacity-blocks", "3000", "-f", "json")  # fmt: skip
+    result = run("simulate", "--trace", str(trace), "--requests", "600",
+                 "--capacity-blocks", "1500", "-f", "json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["workload"]["allocator"] == "paged"  # auto: Mooncake has prefix hashes
     assert document["workload"]["format"] == "mooncake"
-    assert document["requests"]["total"] == 1500
+    assert document["requests"]["total"] == 600
     assert document["evictions"] > 0
-    assert document["stats"]["total_sessions"] <= 3000
+    assert document["stats"]["total_sessions"] <= 1500
 
 
 def test_no_receipts_still_simulates_and_says_so() -> None:
@@ -225,7 +225,8 @@ def test_malformed_trace_line_names_file_line_and_field(tmp_path: Path) -> None:
                      '"hash_ids": [1]}\n' + good)  # fmt: skip
     result = run("simulate", "--trace", str(trace))
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {trace}:2: field 'input_length'")
+    # (with the receipts feature off, a note that receipts are off comes first)
+    assert result.stderr.splitlines()[-1].startswith(f"error: {trace}:2: field 'input_length'")
     skipped = run("simulate", "--trace", str(trace), "--skip-bad-lines", "-f", "json")
     assert skipped.exit_code == 0
     assert json.loads(skipped.stdout)["requests"]["skipped_lines"] == 1

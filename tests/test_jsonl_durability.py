@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-pytestmark = pytest.mark.needs("receipts")
+pytestmark = [pytest.mark.needs("receipts"), pytest.mark.slow]
 
 
 def _child_env() -> dict[str, str]:

@@ -224,6 +224,7 @@ def _dump(row: object) -> bytes:
 _NOT_A_NUMBER = st.one_of(
     st.text(max_size=5), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)
 )
+_FINITE = st.floats(allow_nan=False, allow_infinity=False)  # JSON has no NaN or Infinity
 _NOT_A_COUNT = st.one_of(_NOT_A_NUMBER, st.floats(0, 1e6, allow_nan=False))
 _WRONG_TYPES = {
     "timestamp": _NOT_A_NUMBER,
@@ -233,7 +234,10 @@ _WRONG_TYPES = {
         st.integers(),
         st.text(max_size=5),
         st.none(),
-        st.lists(st.one_of(st.floats(allow_nan=False), st.text(), st.booleans()), min_size=1),
+        st.lists(
+            st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.text(), st.booleans()),
+            min_size=1,
+        ),
     ),
 }
 
@@ -373,7 +377,11 @@ def test_malformed_azure_row_names_file_line_and_field(
 
 
 _ANY_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
     max_leaves=6,
 )

@@ -300,6 +300,7 @@ def run_campaign(
 # The mutation campaign
 
 
+@pytest.mark.slow
 @pytest.mark.needs("receipts")
 @pytest.mark.traces
 def test_every_single_mutation_of_a_real_paged_receipt_file_is_caught(
@@ -322,6 +323,7 @@ def test_every_single_mutation_of_a_real_paged_receipt_file_is_caught(
     assert set(done) == {m.__name__ for m in MUTATIONS}  # every kind of mutation was tried
 
 
+@pytest.mark.slow
 @pytest.mark.needs("receipts")
 def test_every_single_mutation_of_a_signed_stream_with_loss_records_is_caught() -> None:
     # Signed: nothing chains to a loss record (it stands beside the chain), so without a key
