@@ -24,8 +24,10 @@ def _env() -> dict[str, str]:
         # Receipt lines need the receipts feature; the JSON summary and the rest do not.
         pytest.param(["simulate"], marks=pytest.mark.needs("receipts")),
         ["simulate", "--format", "json"],
-        pytest.param(["simulate", "--requests", "20000", "--format", "jsonl"],
-                     marks=pytest.mark.needs("receipts")),  # fmt: skip
+        pytest.param(
+            ["simulate", "--requests", "20000", "--format", "jsonl"],
+            marks=pytest.mark.needs("receipts"),
+        ),
         ["schema"],
         ["config", "show"],
     ],
