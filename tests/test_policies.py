@@ -185,6 +185,18 @@ class PolicyContract:
         assert len(policy) == 0
         assert policy.victim() is None
 
+    def test_pop_oldest_fast_path_agrees_with_victim(self) -> None:
+        policy, twin = self.filled(range(6)), self.filled(range(6))
+        if policy.pop_oldest is None:
+            pytest.skip(f"{self.policy_cls.name} offers no pop_oldest fast path")
+        for p in (policy, twin):
+            p.access(0)
+            p.access(3)
+        key = policy.pop_oldest(False)[0]
+        assert key == twin.victim()  # the shortcut picks what the general search picks
+        policy.unpop(key)  # and a pinned key given back is first in line again
+        assert [policy.victim() for _ in range(6)] == [key] + [twin.victim() for _ in range(5)]
+
     def test_random_history_keeps_the_contract(self) -> None:
         # Hypothesis wants one executor per test function, so the inherited test wraps a
         # fresh one per policy.

@@ -13,7 +13,7 @@ from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Container, Hashable, Sequence
 
     from kvreceipts.clock import Clock
     from kvreceipts.config import CachingConfig
@@ -23,17 +23,20 @@ if TYPE_CHECKING:
 __all__ = ["PagedKVCacheManager"]
 
 
-class _HeldOr:
-    """Pinned blocks when requests are held: theirs, or the admitting request's own."""
+class _Pins:
+    """Blocks that may not be evicted: those held by running requests, and those the
+    request being admitted has already looked up (its ``last_user`` is that request).
+    """
 
-    __slots__ = ("held", "pins")
+    __slots__ = ("held", "last_user", "request_id")
 
-    def __init__(self, held: dict[int, int], pins: set[int]) -> None:
+    def __init__(self, held: dict[int, int], last_user: dict[int, str], request_id: str) -> None:
         self.held = held
-        self.pins = pins
+        self.last_user = last_user
+        self.request_id = request_id
 
     def __contains__(self, block_hash: object) -> bool:
-        return block_hash in self.held or block_hash in self.pins
+        return block_hash in self.held or self.last_user.get(block_hash) == self.request_id  # type: ignore[call-overload]
 
 
 class PagedKVCacheManager(ManagerCore):
@@ -162,10 +165,9 @@ class PagedKVCacheManager(ManagerCore):
             self._check_open()
             self._count_request()
             hashes = self._hashes_for(request)
-            if len(hashes) > self.capacity_blocks:
-                self.rejected += 1
-                return Served(False, 0, request.input_tokens)
-            hits = self._admit(hashes, request.request_id)
+            hits = -1
+            if len(hashes) <= self.capacity_blocks:
+                hits = self._admit(hashes, request.request_id)
             if hits < 0:
                 self.rejected += 1
                 return Served(False, 0, request.input_tokens)
@@ -180,26 +182,22 @@ class PagedKVCacheManager(ManagerCore):
     def _admit(self, hashes: Sequence[int], request_id: str) -> int:
         """Look up every block in order; the number of hits, or -1 if a block found no room.
 
-        This is the replay's hot loop: everything it calls per block is bound to a local, and
-        the blocks this request already looked up become a (C-level) set only once it first
-        has to evict.
+        This is the replay's hot loop, so everything it calls per block is bound to a local.
+        A block this request already looked up is pinned: its ``last_user`` is this request.
+        For LRU and FIFO the victim is popped straight off the policy's ordered dict; the
+        general (slower) search runs only when that block turns out to be pinned.
         """
         slot_of = self._slot_of
         last_user = self._last_user
         free = self._free_slots
+        held = self._held
         policy = self.policy
-        access, insert, on_miss, victim_of = (
-            policy.access,
-            policy.insert,
-            policy.on_miss,
-            policy.victim,
-        )
+        access, insert, on_miss = policy.access, policy.insert, policy.on_miss
+        pop_oldest = policy.pop_oldest
+        pin_admitting = self.pin_admitting
         emitter = self._emitter
-        hits = misses = 0
-        pins: set[int] | None = None
-        pinned_upto = 0
+        hits = misses = evicted = 0
         round_: _Round | None = None
-        evictions_before = self.evictions
         for block_hash in hashes:
             if block_hash in slot_of:
                 access(block_hash)
@@ -212,38 +210,45 @@ class PagedKVCacheManager(ManagerCore):
             if free:
                 slot = free.pop()
             else:
-                if pins is None:
-                    pins = set()
-                    if self.batch_receipts:
-                        round_ = self._begin_round()
-                if self.pin_admitting:
-                    looked_up = hits + misses - 1
-                    pins.update(hashes[pinned_upto:looked_up])
-                    pinned_upto = looked_up
-                victim = victim_of(_HeldOr(self._held, pins) if self._held else pins)
+                if not evicted and self.batch_receipts:
+                    round_ = self._begin_round()
+                victim: Hashable | None = None
+                if pop_oldest is not None:
+                    victim = pop_oldest(False)[0]
+                    if victim in held or (pin_admitting and last_user[victim] == request_id):  # type: ignore[index]
+                        policy.unpop(victim)
+                        victim = None
                 if victim is None:
-                    self._finish_admit(hits, misses, round_, evictions_before, ok=False)
-                    return -1
+                    victim = policy.victim(self._pins(request_id))
+                    if victim is None:
+                        self._finish_admit(hits, misses, evicted, round_, ok=False)
+                        return -1
                 slot = slot_of.pop(victim)  # type: ignore[call-overload]
                 user = last_user.pop(victim)  # type: ignore[call-overload]
-                self.evictions += 1
+                evicted += 1
                 if emitter is not None:
                     self._receipt(victim, slot, user, request_id,  # type: ignore[arg-type]
-                                  hits=self.hits + hits, misses=self.misses + misses)  # fmt: skip
+                                  hits=self.hits + hits, misses=self.misses + misses,
+                                  evictions=self.evictions + evicted)  # fmt: skip
             slot_of[block_hash] = slot
             insert(block_hash)
             last_user[block_hash] = request_id
-        self._finish_admit(hits, misses, round_, evictions_before, ok=True)
+        self._finish_admit(hits, misses, evicted, round_, ok=True)
         return hits
 
+    def _pins(self, request_id: str) -> Container[int]:
+        if self.pin_admitting:
+            return _Pins(self._held, self._last_user, request_id)
+        return self._held
+
     def _finish_admit(
-        self, hits: int, misses: int, round_: _Round | None, evictions_before: int, *, ok: bool
+        self, hits: int, misses: int, evicted: int, round_: _Round | None, *, ok: bool
     ) -> None:
         self.hits += hits
         self.misses += misses
-        evicted = self.evictions - evictions_before
+        self.evictions += evicted
         self.bytes_freed += evicted * self.block_bytes
-        self._note_used()
+        self.peak_used_bytes = max(self.peak_used_bytes, len(self._slot_of) * self.block_bytes)
         if round_ is not None:
             self._end_round(
                 round_,
@@ -253,10 +258,18 @@ class PagedKVCacheManager(ManagerCore):
             )
 
     def _receipt(
-        self, block_hash: int, slot: int, user: str, trigger: str, *, hits: int, misses: int
+        self,
+        block_hash: int,
+        slot: int,
+        user: str,
+        trigger: str,
+        *,
+        hits: int,
+        misses: int,
+        evictions: int,
     ) -> None:
-        """Emit the receipt of a block just evicted (its slot not yet reused); ``hits`` and
-        ``misses`` are the counts right now, this request's lookups so far included.
+        """Emit the receipt of a block just evicted (its slot not yet reused). The counts are
+        those right now: this request's lookups and evictions so far included.
         """
         emitter = self._emitter
         assert emitter is not None
@@ -266,8 +279,8 @@ class PagedKVCacheManager(ManagerCore):
             session_id=user,
             block_offset=slot * self.block_bytes,
             block_size_bytes=self.block_bytes,
-            before=self._stats_at(blocks + 1, hits, misses, self.evictions - 1),
-            after=self._stats_at(blocks, hits, misses, self.evictions),
+            before=self._stats_at(blocks + 1, hits, misses, evictions - 1),
+            after=self._stats_at(blocks, hits, misses, evictions),
             reason=self.policy.name,
             policy=self.policy.name,
             trigger_session_id=trigger,

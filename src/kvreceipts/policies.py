@@ -62,6 +62,15 @@ class EvictionPolicy:
     on_miss: Callable[[Hashable], None] | None = None
     """Optional: told of a lookup that missed, before the evictions that make room for it."""
 
+    pop_oldest: Callable[[bool], tuple[Hashable, object]] | None = None
+    """Optional fast path, for a policy whose next victim is simply the first key of an
+    ordered dict (LRU, FIFO): that dict's ``popitem``, called with ``False``. A caller that
+    finds the popped key pinned gives it back with :meth:`unpop` and calls :meth:`victim`."""
+
+    def unpop(self, key: Hashable) -> None:
+        """Put back a key just taken with ``pop_oldest``, first in line again."""
+        raise NotImplementedError
+
 
 class LRUPolicy(EvictionPolicy):
     """Least recently used: a hit moves the key to the back; victims come from the front."""
@@ -75,6 +84,7 @@ class LRUPolicy(EvictionPolicy):
         # Python frame on each. setdefault(key[, size]) appends a new key (values are unused).
         self.access = self._order.move_to_end  # type: ignore[method-assign]
         self.insert = self._order.setdefault  # type: ignore[method-assign,assignment]
+        self.pop_oldest = self._order.popitem
 
     def __len__(self) -> int:
         return len(self._order)
@@ -94,6 +104,11 @@ class LRUPolicy(EvictionPolicy):
         """Forget ``key``."""
         del self._order[key]
 
+    def unpop(self, key: Hashable) -> None:
+        """Put ``key`` back at the front of the line."""
+        self._order[key] = None
+        self._order.move_to_end(key, last=False)
+
     def victim(self, pinned: Container[Hashable] = _NOTHING_PINNED) -> Hashable | None:
         """The least recently used key that is not pinned."""
         order = self._order
@@ -102,8 +117,7 @@ class LRUPolicy(EvictionPolicy):
         key, _ = order.popitem(last=False)  # the common case: the oldest key is free
         if key not in pinned:
             return key
-        order[key] = None
-        order.move_to_end(key, last=False)
+        self.unpop(key)
         for key in order:
             if key not in pinned:
                 del order[key]
