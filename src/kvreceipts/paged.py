@@ -93,6 +93,7 @@ class PagedKVCacheManager(ManagerCore):
                 )
         self.capacity_blocks = capacity_blocks
         self.pin_admitting = pin_admitting
+        self._capacity = capacity_blocks
         self.total_bytes = capacity_blocks * self.block_bytes
         self.policy = make_policy(policy, capacity_blocks)
         self._slot_of: dict[int, int] = {}
@@ -101,6 +102,12 @@ class PagedKVCacheManager(ManagerCore):
         self._held: dict[int, int] = {}  # block hash -> requests holding it
         self._holding: dict[str, Sequence[int]] = {}  # request id -> its blocks
         self._fresh_hash = -1  # hashes for requests that carry none (never shared)
+        policy_ = self.policy
+        # What the hot loop reads, gathered once: one attribute load instead of nine.
+        self._hot = (
+            self._slot_of, self._last_user, self._free_slots, self._held, policy_,
+            policy_.access, policy_.insert, policy_.on_miss, policy_.pop_oldest,
+        )  # fmt: skip
 
     @property
     def num_cached_blocks(self) -> int:
@@ -149,9 +156,8 @@ class PagedKVCacheManager(ManagerCore):
     def _active_sessions(self) -> int:
         return len(self._holding)
 
-    def _hashes_for(self, request: Request) -> Sequence[int]:
-        if request.block_hashes is not None:
-            return request.block_hashes
+    def _fresh_hashes(self, request: Request) -> Sequence[int]:
+        """Hashes for a request that carries none (Azure): its blocks are never shared."""
         count = max(1, -(-request.input_tokens // self.block_tokens))
         start = self._fresh_hash
         self._fresh_hash -= count
@@ -164,10 +170,10 @@ class PagedKVCacheManager(ManagerCore):
         with self._lock:
             self._check_open()
             self._count_request()
-            hashes = self._hashes_for(request)
-            hits = -1
-            if len(hashes) <= self.capacity_blocks:
-                hits = self._admit(hashes, request.request_id)
+            hashes = request.block_hashes
+            if hashes is None:
+                hashes = self._fresh_hashes(request)
+            hits = self._admit(hashes, request.request_id) if len(hashes) <= self._capacity else -1
             if hits < 0:
                 self.rejected += 1
                 return Served(False, 0, request.input_tokens)
@@ -176,10 +182,10 @@ class PagedKVCacheManager(ManagerCore):
                 for block_hash in hashes:
                     held[block_hash] = held.get(block_hash, 0) + 1
                 self._holding[request.request_id] = hashes
-            cached = min(hits * self.block_tokens, request.input_tokens)
+            cached = min(hits * self.block_tokens, request.input_tokens)  # last block: partial
             return Served(True, cached, request.input_tokens - cached)
 
-    def _admit(self, hashes: Sequence[int], request_id: str) -> int:
+    def _admit(self, hashes: Sequence[int], request_id: str) -> int:  # noqa: PLR0912 - one frame
         """Look up every block in order; the number of hits, or -1 if a block found no room.
 
         This is the replay's hot loop, so everything it calls per block is bound to a local.
@@ -187,16 +193,10 @@ class PagedKVCacheManager(ManagerCore):
         For LRU and FIFO the victim is popped straight off the policy's ordered dict; the
         general (slower) search runs only when that block turns out to be pinned.
         """
-        slot_of = self._slot_of
-        last_user = self._last_user
-        free = self._free_slots
-        held = self._held
-        policy = self.policy
-        access, insert, on_miss = policy.access, policy.insert, policy.on_miss
-        pop_oldest = policy.pop_oldest
-        pin_admitting = self.pin_admitting
-        emitter = self._emitter
-        hits = misses = evicted = 0
+        slot_of, last_user, free, held, policy, access, insert, on_miss, pop_oldest = self._hot
+        pin_admitting, batch, emitter = self.pin_admitting, self.batch_receipts, self._emitter
+        free_before = len(free)
+        hits = evicted = 0
         round_: _Round | None = None
         for block_hash in hashes:
             if block_hash in slot_of:
@@ -204,36 +204,46 @@ class PagedKVCacheManager(ManagerCore):
                 hits += 1
                 last_user[block_hash] = request_id
                 continue
-            misses += 1
             if on_miss is not None:
                 on_miss(block_hash)
             if free:
                 slot = free.pop()
             else:
-                if not evicted and self.batch_receipts:
+                if batch and not evicted:
                     round_ = self._begin_round()
                 victim: Hashable | None = None
                 if pop_oldest is not None:
-                    victim = pop_oldest(False)[0]
-                    if victim in held or (pin_admitting and last_user[victim] == request_id):  # type: ignore[index]
+                    victim, _ = pop_oldest(False)
+                    user = last_user.pop(victim)  # type: ignore[call-overload]
+                    if (user == request_id and pin_admitting) or (held and victim in held):
+                        last_user[victim] = user  # type: ignore[index]
                         policy.unpop(victim)
                         victim = None
                 if victim is None:
                     victim = policy.victim(self._pins(request_id))
                     if victim is None:
+                        misses = free_before - len(free) + evicted + 1
                         self._finish_admit(hits, misses, evicted, round_, ok=False)
                         return -1
+                    user = last_user.pop(victim)  # type: ignore[call-overload]
                 slot = slot_of.pop(victim)  # type: ignore[call-overload]
-                user = last_user.pop(victim)  # type: ignore[call-overload]
                 evicted += 1
                 if emitter is not None:
+                    misses = free_before - len(free) + evicted  # each miss took a slot
                     self._receipt(victim, slot, user, request_id,  # type: ignore[arg-type]
                                   hits=self.hits + hits, misses=self.misses + misses,
                                   evictions=self.evictions + evicted)  # fmt: skip
             slot_of[block_hash] = slot
             insert(block_hash)
             last_user[block_hash] = request_id
-        self._finish_admit(hits, misses, evicted, round_, ok=True)
+        if round_ is None:  # the common case, inline: no batch receipt to close
+            self.hits += hits
+            self.misses += len(hashes) - hits
+            self.evictions += evicted
+            self.bytes_freed += evicted * self.block_bytes
+            self.peak_used_bytes = max(self.peak_used_bytes, len(slot_of) * self.block_bytes)
+        else:
+            self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=True)
         return hits
 
     def _pins(self, request_id: str) -> Container[int]:
