@@ -9,14 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kvreceipts.config import CachingConfig, SimulationConfig
-from kvreceipts.errors import InputError, KvReceiptsError, UsageError
-from kvreceipts.features import FeatureDisabledError
-from kvreceipts.manager import CacheEntry, KVCacheManager
-from kvreceipts.paged import PagedKVCacheManager
-from kvreceipts.stats import KVCacheStatistics, PerformanceReport, ServiceMeter
-
 if TYPE_CHECKING:
+    from kvreceipts.config import CachingConfig, SimulationConfig
+    from kvreceipts.errors import InputError, KvReceiptsError, UsageError
+    from kvreceipts.features import FeatureDisabledError
+    from kvreceipts.manager import CacheEntry, KVCacheManager
+    from kvreceipts.paged import PagedKVCacheManager
     from kvreceipts.receipts import (
         EvictionReason,
         KvEvictionBatchReceipt,
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
         KvEventSink,
         TracingSink,
     )
+    from kvreceipts.stats import KVCacheStatistics, PerformanceReport, ServiceMeter
 
 __version__ = "0.1.0"
 
@@ -64,7 +63,22 @@ __all__ = [
     "__version__",
 ]
 
-# Names that live in the receipts code: imported on first use, and only with the feature on.
+# Every name is imported on first use, so that `kvreceipts --version` stays fast.
+_CORE_EXPORTS = {
+    "CachingConfig": "kvreceipts.config",
+    "SimulationConfig": "kvreceipts.config",
+    "InputError": "kvreceipts.errors",
+    "KvReceiptsError": "kvreceipts.errors",
+    "UsageError": "kvreceipts.errors",
+    "FeatureDisabledError": "kvreceipts.features",
+    "CacheEntry": "kvreceipts.manager",
+    "KVCacheManager": "kvreceipts.manager",
+    "PagedKVCacheManager": "kvreceipts.paged",
+    "KVCacheStatistics": "kvreceipts.stats",
+    "PerformanceReport": "kvreceipts.stats",
+    "ServiceMeter": "kvreceipts.stats",
+}
+# Names that live in the receipts code: only with the receipts feature on.
 _RECEIPTS_EXPORTS = {
     "EvictionReason": "kvreceipts.receipts",
     "KvEvictionBatchReceipt": "kvreceipts.receipts",
@@ -82,10 +96,12 @@ _RECEIPTS_EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _RECEIPTS_EXPORTS.get(name)
+    module = _CORE_EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'kvreceipts' has no attribute {name!r}")
-    from kvreceipts import features
+        module = _RECEIPTS_EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'kvreceipts' has no attribute {name!r}")
+        from kvreceipts import features
 
-    features.require("receipts", f"kvreceipts.{name}")
+        features.require("receipts", f"kvreceipts.{name}")
     return getattr(importlib.import_module(module), name)

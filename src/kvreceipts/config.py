@@ -7,14 +7,14 @@ file, line, table and key, with a close-match suggestion.
 
 from __future__ import annotations
 
-import difflib
-import re
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from kvreceipts.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 __all__ = [
     "ALLOCATORS",
@@ -147,12 +147,20 @@ class LoadedConfig:
         return {"caching": self.caching.to_dict(), "simulation": asdict(self.simulation)}
 
 
+def _suggest(value: str, choices: Iterable[str], show: Callable[[str], str] = repr) -> str:
+    """`` (did you mean 'x'?)`` for a close match, else nothing."""
+    import difflib
+
+    hint = difflib.get_close_matches(value, list(choices), n=1)
+    return f" (did you mean {show(hint[0])}?)" if hint else ""
+
+
 def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        hint = difflib.get_close_matches(value, choices, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise UsageError(
-            f"[{table}] {key} = {value!r} is not one of: {', '.join(choices)}{did}", key=key
+            f"[{table}] {key} = {value!r} is not one of: {', '.join(choices)}"
+            + _suggest(value, choices),
+            key=key,
         )
 
 
@@ -174,6 +182,8 @@ def _type_name(value: object) -> str:
 
 def _key_line(text: str, table: str, key: str) -> int | None:
     """The 1-based line where ``key`` is set inside ``[table]``, for error messages."""
+    import re
+
     current = ""
     key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
     for number, line in enumerate(text.splitlines(), start=1):
@@ -202,9 +212,7 @@ def _coerce_table(
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise fail(f"[{table}] unknown key {key!r}{did}", key)
+            raise fail(f"[{table}] unknown key {key!r}{_suggest(key, known)}", key)
         default = known[key]
         ok = (
             type(value) is type(default)
@@ -228,6 +236,9 @@ def _coerce_table(
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a TOML config file."""
+    import re
+    import tomllib
+
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -245,10 +256,10 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise InputError(f"invalid TOML: {message}", path=name, line=line) from None
     unknown = sorted(set(data) - {"caching", "simulation"})
     if unknown:
-        hint = difflib.get_close_matches(unknown[0], ["caching", "simulation"], n=1)
-        did = f" (did you mean [{hint[0]}]?)" if hint else ""
         raise InputError(
-            f"unknown table [{unknown[0]}]{did}; a config has [caching] and [simulation]",
+            f"unknown table [{unknown[0]}]"
+            f"{_suggest(unknown[0], ('caching', 'simulation'), lambda t: f'[{t}]')}; "
+            "a config has [caching] and [simulation]",
             path=name,
         )
     caching, caching_keys = _coerce_table(

@@ -18,7 +18,6 @@ from kvreceipts.commands.output import Output, human_bytes
 from kvreceipts.config import LoadedConfig, load_config
 from kvreceipts.errors import UsageError
 from kvreceipts.policies import POLICIES
-from kvreceipts.simulation import Plan, RunResult, build_manager, plan_simulation, run_simulation
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from kvreceipts.receipts import Receipt
+    from kvreceipts.simulation import Plan, RunResult
     from kvreceipts.sinks.base import BaseSink
 
 __all__ = ["simulate"]
@@ -117,6 +117,8 @@ def _merge(
 
 
 def _plan(loaded: LoadedConfig, given: set[str]) -> Plan:
+    from kvreceipts.simulation import plan_simulation
+
     sim = loaded.simulation
     if "trace" in given and "workload" in given:
         raise UsageError("give --workload or --trace, not both")
@@ -479,6 +481,8 @@ def simulate(
 
 
 def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int) -> None:
+    from kvreceipts.simulation import build_manager, run_simulation
+
     sim = plan.simulation
     sinks: list[BaseSink] = []
     sink = stop = key = None
