@@ -17,7 +17,7 @@ __all__ = ["FanoutSink"]
 
 class FanoutSink(BaseSink):
     """Delivers each record to every child in order; one failing child does not stop the
-    others (its failure is counted on the child and here).
+    others (the failure is counted, and logged, by that child).
     """
 
     name = "fanout"
