@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError", "KvReceiptsError", "UsageError"]
+from pathlib import Path
+from typing import IO
+
+__all__ = ["InputError", "KvReceiptsError", "UsageError", "open_input"]
 
 
 class KvReceiptsError(Exception):
@@ -29,3 +32,17 @@ class InputError(KvReceiptsError):
         super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.line = line
+
+
+def open_input(path: str, what: str) -> IO[bytes]:
+    """Open a file the user named for reading; failures become an :class:`InputError` that
+    names the file and what it should have been (``what``: "trace file", "receipts file").
+    """
+    try:
+        return Path(path).open("rb")
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path=path) from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory, not a {what}", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the {what}: {exc.strerror}", path=path) from None

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from kvreceipts.errors import InputError, UsageError
+from kvreceipts.errors import InputError, UsageError, open_input
 from kvreceipts.workloads.request import Request
 
 if TYPE_CHECKING:
@@ -40,14 +39,7 @@ class TraceStats:
 
 
 def _open(path: str) -> IO[bytes]:
-    try:
-        return Path(path).open("rb")
-    except FileNotFoundError:
-        raise InputError("trace file not found", path=path) from None
-    except IsADirectoryError:
-        raise InputError("trace path is a directory, not a file", path=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read trace: {exc.strerror}", path=path) from None
+    return open_input(path, "trace file")
 
 
 def detect_format(path: str) -> str:
