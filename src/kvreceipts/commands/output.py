@@ -12,10 +12,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
 __all__ = ["Output", "human_bytes"]
 
@@ -38,7 +37,16 @@ class Output:
         self.quiet = quiet
         self.closed = False
         """Set once stdout's reader has gone away (later data is dropped quietly)."""
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._err: Console | None = None
+
+    @property
+    def err(self) -> Console:
+        """The console on stderr (rich is imported on first use: start-up stays fast)."""
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -84,6 +92,8 @@ class Output:
         """Rich renderables (tables, panels) on stdout: the data view of human mode."""
         if self.closed:
             return
+        from rich.console import Console
+
         console = Console(highlight=False)
         try:
             for renderable in renderables:
