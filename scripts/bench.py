@@ -184,6 +184,14 @@ def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
     rows.append(Row("receipts per second", rate, "/s", ">= 150,000", rate >= 150_000))
     rows.append(Row("ratio: receipts on / off", on.ratio, "x"))
 
+    def without_tuning() -> Any:
+        with features.overridden("receipts"):
+            return with_receipts()
+
+    lean = paired(without_tuning, with_receipts, reps)
+    rows.append(Row("receipts per second, tuning off", emitted / lean.a, "/s",
+                    note="no performance block: smaller records"))  # fmt: skip
+
     def feature_off() -> Any:
         with features.overridden(""):
             return paged_replay(requests, capacity)
