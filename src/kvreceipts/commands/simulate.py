@@ -237,7 +237,8 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    rejected = f", {result.rejected:,} rejected: no room" if result.rejected else ""
+    why = "all blocks pinned" if plan.allocator == "paged" else "no contiguous space"
+    rejected = f", {result.rejected:,} rejected: {why}" if result.rejected else ""
     grid.add_row("requests", f"{result.requests:,} ({result.admitted:,} admitted{rejected})")
     lookups = "block lookups" if plan.allocator == "paged" else "lookups"
     grid.add_row(lookups, f"{stats.cache_hits:,} hits, {stats.cache_misses:,} misses "
