@@ -25,18 +25,24 @@ __all__ = ["PagedKVCacheManager"]
 
 class _Pins:
     """Blocks that may not be evicted: those held by running requests, and those the
-    request being admitted has already looked up (its ``last_user`` is that request).
+    request being admitted has already looked up (their slot's last user is that request).
     """
 
-    __slots__ = ("held", "last_user", "request_id")
+    __slots__ = ("held", "request_id", "slot_of", "user_of")
 
-    def __init__(self, held: dict[int, int], last_user: dict[int, str], request_id: str) -> None:
+    def __init__(
+        self, held: dict[int, int], slot_of: dict[int, int], user_of: list[str], request_id: str
+    ) -> None:
         self.held = held
-        self.last_user = last_user
+        self.slot_of = slot_of
+        self.user_of = user_of
         self.request_id = request_id
 
     def __contains__(self, block_hash: object) -> bool:
-        return block_hash in self.held or self.last_user.get(block_hash) == self.request_id  # type: ignore[call-overload]
+        if block_hash in self.held:
+            return True
+        slot = self.slot_of.get(block_hash)  # type: ignore[call-overload]
+        return slot is not None and self.user_of[slot] == self.request_id
 
 
 class PagedKVCacheManager(ManagerCore):
@@ -98,14 +104,16 @@ class PagedKVCacheManager(ManagerCore):
         self.policy = make_policy(policy, capacity_blocks)
         self._slot_of: dict[int, int] = {}
         self._free_slots = list(range(capacity_blocks - 1, -1, -1))  # pop() takes slot 0 first
-        self._last_user: dict[int, str] = {}
+        # The request that last looked up the block in each slot: a list indexed by slot is
+        # cheaper to read and write per lookup than a second dict keyed by hash.
+        self._user_of: list[str] = [""] * capacity_blocks
         self._held: dict[int, int] = {}  # block hash -> requests holding it
         self._holding: dict[str, Sequence[int]] = {}  # request id -> its blocks
         self._fresh_hash = -1  # hashes for requests that carry none (never shared)
         policy_ = self.policy
         # What the hot loop reads, gathered once: one attribute load instead of nine.
         self._hot = (
-            self._slot_of, self._last_user, self._free_slots, self._held, policy_,
+            self._slot_of, self._user_of, self._free_slots, self._held, policy_,
             policy_.access, policy_.insert, policy_.on_miss, policy_.pop_oldest,
         )  # fmt: skip
 
@@ -168,8 +176,11 @@ class PagedKVCacheManager(ManagerCore):
         ``hold`` its blocks stay pinned until :meth:`release`.
         """
         with self._lock:
-            self._check_open()
-            self._count_request()
+            if self.closed or self.snapshot_every:  # the rare cases, in their methods
+                self._check_open()
+                self._count_request()
+            else:
+                self.requests += 1
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
@@ -189,20 +200,20 @@ class PagedKVCacheManager(ManagerCore):
         """Look up every block in order; the number of hits, or -1 if a block found no room.
 
         This is the replay's hot loop, so everything it calls per block is bound to a local.
-        A block this request already looked up is pinned: its ``last_user`` is this request.
+        A block this request already looked up is pinned: its slot's last user is this request.
         For LRU and FIFO the victim is popped straight off the policy's ordered dict; the
         general (slower) search runs only when that block turns out to be pinned.
         """
-        slot_of, last_user, free, held, policy, access, insert, on_miss, pop_oldest = self._hot
+        slot_of, user_of, free, held, policy, access, insert, on_miss, pop_oldest = self._hot
         pin_admitting, batch, emitter = self.pin_admitting, self.batch_receipts, self._emitter
         free_before = len(free)
         hits = evicted = 0
         round_: _Round | None = None
         for block_hash in hashes:
-            if block_hash in slot_of:
+            if block_hash in slot_of:  # `in`, not .get(): a miss (most lookups) costs no call
                 access(block_hash)
                 hits += 1
-                last_user[block_hash] = request_id
+                user_of[slot_of[block_hash]] = request_id
                 continue
             if on_miss is not None:
                 on_miss(block_hash)
@@ -214,9 +225,9 @@ class PagedKVCacheManager(ManagerCore):
                 victim: Hashable | None = None
                 if pop_oldest is not None:
                     victim, _ = pop_oldest(False)
-                    user = last_user.pop(victim)  # type: ignore[call-overload]
-                    if (user == request_id and pin_admitting) or (held and victim in held):
-                        last_user[victim] = user  # type: ignore[index]
+                    slot = slot_of.pop(victim)  # type: ignore[call-overload]
+                    if (pin_admitting and user_of[slot] == request_id) or (held and victim in held):
+                        slot_of[victim] = slot  # type: ignore[index]
                         policy.unpop(victim)
                         victim = None
                 if victim is None:
@@ -225,17 +236,16 @@ class PagedKVCacheManager(ManagerCore):
                         misses = free_before - len(free) + evicted + 1
                         self._finish_admit(hits, misses, evicted, round_, ok=False)
                         return -1
-                    user = last_user.pop(victim)  # type: ignore[call-overload]
-                slot = slot_of.pop(victim)  # type: ignore[call-overload]
+                    slot = slot_of.pop(victim)  # type: ignore[call-overload]
                 evicted += 1
                 if emitter is not None:
                     misses = free_before - len(free) + evicted  # each miss took a slot
-                    self._receipt(victim, slot, user, request_id,  # type: ignore[arg-type]
+                    self._receipt(victim, slot, user_of[slot], request_id,  # type: ignore[arg-type]
                                   hits=self.hits + hits, misses=self.misses + misses,
                                   evictions=self.evictions + evicted)  # fmt: skip
             slot_of[block_hash] = slot
             insert(block_hash)
-            last_user[block_hash] = request_id
+            user_of[slot] = request_id
         if round_ is None:  # the common case, inline: no batch receipt to close
             self.hits += hits
             self.misses += len(hashes) - hits
@@ -248,7 +258,7 @@ class PagedKVCacheManager(ManagerCore):
 
     def _pins(self, request_id: str) -> Container[int]:
         if self.pin_admitting:
-            return _Pins(self._held, self._last_user, request_id)
+            return _Pins(self._held, self._slot_of, self._user_of, request_id)
         return self._held
 
     def _finish_admit(
