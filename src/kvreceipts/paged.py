@@ -176,11 +176,8 @@ class PagedKVCacheManager(ManagerCore):
         ``hold`` its blocks stay pinned until :meth:`release`.
         """
         with self._lock:
-            if self.closed or self.snapshot_every:  # the rare cases, in their methods
-                self._check_open()
-                self._count_request()
-            else:
-                self.requests += 1
+            self._check_open()
+            self._count_request()
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
