@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT.parent / "shared" / "traces"
 CONVERSATION = TRACES / "mooncake_conversation_trace.jsonl"
+# A receipts-off turn takes a fraction of a second, where a noisy neighbour's burst moves a
+# single ratio by 10% or more: those pairs get this many times the turns, to steady the median.
+SHORT_PAIR_TURNS = 3
 
 
 @dataclasses.dataclass
@@ -154,9 +157,7 @@ def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
     write_oracle_general(blocks, oracle_file)
 
     replay = functools.partial(paged_replay, requests, capacity)
-    # A receipts-off turn takes a fraction of a second, where a noisy neighbour's burst moves
-    # a single ratio by 10% or more: three times the turns steady the median.
-    turns = 3 * reps
+    turns = SHORT_PAIR_TURNS * reps
     vs_bare = paired(replay, lambda: ordered_dict_lru(blocks, capacity), turns)
     vs_lcs = paired(replay, lambda: libcachesim_lru(oracle_file, capacity, len(blocks)), turns)
     hits = paged_replay(requests, capacity).hits
@@ -326,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2))  # fmt: skip
     else:
         print(
-            f"kvreceipts benchmarks: median of {reps} runs after a warm-up ({3 * reps} for "
-            f"the receipts-off replays), Python "
+            f"kvreceipts benchmarks: median of {reps} runs after a warm-up "
+            f"({SHORT_PAIR_TURNS * reps} for the receipts-off replays), Python "
             f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
         print(render(rows))
