@@ -182,8 +182,10 @@ def _receipt_table(kept: list[Receipt], total: int, paged: bool) -> Table:
     columns = ("block hash", "size", "used") if paged else ("offset", "size", "used", "entries")
     for name in columns:
         table.add_column(name, justify="right", no_wrap=True)
+    from kvreceipts.receipts import as_receipt
+
     for record in kept:
-        table.add_row(*_receipt_row(record, paged))
+        table.add_row(*_receipt_row(as_receipt(record), paged))
     more = total - len(kept)
     if more > 0:
         table.caption = f"… {more:,} more (--limit N shows more; --format jsonl prints all)"

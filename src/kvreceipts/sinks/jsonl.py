@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Literal
 from kvreceipts.sinks.base import BaseSink, log
 
 if TYPE_CHECKING:
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["FlushPolicy", "JsonlSink"]
 
@@ -54,7 +54,7 @@ class JsonlSink(BaseSink):
         self.batch_lines = max(1, batch_lines)
         self._pending: list[bytes] = []
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Write (or batch) the record's sealed line."""
         if self.flush_policy == "line":
             self._stream.write(record.line)
