@@ -432,7 +432,9 @@ def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | Non
         if item is not None and item < low:
             return f"field {where + name!r} must be at least {low:g}, not {_short(item)}"
     for name in shape.hex_fields:
-        item = value[name]
+        item = value.get(name)
+        if item is None:  # an optional digest that is absent
+            continue
         width = 16 if shape.fields[name].pattern == _HEX16 else 64
         if len(item) != width or item.strip(_HEX):
             return f"field {where + name!r} must be {width} lowercase hex digits"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
@@ -85,8 +86,8 @@ class JsonlSink(BaseSink):
             return
         try:
             self.flush()
-            if self._owned:
-                os.fsync(self._stream.fileno())
+            if self._owned and stat.S_ISREG(os.fstat(self._stream.fileno()).st_mode):
+                os.fsync(self._stream.fileno())  # a device such as /dev/null cannot be synced
             else:
                 self._stream.flush()
         finally:
