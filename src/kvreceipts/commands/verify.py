@@ -160,8 +160,11 @@ def _print_report(out: Output, report: object) -> None:
             f"{report.run_count:,} run(s) verified; chain head {report.last_digest}"
         )
     else:
+        hint = ""
+        if report.digest_failures and report.digest_failures == report.records and not report.hmac:
+            hint = " - no digest matched: was the run signed? pass --hmac-key-file"
         out.show(
             f"[red]✗[/red] {escape(report.path)}: {report.violation_count:,} violation(s) in "
-            f"{report.records:,} records"
+            f"{report.records:,} records{hint}"
         )
     out.show(f"{'[yellow]' if report.authentication != 'authenticated' else ''}{auth}")
