@@ -49,9 +49,9 @@ _COUNTERS = (
     b'{"cache_hits":%d,"cache_misses":%d,"evictions":%d,"total_sessions":%d,"used_bytes":%d}'
 )
 _BEFORE = b'{"total_sessions":%d,"used_bytes":%d}'
-_STRING_CACHE = 100_000
 """A lean ``before``: what the eviction took away (every other counter is ``after``'s, with
 ``evictions`` one lower)."""
+_STRING_CACHE = 100_000
 
 
 def _literal(value: bytes) -> bytes:
