@@ -27,6 +27,7 @@ __all__ = [
     "check_record_v1",
     "json_schema",
     "register_kind",
+    "shape_test",
 ]
 
 SCHEMA_ID = "kvreceipts.eviction/2"
@@ -508,6 +509,14 @@ def check_record(record: object, layout: str = "lean") -> str | None:
         return f"field 'kind' must be one of {', '.join(KINDS)}, not {_short(kind)}"
     shape = _SHAPES.get((kind, layout)) or _SHAPES[kind, "lean"]
     return _check(record, shape, "")
+
+
+def shape_test(kind: str, layout: str = "lean") -> Callable[[dict[str, Any]], bool] | None:
+    """The fast yes-test of a ``/2`` kind's shape (``None`` for an unknown kind); on no,
+    :func:`check_record` words the problem.
+    """
+    shape = _SHAPES.get((kind, layout)) or _SHAPES.get((kind, "lean"))
+    return shape.fits if shape is not None else None
 
 
 def check_record_v1(record: object) -> str | None:
