@@ -36,7 +36,7 @@ __all__ = [
 SCHEMAS = ("kvreceipts.eviction/1", "kvreceipts.eviction/2")
 SERIES_POINTS = 120
 """Points kept for the memory chart; older points are thinned as the stream grows."""
-SESSIONS_KEPT = 1000
+SESSIONS_KEPT = 25_000
 """Sessions counted exactly until this many are seen; beyond, a top-k sketch (see TopCounter)."""
 RUNS_KEPT = 1000
 """Runs listed one by one; later ones are only counted."""
@@ -58,46 +58,49 @@ class _BadFieldError(Exception):
         self.problem = problem
 
 
-def _get(record: dict[str, Any], key: str, where: str) -> Any:
-    if key not in record:
-        raise _BadFieldError(where + key, "missing")
-    return record[key]
+_MISSING = object()
 
 
+# The checks run on every field of every line: the common case is one type() test and a range
+# test, the explanation is built only for a bad value.
 def _int(record: dict[str, Any], key: str, where: str = "") -> int:
-    value = _get(record, key, where)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _BadFieldError(where + key, f"{_show(value)} is not an integer")
-    if not 0 <= value <= MAX_INT:
-        raise _BadFieldError(where + key, f"{_show(value)} is out of range (0..2^63-1)")
-    return value
+    value = record.get(key, _MISSING)
+    if type(value) is int and 0 <= value <= MAX_INT:  # type(True) is bool, not int
+        return value
+    raise _bad(where + key, value, "an integer", "0..2^63-1")
 
 
 def _str(record: dict[str, Any], key: str, where: str = "") -> str:
-    value = _get(record, key, where)
-    if not isinstance(value, str):
-        raise _BadFieldError(where + key, f"{_show(value)} is not a string")
-    if len(value) > MAX_ID:
-        raise _BadFieldError(
-            where + key, f"a string of {len(value):,} characters (at most {MAX_ID})"
-        )
-    return value
+    value = record.get(key, _MISSING)
+    if type(value) is str and len(value) <= MAX_ID:
+        return value
+    if type(value) is str:
+        problem = f"a string of {len(value):,} characters (at most {MAX_ID})"
+        raise _BadFieldError(where + key, problem)
+    raise _bad(where + key, value, "a string", "")
+
+
+def _bad(name: str, value: Any, wanted: str, bounds: str) -> _BadFieldError:
+    if value is _MISSING:
+        return _BadFieldError(name, "missing")
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if bounds and is_number and (wanted != "an integer" or isinstance(value, int)):
+        return _BadFieldError(name, f"{_show(value)} is out of range ({bounds})")
+    return _BadFieldError(name, f"{_show(value)} is not {wanted}")
 
 
 def _obj(record: dict[str, Any], key: str) -> dict[str, Any]:
-    value = _get(record, key, "")
-    if not isinstance(value, dict):
-        raise _BadFieldError(key, f"{_show(value)} is not an object")
-    return value
+    value = record.get(key, _MISSING)
+    if type(value) is dict:
+        return value
+    raise _bad(key, value, "an object", "")
 
 
 def _time(record: dict[str, Any], key: str) -> float:
-    value = record[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _BadFieldError(key, f"{_show(value)} is not a number")
-    if not 0 <= value <= MAX_TIME_MS:  # NaN fails this too
-        raise _BadFieldError(key, f"{_show(value)} is out of range (0..1e15)")
-    return value
+    value = record.get(key, _MISSING)
+    if type(value) in (int, float) and 0 <= value <= MAX_TIME_MS:
+        return float(value)
+    raise _bad(key, value, "a number", "0..1e15")
 
 
 def _show(value: Any) -> str:
@@ -184,7 +187,7 @@ class RunSummary:
                 "policy": self.policy, "total_bytes": self.total_bytes}  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init is several times slower
 class _Eviction:
     """The fields of an eviction receipt that the summary reads, checked."""
 
