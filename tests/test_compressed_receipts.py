@@ -215,3 +215,24 @@ def test_a_compressed_writer_killed_mid_run_leaves_whole_lines(tmp_path: Path, e
     assert report.ok, report.violations[:3]
     assert report.records == len(whole)
     assert [orjson.loads(line)["seq"] for line in whole] == list(range(len(whole)))
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.parametrize(("ext", "kind"), [(".gz", "gzip"), (".zst", "zstd")])
+def test_flushing_each_line_writes_a_frame_per_line(tmp_path: Path, ext: str, kind: str) -> None:
+    from kvreceipts.config import CachingConfig
+    from kvreceipts.manager import KVCacheManager
+    from kvreceipts.sinks import JsonlSink
+
+    out = tmp_path / f"lines.jsonl{ext}"
+    sink = JsonlSink(out, flush="line")
+    manager = KVCacheManager(CachingConfig(kv_cache_size_mb=0.0625, enable_receipts=True),
+                             sink=sink)  # fmt: skip
+    for i in range(40):
+        manager.get_or_create_cache(f"session-{i}", 16)
+    sink.close()
+    emitted = manager.receipts_emitted
+    assert emitted > 10
+    lines, reader = read_lines(out)
+    assert len(lines) == emitted == frames(out.read_bytes(), kind)
+    assert reader.compression == kind

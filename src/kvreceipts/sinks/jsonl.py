@@ -17,8 +17,9 @@ __all__ = ["FlushPolicy", "JsonlSink", "compressor_for"]
 
 FlushPolicy = Literal["line", "batch"]
 GZIP_LEVEL = 6
-ZSTD_LEVEL = 9
-"""zstd level 9: a 512-line batch (~350 KB) still compresses in a few ms."""
+ZSTD_LEVEL = 3
+"""zstd's default: on the Mooncake conversation run, 5.5% of the plain size at a quarter of the
+time of level 9 (5.1%)."""
 
 
 def compressor_for(path: str) -> Callable[[bytes], bytes] | None:
