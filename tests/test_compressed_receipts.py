@@ -236,3 +236,15 @@ def test_flushing_each_line_writes_a_frame_per_line(tmp_path: Path, ext: str, ki
     lines, reader = read_lines(out)
     assert len(lines) == emitted == frames(out.read_bytes(), kind)
     assert reader.compression == kind
+
+
+@pytest.mark.parametrize(("magic", "kind"), [(b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd")])
+def test_a_corrupt_first_frame_is_one_error_line(tmp_path: Path, magic: bytes, kind: str) -> None:
+    path = tmp_path / "corrupt"
+    path.write_bytes(magic + b"\xff" * 64 + b"junk" * 100)
+    for command in ("stats", "verify"):
+        result = invoke(command, str(path))
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: {path}: not a valid {kind} stream (")

@@ -85,13 +85,14 @@ class ReceiptLines:
         # bounds the output of each call, so a decompression bomb streams like anything else.
         member = zlib.decompressobj(wbits=31)
         started = False
+        whole = 0
         for chunk in self._raw(head):
             data = chunk
             while data:
                 try:
                     out = member.decompress(data, CHUNK)
-                except zlib.error:
-                    self.truncated_tail = True  # garbage after the last whole member
+                except zlib.error as exc:
+                    self._corrupt("gzip", whole, str(exc))
                     return
                 started = True
                 if out:
@@ -99,6 +100,7 @@ class ReceiptLines:
                 if member.eof:
                     data = member.unused_data
                     member, started = zlib.decompressobj(wbits=31), False
+                    whole += 1
                 else:
                     data = member.unconsumed_tail
         if started and not member.eof:
@@ -113,14 +115,15 @@ class ReceiptLines:
         decompressor = zstandard.ZstdDecompressor()
         frame = decompressor.decompressobj()
         started = False
+        whole = 0
         for chunk in self._raw(head):
             view = memoryview(chunk)
             while view:
                 piece, view = view[:_ZSTD_SLICE], view[_ZSTD_SLICE:]
                 try:
                     out = frame.decompress(piece)
-                except zstandard.ZstdError:
-                    self.truncated_tail = True  # garbage after the last whole frame
+                except zstandard.ZstdError as exc:
+                    self._corrupt("zstd", whole, str(exc))
                     return
                 started = True
                 if out:
@@ -128,9 +131,16 @@ class ReceiptLines:
                 if frame.eof:
                     rest = frame.unused_data
                     frame, started = decompressor.decompressobj(), False
+                    whole += 1
                     view = memoryview(rest + bytes(view))
         if started and not frame.eof:
             self.truncated_tail = True
+
+    def _corrupt(self, kind: str, whole: int, why: str) -> None:
+        """Bad data after ``whole`` good frames: a damaged tail, or (none) not our file."""
+        if not whole:
+            raise InputError(f"not a valid {kind} stream ({why})", path=self.path)
+        self.truncated_tail = True  # what follows the last whole frame is unreadable
 
     @staticmethod
     def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
