@@ -1,38 +1,126 @@
 """A summary of a receipts file for ``kvreceipts stats``.
 
-Counts, bytes freed, top sessions, and memory over time (downsampled as it streams, so memory
-stays bounded).
+Counts, bytes freed, top sessions, runs, and memory over time, for schema ``/1`` and ``/2``
+records alike. Every field read is type-checked: a record with a bad field is counted (with its
+line number) and changes nothing else. Memory stays bounded whatever the input: the memory
+series is downsampled as it streams, the per-session counts are a bounded top-k sketch, and the
+per-run table and the count tables are capped.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kvreceipts.schema import SCHEMA_ID
+from kvreceipts.errors import InputError
+from kvreceipts.sniff import SNIFF_LINES, not_a_receipt, sniff_receipts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
-__all__ = ["ReceiptSummary", "summarize_lines"]
+__all__ = [
+    "PROBLEMS_KEPT",
+    "RUNS_KEPT",
+    "SERIES_POINTS",
+    "SESSIONS_KEPT",
+    "ReceiptSummary",
+    "TopCounter",
+    "summarize_lines",
+]
 
+SCHEMAS = ("kvreceipts.eviction/1", "kvreceipts.eviction/2")
 SERIES_POINTS = 120
 """Points kept for the memory chart; older points are thinned as the stream grows."""
+SESSIONS_KEPT = 25_000
+"""Sessions counted exactly until this many are seen; beyond, a top-k sketch (see TopCounter)."""
+RUNS_KEPT = 1000
+"""Runs listed one by one; later ones are only counted."""
+DISTINCT_KEPT = 64
+"""Distinct kinds, reasons or policies counted by name; any others are counted as OTHER."""
+OTHER = "(other)"
+PROBLEMS_KEPT = 5
+"""Unreadable lines described (line, field, problem); the rest are only counted."""
+MAX_INT = 2**63 - 1
+MAX_TIME_MS = 1e15
+MAX_ID = 256
+"""Longest id, kind, reason or policy accepted (longer ones would make the tables unbounded)."""
+
+
+class _BadFieldError(Exception):
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+_MISSING = object()
+
+
+# The checks run on every field of every line: the common case is one type() test and a range
+# test, the explanation is built only for a bad value.
+def _int(record: dict[str, Any], key: str, where: str = "") -> int:
+    value = record.get(key, _MISSING)
+    if type(value) is int and 0 <= value <= MAX_INT:  # type(True) is bool, not int
+        return value
+    raise _bad(where + key, value, "an integer", "0..2^63-1")
+
+
+def _str(record: dict[str, Any], key: str, where: str = "") -> str:
+    value = record.get(key, _MISSING)
+    if type(value) is str and len(value) <= MAX_ID:
+        return value
+    if type(value) is str:
+        problem = f"a string of {len(value):,} characters (at most {MAX_ID})"
+        raise _BadFieldError(where + key, problem)
+    raise _bad(where + key, value, "a string", "")
+
+
+def _bad(name: str, value: Any, wanted: str, bounds: str) -> _BadFieldError:
+    if value is _MISSING:
+        return _BadFieldError(name, "missing")
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if bounds and is_number and (wanted != "an integer" or isinstance(value, int)):
+        return _BadFieldError(name, f"{_show(value)} is out of range ({bounds})")
+    return _BadFieldError(name, f"{_show(value)} is not {wanted}")
+
+
+def _obj(record: dict[str, Any], key: str) -> dict[str, Any]:
+    value = record.get(key, _MISSING)
+    if type(value) is dict:
+        return value
+    raise _bad(key, value, "an object", "")
+
+
+def _time(record: dict[str, Any], key: str) -> float:
+    value = record.get(key, _MISSING)
+    if type(value) in (int, float) and 0 <= value <= MAX_TIME_MS:
+        return float(value)
+    raise _bad(key, value, "a number", "0..1e15")
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, float) or math.isfinite(value) \
+        else repr(value)  # fmt: skip
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(slots=True)
 class _Series:
-    """Every ``stride``-th sample, the stride doubling whenever the buffer fills."""
+    """Every ``stride``-th sample, the stride doubling whenever the buffer fills. A sample's
+    time is ``sim_time_ms`` (a number) or, for records without it, the timestamp (a string).
+    """
 
     limit: int = SERIES_POINTS
     stride: int = 1
     seen: int = 0
-    points: list[tuple[float, int, int]] = field(default_factory=list)
+    points: list[tuple[float | str, int, int]] = field(default_factory=list)
 
-    def add(self, point: tuple[float, int, int]) -> None:
+    def add(self, point: tuple[float | str, int, int]) -> None:
         if self.seen % self.stride == 0:
             self.points.append(point)
             if len(self.points) >= 2 * self.limit:
@@ -42,17 +130,126 @@ class _Series:
 
 
 @dataclass(slots=True)
+class TopCounter:
+    """Counts per key, exact while there are at most ``capacity`` keys, bounded after that.
+
+    Beyond that it is the space-saving sketch, pruned in batches: when ``2 * capacity`` keys
+    are held, only the ``capacity`` largest are kept, and ``floor`` becomes the largest count
+    dropped. A key seen afresh starts at ``floor + 1`` (it may have been dropped), so every
+    count is an upper bound at most ``floor`` too high, and any key whose true count exceeds
+    ``floor`` is held.
+    """
+
+    capacity: int = SESSIONS_KEPT
+    counts: dict[str, int] = field(default_factory=dict)
+    floor: int = 0
+
+    def add(self, key: str) -> None:
+        """Count ``key`` once."""
+        count = self.counts.get(key)
+        if count is None:
+            if len(self.counts) >= 2 * self.capacity:
+                ordered = sorted(self.counts.items(), key=itemgetter(1), reverse=True)
+                self.floor = max(self.floor, ordered[self.capacity][1])
+                self.counts = dict(ordered[: self.capacity])
+            self.counts[key] = self.floor + 1
+        else:
+            self.counts[key] = count + 1
+
+    def most_common(self, n: int) -> list[tuple[str, int]]:
+        """The ``n`` keys with the highest counts, highest first."""
+        return sorted(self.counts.items(), key=itemgetter(1), reverse=True)[:n]
+
+    @property
+    def exact(self) -> bool:
+        """Whether no key was ever dropped (then every count is exact)."""
+        return self.floor == 0
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """One run: its records, evictions, policy and pool size (from its open record, or from
+    its ``/1`` evictions).
+    """
+
+    run_id: str
+    records: int = 0
+    evictions: int = 0
+    policy: str | None = None
+    total_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values."""
+        return {"run_id": self.run_id, "records": self.records, "evictions": self.evictions,
+                "policy": self.policy, "total_bytes": self.total_bytes}  # fmt: skip
+
+
+@dataclass(slots=True)  # not frozen: a frozen init is several times slower
+class _Eviction:
+    """The fields of an eviction receipt that the summary reads, checked."""
+
+    reason: str
+    policy: str
+    session: str
+    size: int
+    used_before: int
+    used_after: int
+    total_bytes: int | None
+    when: float | str
+
+    @classmethod
+    def read(cls, record: dict[str, Any], run: RunSummary | None, stamp: str | None) -> _Eviction:
+        """Check and take the fields; ``run`` gives a ``/2`` lean record's policy."""
+        reason, session = _str(record, "reason"), _str(record, "session_id")
+        size = _int(record, "block_size_bytes")
+        before, after = _obj(record, "before"), _obj(record, "after")
+        used_before = _int(before, "used_bytes", "before.")
+        used_after = _int(after, "used_bytes", "after.")
+        # /1 and the /2 upstream layout carry the policy and the pool size on each eviction;
+        # /2 lean lines leave them to the run's open record.
+        if "policy" in record:
+            policy = _str(record, "policy")
+        else:
+            policy = (run.policy if run is not None else None) or "unknown"
+        total = _int(before, "total_bytes", "before.") if "total_bytes" in before else None
+        when: float | str
+        if "sim_time_ms" in record:
+            when = _time(record, "sim_time_ms")
+        elif stamp is not None:
+            when = stamp
+        else:
+            raise _BadFieldError("timestamp", "missing (and no sim_time_ms)")
+        return cls(reason, policy, session, size, used_before, used_after, total, when)
+
+
+def _bump(counter: Counter[str], key: str, n: int = 1) -> None:
+    counter[key if key in counter or len(counter) < DISTINCT_KEPT else OTHER] += n
+
+
+@dataclass(slots=True)
 class ReceiptSummary:
     """What a receipts file says, in aggregate."""
 
     path: str
     records: int = 0
     unreadable_lines: int = 0
+    """Lines not summarized: not JSON, not a receipt, or a receipt with a bad field."""
+    invalid_records: int = 0
+    """Of those, the receipts with a missing or ill-typed field."""
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    """The first few unreadable lines: ``{line, field, problem}``."""
+    truncated_tail: bool = False
     kinds: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     policies: Counter[str] = field(default_factory=Counter)
-    sessions: Counter[str] = field(default_factory=Counter)
-    runs: Counter[str] = field(default_factory=Counter)
+    sessions: TopCounter = field(default_factory=TopCounter)
+    runs: dict[str, RunSummary] = field(default_factory=dict)
+    run_count: int = 0
+    """Runs seen; those past :data:`RUNS_KEPT` are counted where the run id changes."""
+    records_in_unlisted_runs: int = 0
     bytes_freed: int = 0
     total_bytes: int = 0
     peak_used_bytes: int = 0
@@ -60,38 +257,84 @@ class ReceiptSummary:
     first_timestamp: str | None = None
     last_timestamp: str | None = None
     series: _Series = field(default_factory=_Series)
+    _run: RunSummary | None = None
+
+    def unreadable(self, line: int, name: str | None, problem: str, *, invalid: bool) -> None:
+        """Count a line that is not summarized, and describe the first few."""
+        self.unreadable_lines += 1
+        self.invalid_records += invalid
+        if len(self.problems) < PROBLEMS_KEPT:
+            self.problems.append({"line": line, "field": name, "problem": problem})
+
+    def _run_of(self, run_id: str) -> RunSummary:
+        run = self._run
+        if run is not None and run.run_id == run_id:
+            return run
+        run = self.runs.get(run_id)
+        if run is None:
+            self.run_count += 1
+            run = RunSummary(run_id)
+            if len(self.runs) < RUNS_KEPT:
+                self.runs[run_id] = run
+        self._run = run
+        return run
 
     def add(self, record: dict[str, Any]) -> None:
-        """Fold one parsed record in (a record missing a field it needs changes nothing)."""
-        kind = record["kind"]
-        if kind == "eviction":
-            before, after = record["before"], record["after"]
-            point = (record["sim_time_ms"], before["used_bytes"], after["used_bytes"])
-            reason, policy = record["reason"], record["policy"]
-            session, size = record["session_id"], record["block_size_bytes"]
-            total = before["total_bytes"]
-        lost = int(record["count"]) if kind == "loss" else 0
+        """Fold one receipt in; raises ``_BadFieldError`` (and changes nothing) if a field it needs
+        is missing or ill-typed.
+        """
+        schema = record.get("schema")
+        if schema is not None and schema not in SCHEMAS:
+            raise _BadFieldError("schema", f"{_show(schema)} is not a schema this version reads")
+        kind = _str(record, "kind")
+        run_id = _str(record, "run_id")
+        stamp = _str(record, "timestamp") if "timestamp" in record else None
+        lost = _int(record, "count") if kind == "loss" else 0
+        opened = (_str(record, "policy"), _int(record, "total_bytes")) if kind == "open" else None
+        known = self._run if self._run is not None and self._run.run_id == run_id else \
+            self.runs.get(run_id)  # fmt: skip
+        eviction = _Eviction.read(record, known, stamp) if kind == "eviction" else None
+        # Every field is good: from here on nothing raises.
+        run = self._run_of(run_id)
+        if opened is not None:
+            run.policy, run.total_bytes = opened
+            self.total_bytes = opened[1]
+        if eviction is not None:
+            self._eviction(eviction, run)
+        if run.run_id not in self.runs:
+            self.records_in_unlisted_runs += 1
+        run.records += 1
         self.records += 1
-        self.kinds[kind] += 1
-        self.runs[str(record.get("run_id"))] += 1
+        _bump(self.kinds, kind)
         self.lost += lost
-        stamp = record.get("timestamp")
-        if isinstance(stamp, str):
+        if stamp is not None:
             self.first_timestamp = self.first_timestamp or stamp
             self.last_timestamp = stamp
-        if kind == "eviction":
-            self.reasons[reason] += 1
-            self.policies[policy] += 1
-            self.sessions[session] += 1
-            self.bytes_freed += size
-            self.total_bytes = total
-            self.peak_used_bytes = max(self.peak_used_bytes, point[1])
-            self.series.add(point)
+
+    def _eviction(self, ev: _Eviction, run: RunSummary) -> None:
+        if ev.total_bytes is not None:
+            self.total_bytes = ev.total_bytes
+            if run.total_bytes is None:
+                run.total_bytes = ev.total_bytes
+        if run.policy is None:
+            run.policy = ev.policy
+        run.evictions += 1
+        _bump(self.reasons, ev.reason)
+        _bump(self.policies, ev.policy)
+        self.sessions.add(ev.session)
+        self.bytes_freed += ev.size
+        self.peak_used_bytes = max(self.peak_used_bytes, ev.used_before)
+        self.series.add((ev.when, ev.used_before, ev.used_after))
 
     @property
     def evictions(self) -> int:
         """Eviction receipts seen."""
         return self.kinds.get("eviction", 0)
+
+    @property
+    def runs_not_listed(self) -> int:
+        """Runs seen but not kept in :attr:`runs`."""
+        return self.run_count - len(self.runs)
 
     def top_sessions(self, n: int = 10) -> list[tuple[str, int]]:
         """The sessions with the most evictions."""
@@ -103,7 +346,14 @@ class ReceiptSummary:
             "path": self.path,
             "records": self.records,
             "unreadable_lines": self.unreadable_lines,
-            "runs": dict(self.runs),
+            "invalid_records": self.invalid_records,
+            "problems": self.problems,
+            "truncated_tail": self.truncated_tail,
+            "runs": {run_id: run.records for run_id, run in self.runs.items()},
+            "run_count": self.run_count,
+            "runs_not_listed": self.runs_not_listed,
+            "records_in_unlisted_runs": self.records_in_unlisted_runs,
+            "per_run": [run.to_dict() for run in self.runs.values()],
             "kinds": dict(self.kinds),
             "reasons": dict(self.reasons),
             "policies": dict(self.policies),
@@ -115,29 +365,74 @@ class ReceiptSummary:
             "first_timestamp": self.first_timestamp,
             "last_timestamp": self.last_timestamp,
             "top_sessions": [{"session_id": s, "evictions": n} for s, n in self.top_sessions(top)],
+            "top_sessions_exact": self.sessions.exact,
+            "top_sessions_max_overcount": self.sessions.floor,
             "memory": [
-                {"sim_time_ms": t, "used_bytes_before": b, "used_bytes_after": a}
+                {
+                    ("timestamp" if isinstance(t, str) else "sim_time_ms"): t,
+                    "used_bytes_before": b,
+                    "used_bytes_after": a,
+                }
                 for t, b, a in self.series.points
             ],
         }
 
 
-def summarize_lines(lines: Iterable[bytes], *, path: str = "-") -> ReceiptSummary:
-    """Summarize a stream of receipt lines; lines that are not receipts are counted apart."""
-    summary = ReceiptSummary(path)
+def _head(lines: Iterator[bytes]) -> list[bytes]:
+    """The first lines, up to :data:`SNIFF_LINES` non-blank ones."""
+    head: list[bytes] = []
+    seen = 0
     for raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            record = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            summary.unreadable_lines += 1
-            continue
-        if not isinstance(record, dict) or record.get("schema") != SCHEMA_ID:
-            summary.unreadable_lines += 1  # JSON, but not a receipt (a log line, say)
-            continue
-        try:
-            summary.add(record)
-        except (KeyError, TypeError):  # not a receipt (or not one of ours)
-            summary.unreadable_lines += 1
+        head.append(raw)
+        seen += bool(raw.strip())
+        if seen >= SNIFF_LINES:
+            break
+    return head
+
+
+def summarize_lines(lines: Iterable[bytes], *, path: str = "-") -> ReceiptSummary:
+    """Summarize a stream of receipt lines (newlines included); lines that are not receipts
+    are counted apart. Raises :class:`InputError` if the stream does not start like a
+    receipts file. A last line without a newline that is not JSON is a truncated tail, as is
+    a torn compressed frame (``lines.truncated_tail``).
+    """
+    summary = ReceiptSummary(path)
+    stream = iter(lines)
+    head = _head(stream)
+    sniffed = head
+    if len(head) < SNIFF_LINES and head and not head[-1].endswith(b"\n"):
+        sniffed = head[:-1]  # a torn last line says nothing about what the file is
+    problem = sniff_receipts(sniffed)
+    if problem is not None:
+        raise InputError(f"not a kvreceipts receipts file ({problem})", path=path)
+    number = 0
+    for number, raw in enumerate(_chain(head, stream), start=1):
+        _fold(summary, number, raw)
+    summary.truncated_tail = summary.truncated_tail or bool(getattr(lines, "truncated_tail", False))
     return summary
+
+
+def _chain(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from head
+    yield from rest
+
+
+def _fold(summary: ReceiptSummary, number: int, raw: bytes) -> None:
+    if not raw.strip():
+        return
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if not raw.endswith(b"\n"):  # only the last line can lack one
+            summary.truncated_tail = True
+        else:
+            summary.unreadable(number, None, "not valid JSON", invalid=False)
+        return
+    why = not_a_receipt(record)
+    if why is not None:
+        summary.unreadable(number, None, why, invalid=False)
+        return
+    try:
+        summary.add(record)
+    except _BadFieldError as bad:
+        summary.unreadable(number, bad.name, bad.problem, invalid=True)

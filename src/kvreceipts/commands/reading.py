@@ -1,24 +1,185 @@
-"""Opening a receipts file (or standard input) for the reading commands."""
+"""Opening a receipts file (or standard input) for the reading commands.
+
+Plain, gzip and zstd streams are told apart by their first bytes, not by the file name, and
+decompressed as they stream. Lines come out whole (newline included) and bounded in length, so
+memory stays bounded whatever the input; a torn last compressed frame (a writer killed
+mid-write) ends the stream with its partial line, without a newline, as a torn plain file does.
+"""
 
 from __future__ import annotations
 
 import sys
+import zlib
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING
 
-from kvreceipts.errors import open_input
+from kvreceipts.errors import InputError, open_input
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-__all__ = ["open_receipts"]
+__all__ = ["MAX_LINE", "ReceiptLines", "open_receipts"]
+
+CHUNK = 1 << 16
+MAX_LINE = 1 << 20
+"""Longest line kept whole (receipts are a few KiB). A longer one comes out as its first
+``MAX_LINE + 1`` bytes and a newline, so it is longer than any real line and not JSON."""
+_ZSTD_SLICE = 256
+"""Compressed bytes fed to zstd at a time: a zstd block of 4 bytes can stand for 128 KiB, and
+the decompressor has no output limit, so small inputs are what bound its output."""
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+class ReceiptLines:
+    """The lines of a receipts stream, decompressed if need be.
+
+    After iteration, ``compression`` is ``"gzip"``, ``"zstd"`` or ``None`` and
+    ``truncated_tail`` says whether the stream ended inside a compressed frame (its partial
+    data, if any, was the last line yielded, without a newline).
+    """
+
+    def __init__(self, stream: IO[bytes], path: str) -> None:
+        self.stream = stream
+        self.path = path
+        self.compression: str | None = None
+        self.truncated_tail = False
+        read1 = getattr(stream, "read1", None)
+        self._read: Callable[[int], bytes] = read1 if callable(read1) else stream.read
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._lines(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
+        """Decompressed data, in pieces of at most a few hundred KiB."""
+        head = b""
+        while len(head) < len(XZ_MAGIC):
+            more = self._read(CHUNK)
+            if not more:
+                break
+            head += more
+        if head.startswith(GZIP_MAGIC):
+            self.compression = "gzip"
+            return self._gzip(head)
+        if head.startswith(ZSTD_MAGIC):
+            self.compression = "zstd"
+            return self._zstd(head)
+        if head.startswith(XZ_MAGIC):
+            raise InputError("xz-compressed receipts are not supported (use .gz or .zst)",
+                             path=self.path)  # fmt: skip
+        return self._plain(head)
+
+    def _raw(self, head: bytes) -> Iterator[bytes]:
+        if head:
+            yield head
+        while chunk := self._read(CHUNK):
+            yield chunk
+
+    def _plain(self, head: bytes) -> Iterator[bytes]:
+        yield from self._raw(head)
+
+    def _gzip(self, head: bytes) -> Iterator[bytes]:
+        # One member after another (each flushed batch is a member of its own); max_length
+        # bounds the output of each call, so a decompression bomb streams like anything else.
+        member = zlib.decompressobj(wbits=31)
+        started = False
+        whole = 0
+        for chunk in self._raw(head):
+            data = chunk
+            while data:
+                try:
+                    out = member.decompress(data, CHUNK)
+                except zlib.error as exc:
+                    self._corrupt("gzip", whole, str(exc))
+                    return
+                started = True
+                if out:
+                    yield out
+                if member.eof:
+                    data = member.unused_data
+                    member, started = zlib.decompressobj(wbits=31), False
+                    whole += 1
+                else:
+                    data = member.unconsumed_tail
+        if started and not member.eof:
+            self.truncated_tail = True
+
+    def _zstd(self, head: bytes) -> Iterator[bytes]:
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - a runtime dependency
+            raise InputError("reading zstd-compressed receipts needs the zstandard package",
+                             path=self.path) from None  # fmt: skip
+        decompressor = zstandard.ZstdDecompressor()
+        frame = decompressor.decompressobj()
+        started = False
+        whole = 0
+        for chunk in self._raw(head):
+            view = memoryview(chunk)
+            while view:
+                piece, view = view[:_ZSTD_SLICE], view[_ZSTD_SLICE:]
+                try:
+                    out = frame.decompress(piece)
+                except zstandard.ZstdError as exc:
+                    self._corrupt("zstd", whole, str(exc))
+                    return
+                started = True
+                if out:
+                    yield out
+                if frame.eof:
+                    rest = frame.unused_data
+                    frame, started = decompressor.decompressobj(), False
+                    whole += 1
+                    view = memoryview(rest + bytes(view))
+        if started and not frame.eof:
+            self.truncated_tail = True
+
+    def _corrupt(self, kind: str, whole: int, why: str) -> None:
+        """Bad data after ``whole`` good frames: a damaged tail, or (none) not our file."""
+        if not whole:
+            raise InputError(f"not a valid {kind} stream ({why})", path=self.path)
+        self.truncated_tail = True  # what follows the last whole frame is unreadable
+
+    @staticmethod
+    def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        partial: list[bytes] = []
+        held = 0
+        skipping = False  # inside an overlong line, whose head was already yielded
+        for chunk in chunks:
+            start = 0
+            while True:
+                end = chunk.find(b"\n", start)
+                if end < 0:
+                    rest = chunk[start:]
+                    if not skipping and rest:
+                        partial.append(rest)
+                        held += len(rest)
+                        if held > MAX_LINE:
+                            yield b"".join(partial)[: MAX_LINE + 1] + b"\n"
+                            partial, held, skipping = [], 0, True
+                    break
+                if skipping:
+                    skipping = False
+                else:
+                    piece = chunk[start : end + 1]
+                    if partial:
+                        partial.append(piece)
+                        piece, partial, held = b"".join(partial), [], 0
+                    if len(piece) > MAX_LINE + 1:
+                        piece = piece[: MAX_LINE + 1] + b"\n"
+                    yield piece
+                start = end + 1
+        if partial and not skipping:
+            yield b"".join(partial)
 
 
 @contextmanager
-def open_receipts(path: str) -> Iterator[IO[bytes]]:
-    """The file's bytes, line by line; ``-`` is standard input."""
+def open_receipts(path: str) -> Iterator[ReceiptLines]:
+    """The stream's lines (plain, gzip or zstd, told by magic bytes); ``-`` is standard input."""
     if path == "-":
-        yield sys.stdin.buffer
+        yield ReceiptLines(sys.stdin.buffer, path)
         return
     with open_input(path, "receipts file") as handle:
-        yield handle
+        yield ReceiptLines(handle, path)

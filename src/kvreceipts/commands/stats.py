@@ -35,8 +35,9 @@ def stats(
 ) -> None:
     """Summarize a receipts file: counts, bytes freed, top sessions, memory over time.
 
-    Counts by kind, reason and policy; the sessions evicted most; memory in use before and
-    after each eviction, as a chart over simulated time.
+    Counts by kind, reason and policy; runs; the sessions evicted most; memory in use before
+    and after each eviction, as a chart over time. Reads schema /1 and /2, plain, gzip or zstd.
+    Exit status: 0 summarized, 1 no records, 2 not a receipts file or unreadable.
     """
     from kvreceipts.summarize import summarize_lines
 
@@ -45,10 +46,17 @@ def stats(
         summary = summarize_lines(lines, path=path)
     if out.json_mode:
         out.json(summary.to_dict(top))
-        return
-    from rich.console import Console
+    elif summary.records or summary.unreadable_lines:
+        from rich.console import Console
 
-    out.show(*_render(summary, top, Console().width))
+        out.show(*_render(summary, top, Console().width))
+    if summary.truncated_tail:
+        out.warn(f"{path}: the stream ends in a truncated tail (a torn last line or compressed "
+                 "frame, as a killed writer leaves); everything before it was read")  # fmt: skip
+    if not summary.records:
+        out.err.print(f"{path}: no records" + (f" ({summary.unreadable_lines:,} unreadable "
+                      "lines)" if summary.unreadable_lines else ""), markup=False)  # fmt: skip
+        raise typer.Exit(1)
 
 
 def _sparkline(values: list[int], ceiling: int, width: int) -> str:
@@ -58,7 +66,7 @@ def _sparkline(values: list[int], ceiling: int, width: int) -> str:
     per = -(-len(values) // max(1, width))
     peaks = [max(values[i : i + per]) for i in range(0, len(values), per)]
     top = len(_BARS) - 1
-    return "".join(_BARS[min(top, round(v / ceiling * top))] for v in peaks)
+    return "".join(_BARS[max(0, min(top, round(v / ceiling * top)))] for v in peaks)
 
 
 def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableType]:
@@ -68,9 +76,17 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
     overview.add_column(style="bold")
     overview.add_column()
     overview.add_row("file", summary.path)
-    overview.add_row("records", f"{summary.records:,} in {len(summary.runs)} run(s)"
-                     + (f"; {summary.unreadable_lines:,} unreadable lines"
-                        if summary.unreadable_lines else ""))  # fmt: skip
+    runs = f"{summary.records:,} in {summary.run_count:,} run(s)"
+    if summary.unreadable_lines:
+        runs += f"; {summary.unreadable_lines:,} unreadable lines"
+        if summary.invalid_records:
+            runs += f" ({summary.invalid_records:,} invalid_records)"
+    overview.add_row("records", runs)
+    for problem in summary.problems:
+        where = f"line {problem['line']}" + (f", {problem['field']}" if problem["field"] else "")
+        overview.add_row("", f"{where}: {problem['problem']}")
+    if len(summary.problems) < summary.unreadable_lines:
+        overview.add_row("", f"… {summary.unreadable_lines - len(summary.problems):,} more")
     for title, counts in (("kinds", summary.kinds), ("reasons", summary.reasons),
                           ("policies", summary.policies)):  # fmt: skip
         overview.add_row(title, ", ".join(f"{k} {n:,}" for k, n in counts.most_common()) or "-")
@@ -80,8 +96,13 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
     if summary.first_timestamp:
         overview.add_row("time", f"{summary.first_timestamp} → {summary.last_timestamp}")
     parts: list[RenderableType] = [overview]
+    if summary.runs:
+        parts.append(_runs_table(summary))
     if summary.sessions:
         sessions = Table(title=f"top {top} sessions by evictions", title_justify="left")
+        if not summary.sessions.exact:
+            sessions.caption = (f"{len(summary.sessions):,} sessions tracked; counts may be up "
+                                f"to {summary.sessions.floor:,} too high")  # fmt: skip
         sessions.add_column("session")
         sessions.add_column("evictions", justify="right")
         for session, count in summary.top_sessions(top):
@@ -90,7 +111,8 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
     points = summary.series.points
     if points:
         ceiling = summary.total_bytes or max(b for _, b, _ in points)
-        chart = Table(title="memory in use over simulated time (each eviction, sampled)",
+        clock = "time" if isinstance(points[0][0], str) else "simulated time"
+        chart = Table(title=f"memory in use over {clock} (each eviction, sampled)",
                       title_justify="left", show_header=False, box=None)  # fmt: skip
         chart.add_column(style="bold")
         chart.add_column()
@@ -99,8 +121,33 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
         chart.add_row("after", _sparkline([a for _, _, a in points], ceiling, bars))
         chart.add_row(
             "",
-            f"{points[0][0] / 1000:,.1f} s … {points[-1][0] / 1000:,.1f} s; "
+            f"{_when(points[0][0])} … {_when(points[-1][0])}; "
             f"full bar = {human_bytes(ceiling)}; peak {human_bytes(summary.peak_used_bytes)}",
         )
         parts.append(chart)
     return parts
+
+
+def _when(time: float | str) -> str:
+    """Simulated milliseconds as seconds; a timestamp as it is."""
+    return time if isinstance(time, str) else f"{time / 1000:,.1f} s"
+
+
+RUNS_SHOWN = 10
+
+
+def _runs_table(summary: ReceiptSummary) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title="runs", title_justify="left")
+    for column in ("run", "records", "evictions", "policy", "pool"):
+        table.add_column(column, justify="left" if column in ("run", "policy") else "right")
+    for run in list(summary.runs.values())[:RUNS_SHOWN]:
+        pool = "" if run.total_bytes is None else human_bytes(run.total_bytes)
+        table.add_row(run.run_id, f"{run.records:,}", f"{run.evictions:,}", run.policy or "",
+                      pool)  # fmt: skip
+    more = summary.run_count - min(len(summary.runs), RUNS_SHOWN)
+    if more:
+        listed = len(summary.runs)
+        table.caption = f"… and {more:,} more run(s) (--format json lists the first {listed:,})"
+    return table

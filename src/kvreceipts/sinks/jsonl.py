@@ -10,11 +10,32 @@ from typing import IO, TYPE_CHECKING, Literal
 from kvreceipts.sinks.base import BaseSink, log
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kvreceipts.receipts import Record
 
-__all__ = ["FlushPolicy", "JsonlSink"]
+__all__ = ["FlushPolicy", "JsonlSink", "compressor_for"]
 
 FlushPolicy = Literal["line", "batch"]
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+"""zstd's default: on the Mooncake conversation run, 5.5% of the plain size at a quarter of the
+time of level 9 (5.1%)."""
+
+
+def compressor_for(path: str) -> Callable[[bytes], bytes] | None:
+    """For a ``.gz`` or ``.zst`` path, a function turning data into one complete gzip member or
+    zstd frame; ``None`` for any other path. zstandard is imported only when needed.
+    """
+    if path.endswith(".gz"):
+        import gzip
+
+        return lambda data: gzip.compress(data, GZIP_LEVEL, mtime=0)
+    if path.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress
+    return None
 
 
 class JsonlSink(BaseSink):
@@ -26,6 +47,10 @@ class JsonlSink(BaseSink):
     Either way a killed process leaves a valid prefix that ``kvreceipts verify`` accepts.
     ``close`` writes what is left and fsyncs a file the sink opened. A path is appended to
     unless ``append=False``.
+
+    A path ending in ``.gz`` or ``.zst`` gets gzip or zstd: each write is one complete gzip
+    member or zstd frame (a batch, or with ``flush="line"`` a line), so a killed process leaves
+    whole frames and at most one torn one, and the reading commands read them back.
     """
 
     name = "jsonl"
@@ -45,12 +70,14 @@ class JsonlSink(BaseSink):
             self.path: str | None = str(target)
             # Unbuffered append: one write() system call per write here, never a split line.
             mode = "ab" if append else "wb"
+            self._compress = compressor_for(self.path)
             self._stream: IO[bytes] = Path(target).open(mode, buffering=0)  # noqa: SIM115
             self._owned = True
         else:
             self.path = getattr(target, "name", None)
             self._stream = target
             self._owned = False
+            self._compress = None
         self.flush_policy: FlushPolicy = flush
         self.batch_lines = max(1, batch_lines)
         self._pending: list[bytes] = []
@@ -58,7 +85,8 @@ class JsonlSink(BaseSink):
     def deliver(self, record: Record) -> None:
         """Write (or batch) the record's sealed line."""
         if self.flush_policy == "line":
-            self._stream.write(record.line)
+            line = record.line
+            self._stream.write(line if self._compress is None else self._compress(line))
             self.counters.delivered += 1
             return
         self._pending.append(record.line)
@@ -71,7 +99,8 @@ class JsonlSink(BaseSink):
             return
         lines, self._pending = self._pending, []
         try:
-            self._stream.write(b"".join(lines))
+            data = b"".join(lines)
+            self._stream.write(data if self._compress is None else self._compress(data))
             if not self._owned:
                 self._stream.flush()
         except Exception:  # noqa: BLE001 - counted and logged; the manager must go on

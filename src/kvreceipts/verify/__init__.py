@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from kvreceipts.errors import InputError
-from kvreceipts.schema import KINDS, SCHEMA_ID, SCHEMA_ID_V1
+from kvreceipts.schema import SCHEMA_ID, SCHEMA_ID_V1
+from kvreceipts.sniff import not_a_receipt, sniff_receipts
 from kvreceipts.verify.report import (
     MAX_KEPT_VIOLATIONS,
     DeclaredLoss,
@@ -61,19 +62,9 @@ def _format_of(first: bytes) -> str | None:
         record = orjson.loads(first)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(record, dict):
+    if not_a_receipt(record) is not None:
         return None
-    schema = record.get("schema")
-    if schema == SCHEMA_ID_V1:
-        return SCHEMA_ID_V1
-    if schema == SCHEMA_ID or (record.get("kind") in KINDS and "alg" in record):
-        return SCHEMA_ID
-    return None
-
-
-def _preview(raw: bytes) -> str:
-    text = raw[:60].decode("utf-8", "replace").rstrip("\r\n")
-    return text + ("…" if len(raw) > 60 else "")
+    return SCHEMA_ID_V1 if record.get("schema") == SCHEMA_ID_V1 else SCHEMA_ID
 
 
 def verify_lines(
@@ -92,7 +83,8 @@ def verify_lines(
         return report
     report.format = _format_of(first) or ""
     if not report.format:
-        raise InputError(f"{path}: not a kvreceipts receipts file (line 1: {_preview(first)})")
+        why = sniff_receipts([first]) or "line 1: a damaged first record"
+        raise InputError(f"{path}: not a kvreceipts receipts file ({why})")
     if report.format == SCHEMA_ID_V1:
         from kvreceipts.verify.legacy import verify_v1
 

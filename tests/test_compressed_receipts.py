@@ -1,0 +1,250 @@
+"""Compressed receipt files: ``-o run.jsonl.gz`` / ``.zst`` write one gzip member or zstd frame
+per flush; the reading commands decompress by magic bytes, and a torn last frame is a truncated
+tail, not a traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zlib
+from typing import TYPE_CHECKING
+
+import orjson
+import pytest
+import zstandard
+from typer.testing import CliRunner, Result
+
+from kvreceipts.cli import app
+from kvreceipts.commands.reading import MAX_LINE, ReceiptLines, open_receipts
+from kvreceipts.verify import verify_lines
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def invoke(*args: str, stdin: bytes | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), input=stdin)
+
+
+def simulate(out: Path) -> Path:
+    result = invoke("simulate", "--workload", "burst", "--requests", "400", "--capacity-mb", "4",
+                    "--batch-receipts", "-f", "json", "-q", "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same seeded run written plain, gzip and zstd."""
+    folder = tmp_path_factory.mktemp("compressed")
+    return {ext: simulate(folder / f"run.jsonl{ext}") for ext in ("", ".gz", ".zst")}
+
+
+def read_lines(path: Path) -> tuple[list[bytes], ReceiptLines]:
+    with open_receipts(str(path)) as lines:
+        return list(lines), lines
+
+
+def frames(data: bytes, kind: str) -> int:
+    """Complete gzip members or zstd frames in ``data``."""
+    count = 0
+    while data:
+        if kind == "gzip":
+            member = zlib.decompressobj(wbits=31)
+            member.decompress(data)
+        else:
+            member = zstandard.ZstdDecompressor().decompressobj()  # type: ignore[assignment]
+            member.decompress(data)
+        assert member.eof
+        count += 1
+        data = member.unused_data
+    return count
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.parametrize(("ext", "kind"), [(".gz", "gzip"), (".zst", "zstd")])
+def test_round_trip_gives_the_plain_file_back(runs: dict[str, Path], ext: str, kind: str) -> None:
+    plain = runs[""].read_bytes()
+    lines, reader = read_lines(runs[ext])
+    assert b"".join(lines) == plain
+    assert (reader.compression, reader.truncated_tail) == (kind, False)
+    packed = runs[ext].read_bytes()
+    assert len(packed) < len(plain) / 5
+    # One frame per flushed batch of simulate's 512 lines: a kill loses at most one.
+    assert frames(packed, kind) == -(-len(plain.splitlines()) // 512)
+    # And the standard tools read them as they are.
+    assert (gzip.decompress(packed) if kind == "gzip" else _zstd_all(packed)) == plain
+
+
+def _zstd_all(data: bytes) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    return reader.read()
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.parametrize("ext", [".gz", ".zst"])
+def test_verify_and_stats_read_compressed_files(runs: dict[str, Path], ext: str) -> None:
+    result = invoke("verify", str(runs[ext]))
+    assert result.exit_code == 0, result.output
+    plain = orjson.loads(invoke("stats", str(runs[""]), "--format", "json").stdout)
+    packed = orjson.loads(invoke("stats", str(runs[ext]), "--format", "json").stdout)
+    plain.pop("path"), packed.pop("path")
+    assert packed == plain
+    # By magic bytes, not by name: from standard input too.
+    piped = invoke("stats", "-", "--format", "json", stdin=runs[ext].read_bytes())
+    assert piped.exit_code == 0
+    assert orjson.loads(piped.stdout)["records"] == plain["records"]
+    table = invoke("stats", str(runs[ext]))
+    assert table.exit_code == 0
+    assert f"{plain['records']:,} in 1 run(s)" in " ".join(table.stdout.split())
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.parametrize("ext", [".gz", ".zst"])
+@pytest.mark.parametrize("cut", [0.5, 0.99])
+def test_a_torn_last_frame_is_a_truncated_tail(
+    runs: dict[str, Path], tmp_path: Path, ext: str, cut: float
+) -> None:
+    plain = runs[""].read_bytes().splitlines(keepends=True)
+    packed = runs[ext].read_bytes()
+    kind = "gzip" if ext == ".gz" else "zstd"
+    whole = frames(packed, kind)
+    torn = tmp_path / f"torn.jsonl{ext}"
+    torn.write_bytes(packed[: int(len(packed) * cut)])
+    lines, reader = read_lines(torn)
+    assert reader.truncated_tail
+    complete = [line for line in lines if line.endswith(b"\n")]
+    assert complete == plain[: len(complete)]  # a prefix of whole lines
+    assert lines[len(complete) :] in ([], [plain[len(complete)][: len(lines[-1])]])
+    assert len(complete) >= (whole - 1) * 512 * cut - 512
+    with open_receipts(str(torn)) as stream:
+        report = verify_lines(stream, path=str(torn))
+    assert report.ok, report.violations[:3]
+    stats = invoke("stats", str(torn), "--format", "json")
+    assert stats.exit_code == 0, stats.output
+    assert orjson.loads(stats.stdout)["truncated_tail"] is True
+    assert "truncated tail" in stats.stderr
+
+
+@pytest.mark.parametrize("ext", [".gz", ".zst"])
+def test_garbage_after_the_last_frame_is_a_truncated_tail(tmp_path: Path, ext: str) -> None:
+    line = b'{"schema": "kvreceipts.eviction/1", "kind": "snapshot", "run_id": "r", "seq": 0}\n'
+    frame = gzip.compress(line) if ext == ".gz" else zstandard.ZstdCompressor().compress(line)
+    path = tmp_path / f"junk{ext}"
+    path.write_bytes(frame * 3 + b"\x00" * 100 + frame)
+    lines, reader = read_lines(path)
+    assert lines == [line] * 3
+    assert reader.truncated_tail
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, zstandard.compress])
+def test_a_decompression_bomb_streams_in_bounded_lines(compress: object) -> None:
+    assert callable(compress)
+    bomb = compress(b"x" * (64 * MAX_LINE) + b"\n" + b'{"a": 1}\n')
+    lines = list(ReceiptLines(io.BytesIO(bomb), "bomb"))
+    assert [len(line) for line in lines] == [MAX_LINE + 2, 9]
+
+
+def test_overlong_plain_lines_are_cut_and_later_lines_kept() -> None:
+    data = b"a\n" + b"y" * (3 * MAX_LINE) + b"\nb\n" + b"z" * (2 * MAX_LINE)
+    lines = list(ReceiptLines(io.BytesIO(data), "long"))
+    assert [line[:1] for line in lines] == [b"a", b"y", b"b", b"z"]
+    assert [len(line) for line in lines] == [2, MAX_LINE + 2, 2, MAX_LINE + 2]
+
+
+def test_xz_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl.xz"
+    path.write_bytes(lzma.compress(b"{}\n"))
+    result = invoke("stats", str(path))
+    assert result.exit_code == 2
+    expected = f"error: {path}: xz-compressed receipts are not supported (use .gz or .zst)"
+    assert result.stderr.strip() == expected
+
+
+CHILD = textwrap.dedent(
+    """
+    import itertools, sys
+    from kvreceipts.config import CachingConfig
+    from kvreceipts.manager import KVCacheManager
+    from kvreceipts.sinks import JsonlSink
+
+    manager = KVCacheManager(
+        CachingConfig(kv_cache_size_mb=0.0625, enable_receipts=True),
+        sink=JsonlSink(sys.argv[1], flush="batch", batch_lines=64),
+    )
+    for i in itertools.count():
+        manager.get_or_create_cache(f"session-{i}", 16)
+        if i % 500 == 0:
+            print(manager.receipts_emitted, flush=True)
+    """
+)
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.slow
+@pytest.mark.parametrize("ext", [".gz", ".zst"])
+def test_a_compressed_writer_killed_mid_run_leaves_whole_lines(tmp_path: Path, ext: str) -> None:
+    out = tmp_path / f"killed.jsonl{ext}"
+    env = {**os.environ, "KVRECEIPTS_FEATURES": "receipts,tuning"}
+    env.pop("KVRECEIPTS_HMAC_KEY_FILE", None)
+    with subprocess.Popen([sys.executable, "-c", CHILD, str(out)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env) as process:  # fmt: skip
+        try:
+            assert process.stdout is not None
+            while int(process.stdout.readline() or b"-1") < 20_000:
+                assert process.poll() is None, "the child stopped"
+            process.send_signal(signal.SIGKILL)
+            assert process.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.stderr is not None
+        assert b"Traceback" not in process.stderr.read()
+    lines, _ = read_lines(out)
+    whole = [line for line in lines if line.endswith(b"\n")]
+    assert len(whole) >= 20_000 - 64  # everything but the unflushed batch
+    with open_receipts(str(out)) as stream:
+        report = verify_lines(stream, path=str(out))
+    assert report.ok, report.violations[:3]
+    assert report.records == len(whole)
+    assert [orjson.loads(line)["seq"] for line in whole] == list(range(len(whole)))
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.parametrize(("ext", "kind"), [(".gz", "gzip"), (".zst", "zstd")])
+def test_flushing_each_line_writes_a_frame_per_line(tmp_path: Path, ext: str, kind: str) -> None:
+    from kvreceipts.config import CachingConfig
+    from kvreceipts.manager import KVCacheManager
+    from kvreceipts.sinks import JsonlSink
+
+    out = tmp_path / f"lines.jsonl{ext}"
+    sink = JsonlSink(out, flush="line")
+    manager = KVCacheManager(CachingConfig(kv_cache_size_mb=0.0625, enable_receipts=True),
+                             sink=sink)  # fmt: skip
+    for i in range(40):
+        manager.get_or_create_cache(f"session-{i}", 16)
+    sink.close()
+    emitted = manager.receipts_emitted
+    assert emitted > 10
+    lines, reader = read_lines(out)
+    assert len(lines) == emitted == frames(out.read_bytes(), kind)
+    assert reader.compression == kind
+
+
+@pytest.mark.parametrize(("magic", "kind"), [(b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd")])
+def test_a_corrupt_first_frame_is_one_error_line(tmp_path: Path, magic: bytes, kind: str) -> None:
+    path = tmp_path / "corrupt"
+    path.write_bytes(magic + b"\xff" * 64 + b"junk" * 100)
+    for command in ("stats", "verify"):
+        result = invoke(command, str(path))
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: {path}: not a valid {kind} stream (")
