@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from kvreceipts.cli import app
 from kvreceipts.commands.reading import MAX_LINE, ReceiptLines, open_receipts
-from kvreceipts.verify import verify_lines
+from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -50,6 +50,43 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def read_lines(path: Path) -> tuple[list[bytes], ReceiptLines]:
     with open_receipts(str(path)) as lines:
         return list(lines), lines
+
+
+def verify_file(path: Path, *, allow_incomplete: bool = False) -> VerifyReport:
+    with open_receipts(str(path)) as stream:
+        return verify_lines(
+            stream, path=str(path), options=VerifyOptions(allow_incomplete=allow_incomplete)
+        )
+
+
+def check_incomplete_prefix(path: Path, whole: int) -> None:
+    """A cut or killed run: its ``whole`` complete lines are a valid prefix of one run that
+    never wrote its close record. Strict verify fails it for that alone (exit 1);
+    ``--allow-incomplete`` accepts it (exit 0).
+    """
+    strict = verify_file(path)
+    assert not strict.ok
+    assert {v.check for v in strict.violations} == {"incomplete"}, strict.violations[:3]
+    assert (strict.incomplete_runs, strict.run_count, strict.records) == (1, 1, whole)
+    lenient = verify_file(path, allow_incomplete=True)
+    assert lenient.ok, lenient.violations[:3]
+    assert (lenient.incomplete_runs, lenient.records) == (1, whole)
+    assert [run.complete for run in lenient.runs] == [False]
+    assert "close" not in lenient.kinds
+    # What a user sees on the command line.
+    result = invoke("verify", str(path), "--format", "json")
+    assert result.exit_code == 1, result.output
+    report = orjson.loads(result.stdout)
+    assert (report["ok"], report["incomplete_runs"], report["records"]) == (False, 1, whole)
+    assert [v["check"] for v in report["violations"]] == ["incomplete"]
+    result = invoke("verify", str(path), "--allow-incomplete", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert (report["ok"], report["incomplete_runs"], report["records"]) == (True, 1, whole)
+    assert [run["complete"] for run in report["runs"]] == [False]
+    table = invoke("verify", str(path), "--allow-incomplete")
+    assert table.exit_code == 0, table.output
+    assert "have no close record" in " ".join(table.stderr.split())
 
 
 def frames(data: bytes, kind: str) -> int:
@@ -124,9 +161,11 @@ def test_a_torn_last_frame_is_a_truncated_tail(
     assert complete == plain[: len(complete)]  # a prefix of whole lines
     assert lines[len(complete) :] in ([], [plain[len(complete)][: len(lines[-1])]])
     assert len(complete) >= (whole - 1) * 512 * cut - 512
-    with open_receipts(str(torn)) as stream:
-        report = verify_lines(stream, path=str(torn))
-    assert report.ok, report.violations[:3]
+    # The tail took the run's close record with it: an incomplete run, its prefix valid.
+    check_incomplete_prefix(torn, len(complete))
+    report = orjson.loads(invoke("verify", str(torn), "--allow-incomplete", "--format",
+                                 "json").stdout)  # fmt: skip
+    assert report["truncated_tail"] is True  # the torn frame, reported by verify too
     stats = invoke("stats", str(torn), "--format", "json")
     assert stats.exit_code == 0, stats.output
     assert orjson.loads(stats.stdout)["truncated_tail"] is True
@@ -210,11 +249,10 @@ def test_a_compressed_writer_killed_mid_run_leaves_whole_lines(tmp_path: Path, e
     lines, _ = read_lines(out)
     whole = [line for line in lines if line.endswith(b"\n")]
     assert len(whole) >= 20_000 - 64  # everything but the unflushed batch
-    with open_receipts(str(out)) as stream:
-        report = verify_lines(stream, path=str(out))
-    assert report.ok, report.violations[:3]
-    assert report.records == len(whole)
+    # Killed before shutdown(): no close record, so verify sees an incomplete run.
+    check_incomplete_prefix(out, len(whole))
     assert [orjson.loads(line)["seq"] for line in whole] == list(range(len(whole)))
+    assert orjson.loads(whole[0])["kind"] == "open"
 
 
 @pytest.mark.needs("receipts")
@@ -230,12 +268,16 @@ def test_flushing_each_line_writes_a_frame_per_line(tmp_path: Path, ext: str, ki
                              sink=sink)  # fmt: skip
     for i in range(40):
         manager.get_or_create_cache(f"session-{i}", 16)
-    sink.close()
-    emitted = manager.receipts_emitted
+    manager.shutdown()  # writes the close record, flushes and closes the sink
+    emitted = manager.receipts_emitted  # receipts only: not the open and close records
     assert emitted > 10
     lines, reader = read_lines(out)
-    assert len(lines) == emitted == frames(out.read_bytes(), kind)
+    assert len(lines) == emitted + 2 == frames(out.read_bytes(), kind)
+    assert [orjson.loads(lines[i])["kind"] for i in (0, -1)] == ["open", "close"]
     assert reader.compression == kind
+    report = verify_file(out)
+    assert report.ok, report.violations[:3]
+    assert (report.records, report.incomplete_runs, report.truncated_tail) == (len(lines), 0, False)
 
 
 @pytest.mark.parametrize(("magic", "kind"), [(b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd")])
