@@ -100,6 +100,7 @@ def verify_lines(
             report.lines += 1
             torn = (number, raw)
     verifier.finish(torn)
+    report.truncated_tail |= bool(getattr(lines, "truncated_tail", False))  # a torn frame
     _check_anchors(verifier.single, verifier.anchored, report, options)
     _check_authentication(report, options)
     if not report.records and report.ok:
