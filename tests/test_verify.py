@@ -373,3 +373,24 @@ def test_every_single_mutation_is_caught(tmp_path: Path, key: bytes | None):
         assert not report.ok, "a mutation went unnoticed"
         caught += 1
     assert caught >= 500
+
+
+# Everything simulate writes verifies -------------------------------------------------------------
+
+
+@pytest.mark.traces
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
+@pytest.mark.parametrize("policy", ["lru", "fifo", "lfu", "s3fifo"])
+@pytest.mark.parametrize("allocator", ["arena", "paged"])
+def test_every_file_simulate_writes_verifies(
+    tmp_path: Path, traces_dir: Path, allocator: str, policy: str, layout: str
+):
+    key = KEY if policy in ("lfu", "s3fifo") else None
+    lines, anchor = run_lines(
+        tmp_path / "r.jsonl", key=key, trace=str(traces_dir / "mooncake_synthetic_trace.jsonl"),
+        allocator=allocator, policy=policy, layout=layout,
+    )  # fmt: skip
+    report = verify(lines, key=key, anchors={"": anchor})
+    assert report.ok, report.violations[:3]
+    assert report.kinds["eviction"] > 0
+    assert report.authentication == ("authenticated" if key else "unauthenticated")
