@@ -168,3 +168,5 @@ def _print_report(out: Output, report: object) -> None:
             f"{report.records:,} records{hint}"
         )
     out.show(f"{'[yellow]' if report.authentication != 'authenticated' else ''}{auth}")
+    if report.authentication != "authenticated" and not out.stdout_is_terminal:
+        out.warn(f"{report.path}: {auth}")  # stdout may be a pipe nobody reads
