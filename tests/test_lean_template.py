@@ -40,7 +40,7 @@ class _Keep:
     block_hash=st.none() | st.integers(-(2**63), 2**64 - 1), tuning=st.booleans(),
     key=st.none() | st.binary(min_size=1, max_size=16), now=st.floats(0, 1e12),
 )  # fmt: skip
-def test_the_template_writes_exactly_the_canonical_json(
+def test_the_template_writes_exactly_the_canonical_json(  # noqa: PLR0917 - hypothesis arguments
     run_id: str, session: str, trigger: str | None, reason: str, counters: tuple[int, ...],
     size: int, offset: int, block_hash: int | None, tuning: bool, key: bytes | None, now: float,
 ) -> None:  # fmt: skip
