@@ -37,8 +37,7 @@ class _Group(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in argv
+        argv, debug = _hoist_debug(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -60,6 +59,17 @@ class _Group(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _hoist_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` is a root option that works anywhere before ``--``: ``kvreceipts simulate
+    --debug`` moves it in front of the command, where Click expects it.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv, False
+    rest = [arg for arg in argv[:end] if arg != "--debug"] + argv[end:]
+    return ["--debug", *rest], True
 
 
 app = typer.Typer(

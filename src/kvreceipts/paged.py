@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kvreceipts.errors import UsageError
 from kvreceipts.manager import ManagerCore, Served, _Round
+from kvreceipts.numbers import MAX_BLOCKS
 from kvreceipts.policies import make_policy
 from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
@@ -97,6 +98,12 @@ class PagedKVCacheManager(ManagerCore):
                     f"kv_cache_size_mb={self.config.kv_cache_size_mb} holds no block of "
                     f"{self.block_bytes} bytes; raise the capacity or lower block_tokens"
                 )
+        if capacity_blocks > MAX_BLOCKS:
+            raise UsageError(
+                f"a cache of {self.config.kv_cache_size_mb:g} MiB makes {capacity_blocks:,} "
+                f"blocks of {self.block_bytes} bytes; the paged cache holds at most "
+                f"{MAX_BLOCKS:,} (lower the capacity or give --capacity-blocks)"
+            )
         self.capacity_blocks = capacity_blocks
         self.pin_admitting = pin_admitting
         self._capacity = capacity_blocks

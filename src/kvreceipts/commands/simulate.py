@@ -15,8 +15,8 @@ import typer
 from kvreceipts import features
 from kvreceipts.commands.options import ConfigOption, HmacKeyOption, QuietOption, ReceiptFormat
 from kvreceipts.commands.output import Output, human_bytes
-from kvreceipts.config import LoadedConfig, load_config
-from kvreceipts.errors import UsageError
+from kvreceipts.config import LoadedConfig, check_capacity_mb, load_config
+from kvreceipts.errors import InputError, UsageError
 from kvreceipts.policies import POLICIES
 
 if TYPE_CHECKING:
@@ -90,8 +90,7 @@ def _merge(
     notes = []
     caching = loaded.caching
     if capacity_mb is not None:
-        if capacity_mb <= 0:
-            raise UsageError(f"--capacity-mb must be greater than 0 (got {capacity_mb:g})")
+        check_capacity_mb("--capacity-mb", capacity_mb)
         caching = dataclasses.replace(caching, kv_cache_size_mb=capacity_mb)
     # Precedence: --receipts/--no-receipts, then the file's enable_receipts, then "on".
     if receipts is not None:
@@ -151,7 +150,11 @@ def _sinks(
     elif fmt is ReceiptFormat.table:
         sinks.append(TableSink(limit))
     if sim.output:
-        file_sink = JsonlSink(sim.output, flush="batch", append=False)
+        try:
+            file_sink = JsonlSink(sim.output, flush="batch", append=False)
+        except OSError as exc:
+            raise InputError(f"cannot write the receipts file: {exc.strerror}",
+                             path=sim.output) from None  # fmt: skip
         file_sink.name = f"file {sim.output}"
         sinks.append(file_sink)
     if sim.http_sink:
