@@ -104,6 +104,9 @@ class SimulationConfig:
     decode_ms_per_token: float = 0.0
     """Simulated decode time per output token; above 0 requests hold their KV until done."""
     skip_bad_lines: bool = False
+    strict_time: bool = False
+    """A trace timestamp that goes backwards is an error (by default: counted, served in
+    file order)."""
     batch_receipts: bool = False
     snapshot_every: int = 0
     """Emit a snapshot receipt after every N requests; 0 turns snapshots off."""

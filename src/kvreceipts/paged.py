@@ -52,8 +52,10 @@ class PagedKVCacheManager(ManagerCore):
     A request looks its blocks up in order: a cached block is a hit, a missing one takes a free
     slot or, when none is free, the slot of a victim the policy picks among unpinned blocks.
     Blocks the request already looked up are pinned while it is admitted, and for as long as
-    it is held. A request that cannot get its blocks is rejected and counted. In the
-    statistics an entry ("session") is one cached block.
+    it is held. A request that cannot get its blocks is rejected and counted by reason
+    (``too_large``: more blocks than the cache; ``all_pinned``: no unpinned victim). Every
+    block reference counts once: a block found cached is a hit, every other one a miss, in
+    rejected requests too. In the statistics an entry ("session") is one cached block.
 
     ``pin_admitting=False`` lets a request evict its own earlier blocks while it is admitted,
     as a block-level simulator such as libCacheSim does (for oracle comparisons only).
@@ -188,9 +190,13 @@ class PagedKVCacheManager(ManagerCore):
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
-            hits = self._admit(hashes, request.request_id) if len(hashes) <= self._capacity else -1
+            if len(hashes) > self._capacity:  # can never fit: every block reference misses
+                self.misses += len(hashes)
+                self._reject("too_large")
+                return Served(False, 0, request.input_tokens)
+            hits = self._admit(hashes, request.request_id)
             if hits < 0:
-                self.rejected += 1
+                self._reject("all_pinned")
                 return Served(False, 0, request.input_tokens)
             if hold:
                 held = self._held
@@ -236,9 +242,8 @@ class PagedKVCacheManager(ManagerCore):
                         victim = None
                 if victim is None:
                     victim = policy.victim(self._pins(request_id))
-                    if victim is None:
-                        misses = free_before - len(free) + evicted + 1
-                        self._finish_admit(hits, misses, evicted, round_, ok=False)
+                    if victim is None:  # the blocks not looked up count as misses too
+                        self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=False)
                         return -1
                     slot = slot_of.pop(victim)  # type: ignore[call-overload]
                 evicted += 1

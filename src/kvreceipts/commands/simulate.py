@@ -79,8 +79,15 @@ _SIM_OPTIONS = {
     "batch_receipts": "--batch-receipts", "snapshot_every": "--snapshot-every",
     "output": "--output", "http_sink": "--http-sink", "hmac_key_file": "--hmac-key-file",
     "skip_bad_lines": "--skip-bad-lines", "decode_ms_per_token": "--decode-ms-per-token",
-    "prefill_ms_per_token": "--prefill-ms-per-token",
+    "prefill_ms_per_token": "--prefill-ms-per-token", "strict_time": "--strict-time",
 }  # fmt: skip
+
+REJECTION_REASONS = {
+    "too_large": "larger than the whole cache",
+    "all_pinned": "all blocks pinned",
+    "no_contiguous_space": "no contiguous space",
+}
+"""How the summary says each reason of ``requests.rejected_by_reason``."""
 
 
 def _merge(
@@ -240,9 +247,8 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    why = "all blocks pinned" if plan.allocator == "paged" else "no contiguous space"
-    rejected = f", {result.rejected:,} rejected: {why}" if result.rejected else ""
-    grid.add_row("requests", f"{result.requests:,} ({result.admitted:,} admitted{rejected})")
+    grid.add_row("requests", f"{result.requests:,} ({result.admitted:,} admitted"
+                 f"{_rejections_text(result)})")  # fmt: skip
     lookups = "block lookups" if plan.allocator == "paged" else "lookups"
     grid.add_row(lookups, f"{stats.cache_hits:,} hits, {stats.cache_misses:,} misses "
                  f"(hit rate {stats.hit_rate:.1%})")  # fmt: skip
@@ -253,7 +259,6 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     if plan.caching.enable_receipts:
         delivered = "; ".join(f"{s.name}: {_counters_text(s)}" for s in sinks)
         grid.add_row("receipts", f"{result.receipts:,}" + (f" ({delivered})" if delivered else ""))
-        grid.add_row("chain head", f"{result.last_digest}")
     else:
         grid.add_row("receipts", "off")
     grid.add_row("simulated", f"{result.sim_time_ms / 1000:,.1f} s, "
@@ -265,6 +270,20 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     title = (f"{Path(plan.workload).name} · {plan.allocator} · {sim.policy} · {plan.sizing.name} "
              f"· run {plan.run_id[:12]}")  # fmt: skip
     return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def _rejections_text(result: RunResult) -> str:
+    """``, 386 rejected: larger than the whole cache`` (each reason with its count when
+    there are several).
+    """
+    if not result.rejected:
+        return ""
+    reasons = result.rejected_by_reason
+    if len(reasons) == 1:
+        (reason,) = reasons
+        return f", {result.rejected:,} rejected: {REJECTION_REASONS.get(reason, reason)}"
+    parts = [f"{n:,} {REJECTION_REASONS.get(k, k)}" for k, n in reasons.items()]
+    return f", {result.rejected:,} rejected: {'; '.join(parts)}"
 
 
 def _counters_text(sink: Any) -> str:
@@ -288,7 +307,9 @@ def _summary_document(plan: Plan, result: RunResult, sinks: list[Any]) -> dict[s
             "total": result.requests,
             "admitted": result.admitted,
             "rejected": result.rejected,
+            "rejected_by_reason": result.rejected_by_reason,
             "skipped_lines": result.skipped_lines,
+            "backwards_timestamps": plan.trace_stats.backwards if plan.trace_stats else 0,
         },
         "evictions": result.evictions,
         "bytes_freed": result.bytes_freed,
@@ -450,6 +471,15 @@ def simulate(
         float | None,
         typer.Option(help="Prefill time per uncached input token.", min=0, show_default="0.05"),
     ] = None,
+    strict_time: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-time",
+            help="A trace timestamp that goes backwards is an error "
+            "(default: counted and reported, rows served in file order).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run a workload against the KV cache manager and print one receipt per eviction.
@@ -469,7 +499,7 @@ def simulate(
             "output": str(output) if output else None, "http_sink": http_sink,
             "hmac_key_file": str(hmac_key_file) if hmac_key_file else None,
             "skip_bad_lines": skip_bad_lines, "decode_ms_per_token": decode_ms_per_token,
-            "prefill_ms_per_token": prefill_ms_per_token,
+            "prefill_ms_per_token": prefill_ms_per_token, "strict_time": strict_time,
         }  # fmt: skip
         given = {key for key, value in cli.items() if value is not None}
         loaded = load_config(config) if config else LoadedConfig()
@@ -536,19 +566,45 @@ def _report(
         out.warn(f"skipped {line}")
     if result.skipped_lines > len(result.skip_errors):
         out.warn(f"… {result.skipped_lines - len(result.skip_errors):,} more bad lines skipped")
+    for note in _trace_notes(plan):
+        out.note(note)
     if fmt is ReceiptFormat.json:
         out.json(_summary_document(plan, result, shown))
         return
     panel = _summary_panel(plan, result, shown)
+    # The chain head in full, on a line of its own: a panel would cut it at 80 columns.
+    head = f"chain head  {result.last_digest}" if plan.caching.enable_receipts else None
     if fmt is ReceiptFormat.table:
         table = next((s for s in sinks if s.name == "table"), None)
         kept = getattr(table, "kept", [])
         if plan.caching.enable_receipts:
             out.show(_receipt_table(kept, result.receipts, plan.allocator == "paged"))
         out.show(panel)
+        if head:
+            out.show(head)
     else:
         out.flush()
+        if out.closed:  # `| head -1`: one line about the pipe, not the summary
+            out.note(f"stdout was closed after {result.requests:,} requests; the run stopped "
+                     "there")  # fmt: skip
+            return
         out.note(panel)
-    if out.closed:
-        out.note(f"stdout was closed after {result.requests:,} requests; the run stopped there")
+        if head:
+            out.note(head)
     out.note(f"[dim]ran in {result.duration_s:.2f} s[/dim]")
+
+
+def _trace_notes(plan: Plan) -> list[str]:
+    """What a reader of the summary should know about the trace itself."""
+    notes = []
+    stats = plan.trace_stats
+    if stats is not None and stats.backwards:
+        rows = "row goes" if stats.backwards == 1 else "rows go"
+        notes.append(
+            f"note: {stats.backwards:,} trace {rows} back in time, served in file "
+            f"order (first: {stats.first_backwards}); --strict-time refuses them"
+        )
+    if plan.trace_format == "azure":
+        notes.append("note: Azure traces carry no prefix hashes or session ids: every request "
+                     "is new to the cache, so every lookup misses by construction")  # fmt: skip
+    return notes
