@@ -345,8 +345,8 @@ def simulate(
     requests: Annotated[
         int | None,
         typer.Option(
-            help="Requests to run.",
-            min=0,
+            help="Requests to run (at least 1; leave it out for the default).",
+            min=1,
             show_default="2000 synthetic, the whole trace",
         ),
     ] = None,
@@ -548,14 +548,51 @@ def _progress(out: Output, plan: Plan) -> Iterator[Callable[[int], None] | None]
     if out.quiet or not out.err.is_terminal:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    bar, update = progress_bar(out.err, plan)
+    with bar:
+        yield update
 
-    total = plan.simulation.requests or (None if plan.simulation.trace else 2000)
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=out.err,
-                  transient=True) as bar:  # fmt: skip
-        task = bar.add_task(f"simulating {plan.workload}", total=total)
-        yield lambda done: bar.update(task, completed=done)
+
+def progress_bar(console: Any, plan: Plan) -> tuple[Any, Callable[[int], None]]:
+    """The bar and its update function (called with the requests done so far). A trace's
+    total is its size on disk and its progress the bytes read (compressed ones too), so the
+    ETA holds from the start; a synthetic workload counts requests. At most 80 columns.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    # Bytes for a whole trace; requests for a synthetic workload or a trace cut by --requests.
+    stats = plan.trace_stats if not plan.simulation.requests else None
+    name = Path(plan.workload).name if plan.workload != "-" else "stdin"
+    name = name if len(name) <= 20 else name[:19] + "…"
+    size = _file_size(plan.workload) if stats is not None else None
+    amount = DownloadColumn() if stats is not None else MofNCompleteColumn()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16),
+                   TaskProgressColumn(), amount, TextColumn("{task.fields[requests]}"),
+                   TimeRemainingColumn(), console=console, transient=True,
+                   expand=False)  # fmt: skip
+    total = size if stats is not None else plan.simulation.requests or 2000
+    task = bar.add_task(name, total=total, requests="")
+
+    def update(done: int) -> None:
+        completed = stats.bytes_read if stats is not None else done
+        bar.update(task, completed=completed, requests=f"{done:,} req")
+
+    return bar, update
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size if path != "-" else None
+    except OSError:
+        return None
 
 
 def _report(

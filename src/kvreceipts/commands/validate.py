@@ -159,17 +159,24 @@ def _list(out: Output, selections: list[Selection]) -> None:
             "targets": {name: list(items) for name, items in TARGETS.items()},
         })  # fmt: skip
         return
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="validation steps", title_justify="left")
-    for column in ("#", "step", "nox sessions", "what it checks", "targets"):
-        table.add_column(column, justify="right" if column == "#" else "left")
+    # At most 80 columns, whatever the terminal: the sessions and titles wrap inside their cells.
+    table = Table(title="validation steps", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, width=min(80, out.err.width))  # fmt: skip
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("nox sessions", ratio=2, overflow="fold")
+    table.add_column("what it checks", ratio=3, overflow="fold")
     for s in selections:
         title = s.step.title + ("" if s.required else " [dim](advisory)[/dim]")
-        table.add_row(str(s.step.number), s.step.name, escape(", ".join(s.sessions)),
-                      title, ", ".join(targets_of(s.step.name)) or "-")  # fmt: skip
+        table.add_row(str(s.step.number), s.step.name, escape(", ".join(s.sessions)), title)
     out.show(table)
+    for target in TARGETS:
+        numbers = [str(s.step.number) for s in selections if target in targets_of(s.step.name)]
+        out.show(f"target {target}: steps {', '.join(numbers) or '-'}")
     out.note(r"run them: kvreceipts validate \[STEP]... (or ./ci-local.sh \[receipts|all|quick])")
 
 
