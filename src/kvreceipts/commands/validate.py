@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kvreceipts.commands.output import Output
+from kvreceipts.numbers import INT64_MAX
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -24,7 +25,8 @@ EXAMPLES = """
 [bold]Examples[/bold]
 
   kvreceipts validate                          every default step (what ./ci-local.sh runs)
-  kvreceipts validate receipts --reuse -j 2    upstream's nine steps, warm and in parallel
+  kvreceipts validate receipts -j 2            upstream's nine steps, two at a time
+  kvreceipts validate --no-cache               run every session, passed before or not
   kvreceipts validate 2 3 docs                 steps by number or name
   kvreceipts validate "features(tuning)"       one nox session
   kvreceipts validate quick --nox-arg=--verbose
@@ -63,12 +65,20 @@ def validate(
     ] = False,
     reuse: Annotated[
         bool,
-        typer.Option("--reuse", "-r",
-                     help="Reuse the session venvs (warm runs); installs still run, as no-ops."),
-    ] = False,
+        typer.Option("--reuse/--fresh", "-r",
+                     help="Reuse the session venvs (installs still run, as no-ops), or "
+                     "recreate them. The same default as ./ci-local.sh."),
+    ] = True,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Run up to N sessions at once.")
-    ] = 1,
+        int | None,
+        typer.Option("--jobs", "-j", min=1, max=INT64_MAX, help="Run up to N sessions at once.",
+                     show_default="the number of CPUs, at most 4, as ./ci-local.sh"),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Run every session, even those whose inputs have not "
+                     "changed since they passed (CI=true does the same)."),
+    ] = False,
     nox_args: Annotated[
         list[str] | None,
         typer.Option("--nox-arg", metavar="ARG",
@@ -97,13 +107,15 @@ def validate(
     if list_steps:
         _list(out, selections)
         return
+    from kvreceipts.validation.cache import cache_disabled_by_env
     from kvreceipts.validation.runner import NoxOptions, run_validation
 
-    options = NoxOptions(reuse=reuse, jobs=jobs, extra=tuple(nox_args or ()))
+    options = NoxOptions(reuse=reuse, jobs=jobs or default_jobs(), extra=tuple(nox_args or ()))
     if dry_run:
         _dry_run(out, selections, options)
         return
-    report = run_validation(selections, options, announce=lambda cmd: out.note(f"$ {cmd}"))
+    report = run_validation(selections, options, announce=lambda cmd: out.note(f"$ {cmd}"),
+                            use_cache=not no_cache and not cache_disabled_by_env())  # fmt: skip
     document = report.to_dict()
     if output is not None:
         import orjson
@@ -128,7 +140,7 @@ def _dry_run(out: Output, selections: list[Selection], options: NoxOptions) -> N
 
     root = find_checkout()
     try:
-        nox = find_nox()
+        nox = find_nox(root)
     except UsageError as exc:
         out.warn(str(exc))
         nox = ["nox"]
@@ -185,7 +197,16 @@ def _cell(session: SessionResult) -> str:
 
     colour, label = _LOOK[str(session.status)]
     reason = f": {escape(session.reason)}" if session.reason else ""
+    if session.cached_at is not None:
+        reason = f" (cached, run at {session.cached_at.replace('T', ' ')})"
     return f"[{colour}]{label}[/{colour}]{reason}"
+
+
+def default_jobs() -> int:
+    """Sessions at once by default: the CPUs, at most 4 (what ./ci-local.sh picks)."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _render(report: ValidationReport) -> Table:
