@@ -198,8 +198,21 @@ def _cell(session: SessionResult) -> str:
     colour, label = _LOOK[str(session.status)]
     reason = f": {escape(session.reason)}" if session.reason else ""
     if session.cached_at is not None:
-        reason = f" (cached, run at {session.cached_at.replace('T', ' ')})"
+        reason = f" (cached, run at {_when(session.cached_at)})"
     return f"[{colour}]{label}[/{colour}]{reason}"
+
+
+def _when(moment: str) -> str:
+    """``21:59:05 UTC`` today, ``2026-12-02 21:59 UTC`` before."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(moment).astimezone(UTC)
+    except ValueError:
+        return moment
+    if at.date() == datetime.now(UTC).date():
+        return f"{at:%H:%M:%S} UTC"
+    return f"{at:%Y-%m-%d %H:%M} UTC"
 
 
 def default_jobs() -> int:
