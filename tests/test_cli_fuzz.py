@@ -120,7 +120,7 @@ TOML_VALUES = st.one_of(
     st.sampled_from([math.nan, math.inf, -math.inf, 1e-9, 10**23, -(10**23)]),
 )
 KEYS = [("caching", f) for f in CachingConfig.__slots__] + [
-    ("simulation", f) for f in SimulationConfig.__slots__ if f not in ("output", "hmac_key_file")
+    ("simulation", f) for f in SimulationConfig.__slots__
 ]
 
 

@@ -136,6 +136,11 @@ class SimulationConfig:
                      key="capacity_blocks")  # fmt: skip
         if self.http_sink:
             _http_url("simulation", "http_sink", self.http_sink)
+        for name in ("trace", "output", "hmac_key_file"):
+            if "\0" in getattr(self, name):
+                raise UsageError(
+                    f"[simulation] {name} holds a NUL character: not a file name", key=name
+                )
         if self.model:
             from kvreceipts.sizing import MODEL_PRESETS
 

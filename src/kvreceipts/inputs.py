@@ -206,6 +206,8 @@ def open_input(path: str | os.PathLike[str], what: str = "input file") -> InputS
         raise InputError(f"is a directory, not a {what}", path=name) from None
     except OSError as exc:
         raise InputError(f"cannot read the {what}: {exc.strerror}", path=name) from None
+    except ValueError:  # a NUL character
+        raise InputError(f"not a file name, so not a {what}", path=name) from None
     try:
         head = source.peek(8)[:8]
     except OSError as exc:
