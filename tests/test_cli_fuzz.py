@@ -102,6 +102,7 @@ def test_every_command_has_options_to_fuzz() -> None:
     assert {path for path, _, _ in CASES} == set(BASE)
 
 
+@pytest.mark.slow  # a campaign: ~1,000 runs; the full-suite sessions run it
 @pytest.mark.parametrize(("path", "option", "flag"), CASES, ids=str)
 @settings(max_examples=12)
 @given(value=VALUES)
@@ -124,6 +125,7 @@ KEYS = [("caching", f) for f in CachingConfig.__slots__] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("table", "key"), KEYS, ids=str)
 @settings(max_examples=12)
 @given(value=TOML_VALUES)
