@@ -25,6 +25,7 @@ options:
   --fresh    recreate the session venvs (default: reuse them; installs still run, as no-ops)
   --jobs N   sessions at once (default: the number of CPUs, at most 4; 1 runs them in order)
   --print    show what would be bootstrapped and run, and run nothing
+  --bootstrap  only make .venv-ci/ ready (kvreceipts validate uses it when nox is missing)
   -h, --help this help
 
 Anything else goes to nox, e.g. `./ci-local.sh quick --verbose` or, after `--`, to the
@@ -49,6 +50,7 @@ fi
 
 fresh=0
 print_only=0
+bootstrap_only=0
 jobs="${KVRECEIPTS_CI_JOBS:-}"
 nox_args=()
 while [[ $# -gt 0 ]]; do
@@ -56,6 +58,7 @@ while [[ $# -gt 0 ]]; do
         -h | --help) usage; exit 0 ;;
         --fresh) fresh=1 ;;
         --print) print_only=1 ;;
+        --bootstrap) bootstrap_only=1 ;;
         --jobs | -j)
             [[ $# -ge 2 ]] || die "$1 needs a number" usage
             jobs="$2"
@@ -156,6 +159,7 @@ if ((!ready)); then
         "${requirements[@]}" -e "$ROOT"
     echo "$want_stamp" >"$stamp"
 fi
+((bootstrap_only)) && exit 0
 
 mkdir -p "$OUT"
 rm -f "$report"

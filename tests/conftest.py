@@ -2,7 +2,7 @@
 
 ``@pytest.mark.needs("receipts", ...)`` skips a test when this process runs without those
 features (``KVRECEIPTS_FEATURES``). ``@pytest.mark.traces`` tests read the real traces in
-``../shared/traces``; they skip when the folder is absent, unless
+``../shared/traces`` (or ``$KVRECEIPTS_TRACES``); they skip when the folder is absent, unless
 ``KVRECEIPTS_REQUIRE_TRACES=1`` (set by ``./ci-local.sh``) makes that a failure.
 """
 
@@ -17,7 +17,19 @@ from hypothesis import HealthCheck, settings
 from kvreceipts import features
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACES = ROOT.parent / "shared" / "traces"
+
+
+def _find_traces() -> Path:
+    """``$KVRECEIPTS_TRACES``, else ``shared/traces`` beside the checkout (CI) or beside any
+    folder above it (a worktree such as ``/work/wt-x`` next to ``/work/shared``).
+    """
+    if os.environ.get("KVRECEIPTS_TRACES"):
+        return Path(os.environ["KVRECEIPTS_TRACES"])
+    candidates = [folder / "shared" / "traces" for folder in ROOT.parents]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+TRACES = _find_traces()
 
 # "ci" for the sessions that run the whole suite, "quick" for the ones that repeat it under
 # other features or dependency versions.

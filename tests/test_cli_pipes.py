@@ -58,3 +58,18 @@ def test_two_processes_print_identical_bytes() -> None:
     ]  # fmt: skip
     assert runs[0].stdout
     assert runs[0].stdout == runs[1].stdout
+
+
+@pytest.mark.needs("receipts")
+@pytest.mark.parametrize("quiet", [False, True])
+def test_head_1_gets_one_line_about_the_pipe_not_the_summary(quiet: bool) -> None:
+    command = " ".join([*KVRECEIPTS, "simulate", *(["-q"] if quiet else [])]) + " | head -1"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, env=_env(),
+                            timeout=60, check=False)  # fmt: skip
+    assert result.stdout.count(b"\n") == 1
+    lines = result.stderr.decode().splitlines()
+    if quiet:
+        assert lines == []
+    else:
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("stdout was closed after ")

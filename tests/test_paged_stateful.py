@@ -95,8 +95,9 @@ class PagedMachine(RuleBasedStateMachine):
         served = self.manager.serve(request, hold=hold)
         receipts = iter(self._receipts())
         if len(hashes) > self.capacity:
-            assert not served.admitted  # can never fit, so nothing is looked up
+            assert not served.admitted  # can never fit: every reference is a miss
             self.rejected += 1
+            self.misses += len(hashes)
             assert next(receipts, None) is None
             return None
         # Replay the lookups: each miss with no free slot consumes the next receipt.
@@ -104,7 +105,7 @@ class PagedMachine(RuleBasedStateMachine):
         hits = 0
         admitted = True
         new_slot: dict[int, int] = {}
-        for block_hash in hashes:
+        for index, block_hash in enumerate(hashes):
             if block_hash in self.cached:
                 hits += 1
                 self.hits += 1
@@ -115,6 +116,7 @@ class PagedMachine(RuleBasedStateMachine):
                     if receipt is None:
                         # Rejected mid-way: only fair if every cached block was pinned.
                         assert self.cached <= set(self.held) | looked_up
+                        self.misses += len(hashes) - index - 1  # the references not looked up
                         admitted = False
                         break
                     self._check_receipt(receipt, request, looked_up, slots_before)
@@ -239,6 +241,8 @@ def test_request_larger_than_the_cache_is_rejected_and_counted(policy: str) -> N
     assert not served.admitted
     assert served.cached_tokens == 0
     assert manager.rejected == 1
+    assert manager.rejected_by_reason == {"too_large": 1}
+    assert (manager.hits, manager.misses) == (0, 2 + 5)  # its 5 references are misses
     assert manager.cached_blocks().keys() == {1, 2}  # nothing was evicted for it
     assert manager.evictions == 0
     assert manager.serve(_request(3, [1, 2, 3], 2.0)).admitted  # and the cache still works
@@ -251,9 +255,12 @@ def test_request_is_rejected_while_held_requests_pin_everything(policy: str) -> 
     second = _request(2, [3, 4], 1.0)
     assert manager.serve(first, hold=True).admitted
     assert manager.serve(second, hold=True).admitted
-    served = manager.serve(_request(3, [5], 2.0))
+    served = manager.serve(_request(3, [1, 5, 6], 2.0))
     assert not served.admitted
     assert manager.rejected == 1
+    assert manager.rejected_by_reason == {"all_pinned": 1}
+    # Block 1 was found (a hit); 5 found no room and 6 was never looked up: both misses.
+    assert (manager.hits, manager.misses) == (1, 4 + 2)
     assert manager.evictions == 0
     assert manager.pinned_blocks() == {1: 1, 2: 1, 3: 1, 4: 1}
     manager.release(first)

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from kvreceipts import __version__
 from kvreceipts.commands import config as config_command
@@ -37,8 +37,7 @@ class _Group(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in argv
+        argv, debug = _hoist_debug(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -60,6 +59,28 @@ class _Group(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+_display_type = TyperOption.display_type_rich
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value, so ``--help`` shows no ``<bool>`` type beside it."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+def _hoist_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` is a root option that works anywhere before ``--``: ``kvreceipts simulate
+    --debug`` moves it in front of the command, where Click expects it.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv, False
+    rest = [arg for arg in argv[:end] if arg != "--debug"] + argv[end:]
+    return ["--debug", *rest], True
 
 
 app = typer.Typer(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from kvreceipts.errors import InputError, UsageError
+from kvreceipts.numbers import MAX_BLOCKS, check_number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ __all__ = [
     "CachingConfig",
     "LoadedConfig",
     "SimulationConfig",
+    "check_capacity_mb",
     "dump_toml",
     "load_config",
 ]
@@ -69,7 +71,8 @@ class CachingConfig:
 
     def validate(self) -> Self:
         """Check value ranges that the type alone does not; return self."""
-        _positive("caching", "kv_cache_size_mb", self.kv_cache_size_mb)
+        _numbers("caching", self)
+        check_capacity_mb("[caching] kv_cache_size_mb", self.kv_cache_size_mb, "kv_cache_size_mb")
         _at_least("caching", "model_cache_ttl", self.model_cache_ttl, 0)
         return self
 
@@ -101,6 +104,9 @@ class SimulationConfig:
     decode_ms_per_token: float = 0.0
     """Simulated decode time per output token; above 0 requests hold their KV until done."""
     skip_bad_lines: bool = False
+    strict_time: bool = False
+    """A trace timestamp that goes backwards is an error (by default: counted, served in
+    file order)."""
     batch_receipts: bool = False
     snapshot_every: int = 0
     """Emit a snapshot receipt after every N requests; 0 turns snapshots off."""
@@ -124,11 +130,21 @@ class SimulationConfig:
         _choice("simulation", "trace_format", self.trace_format, TRACE_FORMATS)
         _choice("simulation", "policy", self.policy, tuple(POLICIES))
         _choice("simulation", "layout", self.layout, ("lean", "upstream"))
+        _numbers("simulation", self)
         _positive("simulation", "block_tokens", self.block_tokens)
         for name in ("capacity_blocks", "bytes_per_token", "requests", "snapshot_every"):
             _at_least("simulation", name, getattr(self, name), 0)
         for name in ("prefill_ms_per_token", "decode_ms_per_token"):
             _at_least("simulation", name, getattr(self, name), 0)
+        check_number("[simulation] capacity_blocks", self.capacity_blocks, high=MAX_BLOCKS,
+                     key="capacity_blocks")  # fmt: skip
+        if self.http_sink:
+            _http_url("simulation", "http_sink", self.http_sink)
+        for name in ("trace", "output", "hmac_key_file"):
+            if "\0" in getattr(self, name):
+                raise UsageError(
+                    f"[simulation] {name} holds a NUL character: not a file name", key=name
+                )
         if self.model:
             from kvreceipts.sizing import MODEL_PRESETS
 
@@ -169,13 +185,47 @@ def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _positive(table: str, key: str, value: float) -> None:
-    if value <= 0:
-        raise UsageError(f"[{table}] {key} must be greater than 0 (got {value})", key=key)
+    check_number(f"[{table}] {key}", value, above=0, key=key)
 
 
 def _at_least(table: str, key: str, value: float, low: float) -> None:
-    if value < low:
-        raise UsageError(f"[{table}] {key} must be at least {low} (got {value})", key=key)
+    check_number(f"[{table}] {key}", value, low=low, key=key)
+
+
+def _http_url(table: str, key: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise UsageError(f"[{table}] {key} = {url!r} is not a URL: {exc}", key=key) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"[{table}] {key} = {url!r} is not an http(s) URL (like http://host:8080/receipts)",
+            key=key,
+        )
+
+
+def _numbers(table: str, config: CachingConfig | SimulationConfig) -> None:
+    """Every number of the table is finite and fits in 64 bits (ranges are checked apart)."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_number(f"[{table}] {item.name}", value, key=item.name)
+
+
+MAX_CAPACITY_MB = float(2**43)
+"""The largest KV cache in MiB: 8 EiB, so that its size in bytes fits in 64 bits."""
+
+
+def check_capacity_mb(where: str, value: float, key: str | None = None) -> None:
+    """A cache size in MiB: finite, at least one byte, and its bytes within 64 bits."""
+    check_number(where, value, above=0, high=MAX_CAPACITY_MB, key=key)
+    if int(value * MIB) < 1:
+        raise UsageError(
+            f"{where} must be at least one byte, {1 / MIB:.4g} MiB (got {value:g})", key=key
+        )
 
 
 def _type_name(value: object) -> str:

@@ -81,6 +81,9 @@ class ManagerCore:
         self.misses = 0
         self.evictions = 0
         self.rejected = 0
+        self.rejected_by_reason: dict[str, int] = {}
+        """Rejections by cause: ``too_large`` (more than the whole cache), ``all_pinned`` (the
+        space is held by running requests), ``no_contiguous_space`` (enough free bytes, split)."""
         self.requests = 0
         self.bytes_freed = 0
         self.peak_used_bytes = 0
@@ -222,6 +225,11 @@ class ManagerCore:
             required_bytes=required_bytes,
             satisfied=satisfied,
         )
+
+    def _reject(self, reason: str) -> None:
+        """Count a rejected request under its reason (the rejection path only)."""
+        self.rejected += 1
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
 
     def _count_request(self) -> None:
         self.requests += 1
@@ -402,13 +410,15 @@ class KVCacheManager(ManagerCore):
             self.policy.on_miss(session_id)
         size = self.sizing.entry_bytes(context_length)
         if size > self.pool.total_bytes:
-            self.rejected += 1
+            self._reject("too_large")
             return None
         offset = self.pool.allocate(size)
         if offset is None:
             offset = self._evict_and_retry(size, session_id)
             if offset is None:
-                self.rejected += 1
+                # Enough free bytes but no run of them long enough, or the rest is pinned.
+                split = self.pool.free_bytes >= size
+                self._reject("no_contiguous_space" if split else "all_pinned")
                 return None
         entry = CacheEntry(
             session_id,

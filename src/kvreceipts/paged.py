@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kvreceipts.errors import UsageError
 from kvreceipts.manager import ManagerCore, Served, _Round
+from kvreceipts.numbers import MAX_BLOCKS
 from kvreceipts.policies import make_policy
 from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
@@ -51,8 +52,10 @@ class PagedKVCacheManager(ManagerCore):
     A request looks its blocks up in order: a cached block is a hit, a missing one takes a free
     slot or, when none is free, the slot of a victim the policy picks among unpinned blocks.
     Blocks the request already looked up are pinned while it is admitted, and for as long as
-    it is held. A request that cannot get its blocks is rejected and counted. In the
-    statistics an entry ("session") is one cached block.
+    it is held. A request that cannot get its blocks is rejected and counted by reason
+    (``too_large``: more blocks than the cache; ``all_pinned``: no unpinned victim). Every
+    block reference counts once: a block found cached is a hit, every other one a miss, in
+    rejected requests too. In the statistics an entry ("session") is one cached block.
 
     ``pin_admitting=False`` lets a request evict its own earlier blocks while it is admitted,
     as a block-level simulator such as libCacheSim does (for oracle comparisons only).
@@ -101,6 +104,12 @@ class PagedKVCacheManager(ManagerCore):
                     f"kv_cache_size_mb={self.config.kv_cache_size_mb} holds no block of "
                     f"{self.block_bytes} bytes; raise the capacity or lower block_tokens"
                 )
+        if capacity_blocks > MAX_BLOCKS:
+            raise UsageError(
+                f"a cache of {self.config.kv_cache_size_mb:g} MiB makes {capacity_blocks:,} "
+                f"blocks of {self.block_bytes} bytes; the paged cache holds at most "
+                f"{MAX_BLOCKS:,} (lower the capacity or give --capacity-blocks)"
+            )
         self.capacity_blocks = capacity_blocks
         self.pin_admitting = pin_admitting
         self._capacity = capacity_blocks
@@ -186,9 +195,13 @@ class PagedKVCacheManager(ManagerCore):
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
-            hits = self._admit(hashes, request.request_id) if len(hashes) <= self._capacity else -1
+            if len(hashes) > self._capacity:  # can never fit: every block reference misses
+                self.misses += len(hashes)
+                self._reject("too_large")
+                return Served(False, 0, request.input_tokens)
+            hits = self._admit(hashes, request.request_id)
             if hits < 0:
-                self.rejected += 1
+                self._reject("all_pinned")
                 return Served(False, 0, request.input_tokens)
             if hold:
                 held = self._held
@@ -198,7 +211,7 @@ class PagedKVCacheManager(ManagerCore):
             cached = min(hits * self.block_tokens, request.input_tokens)  # last block: partial
             return Served(True, cached, request.input_tokens - cached)
 
-    def _admit(self, hashes: Sequence[int], request_id: str) -> int:  # noqa: PLR0912, PLR0915
+    def _admit(self, hashes: Sequence[int], request_id: str) -> int:  # noqa: PLR0912
         """Look up every block in order; the number of hits, or -1 if a block found no room.
 
         This is the replay's hot loop, so everything it calls per block is bound to a local.
@@ -235,9 +248,8 @@ class PagedKVCacheManager(ManagerCore):
                         victim = None
                 if victim is None:
                     victim = policy.victim(self._pins(request_id))
-                    if victim is None:
-                        misses = free_before - len(free) + evicted + 1
-                        self._finish_admit(hits, misses, evicted, round_, ok=False)
+                    if victim is None:  # the blocks not looked up count as misses too
+                        self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=False)
                         return -1
                     slot = slot_of.pop(victim)  # type: ignore[call-overload]
                 evicted += 1

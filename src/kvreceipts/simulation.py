@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Plan", "RunResult", "build_manager", "plan_simulation", "run_simulation"]
 
-_OUTPUT_ONLY = ("output", "http_sink", "hmac_key_file", "tracing")
-"""Simulation keys that change where receipts go, not what they say (kept out of run_id)."""
+_OUTPUT_ONLY = ("output", "http_sink", "hmac_key_file", "tracing", "strict_time")
+"""Simulation keys that change where receipts go, or whether a run may start, not what its
+receipts say (kept out of run_id)."""
 
 
 @dataclass(slots=True)
@@ -69,6 +70,7 @@ class Plan:
             self.trace_format or "auto",
             skip_bad_lines=sim.skip_bad_lines,
             stats=self.trace_stats,
+            strict_time=sim.strict_time,
         )
         if sim.requests:
             return (request for _, request in zip(range(sim.requests), rows, strict=False))
@@ -186,6 +188,7 @@ class RunResult:
     requests: int = 0
     admitted: int = 0
     rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     stats: KVCacheStatistics | None = None
     evictions: int = 0
     bytes_freed: int = 0
@@ -276,6 +279,7 @@ def run_simulation(
 def _result(manager: ManagerCore, trace_stats: TraceStats | None) -> RunResult:
     result = RunResult(
         rejected=manager.rejected,
+        rejected_by_reason=dict(sorted(manager.rejected_by_reason.items())),
         stats=manager.get_statistics(),
         evictions=manager.evictions,
         bytes_freed=manager.bytes_freed,

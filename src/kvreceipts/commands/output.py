@@ -112,5 +112,9 @@ class Output:
         self.err.print(f"warning: {message}", markup=False, style="yellow")
 
     def error(self, message: str) -> None:
-        """The one-line error, on stderr."""
+        """The one-line error, on stderr: control characters (a newline in a file name) are
+        escaped, so that it stays one line.
+        """
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.err.print(f"error: {message}", markup=False, style="bold red", soft_wrap=True)

@@ -15,8 +15,8 @@ import typer
 from kvreceipts import features
 from kvreceipts.commands.options import ConfigOption, HmacKeyOption, QuietOption, ReceiptFormat
 from kvreceipts.commands.output import Output, human_bytes
-from kvreceipts.config import LoadedConfig, load_config
-from kvreceipts.errors import UsageError
+from kvreceipts.config import LoadedConfig, check_capacity_mb, load_config
+from kvreceipts.errors import InputError, UsageError
 from kvreceipts.policies import POLICIES
 
 if TYPE_CHECKING:
@@ -86,8 +86,16 @@ _SIM_OPTIONS = {
     "batch_receipts": "--batch-receipts", "snapshot_every": "--snapshot-every",
     "output": "--output", "http_sink": "--http-sink", "hmac_key_file": "--hmac-key-file",
     "skip_bad_lines": "--skip-bad-lines", "decode_ms_per_token": "--decode-ms-per-token",
-    "prefill_ms_per_token": "--prefill-ms-per-token", "layout": "--layout",
+    "prefill_ms_per_token": "--prefill-ms-per-token", "strict_time": "--strict-time",
+    "layout": "--layout",
 }  # fmt: skip
+
+REJECTION_REASONS = {
+    "too_large": "larger than the whole cache",
+    "all_pinned": "all blocks pinned",
+    "no_contiguous_space": "no contiguous space",
+}
+"""How the summary says each reason of ``requests.rejected_by_reason``."""
 
 
 def _merge(
@@ -97,8 +105,7 @@ def _merge(
     notes = []
     caching = loaded.caching
     if capacity_mb is not None:
-        if capacity_mb <= 0:
-            raise UsageError(f"--capacity-mb must be greater than 0 (got {capacity_mb:g})")
+        check_capacity_mb("--capacity-mb", capacity_mb)
         caching = dataclasses.replace(caching, kv_cache_size_mb=capacity_mb)
     # Precedence: --receipts/--no-receipts, then the file's enable_receipts, then "on".
     if receipts is not None:
@@ -158,7 +165,11 @@ def _sinks(
     elif fmt is ReceiptFormat.table:
         sinks.append(TableSink(limit))
     if sim.output:
-        file_sink = JsonlSink(sim.output, flush="batch", append=append)
+        try:
+            file_sink = JsonlSink(sim.output, flush="batch", append=append)
+        except OSError as exc:
+            raise InputError(f"cannot write the receipts file: {exc.strerror}",
+                             path=sim.output) from None  # fmt: skip
         file_sink.name = f"file {sim.output}"
         sinks.append(file_sink)
     if sim.http_sink:
@@ -246,9 +257,8 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    why = "all blocks pinned" if plan.allocator == "paged" else "no contiguous space"
-    rejected = f", {result.rejected:,} rejected: {why}" if result.rejected else ""
-    grid.add_row("requests", f"{result.requests:,} ({result.admitted:,} admitted{rejected})")
+    grid.add_row("requests", f"{result.requests:,} ({result.admitted:,} admitted"
+                 f"{_rejections_text(result)})")  # fmt: skip
     lookups = "block lookups" if plan.allocator == "paged" else "lookups"
     grid.add_row(lookups, f"{stats.cache_hits:,} hits, {stats.cache_misses:,} misses "
                  f"(hit rate {stats.hit_rate:.1%})")  # fmt: skip
@@ -259,7 +269,6 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     if plan.caching.enable_receipts:
         delivered = "; ".join(f"{s.name}: {_counters_text(s)}" for s in sinks)
         grid.add_row("receipts", f"{result.receipts:,}" + (f" ({delivered})" if delivered else ""))
-        grid.add_row("chain head", f"{result.last_digest}")
     else:
         grid.add_row("receipts", "off")
     grid.add_row("simulated", f"{result.sim_time_ms / 1000:,.1f} s, "
@@ -271,6 +280,20 @@ def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
     title = (f"{Path(plan.workload).name} · {plan.allocator} · {sim.policy} · {plan.sizing.name} "
              f"· run {plan.run_id[:12]}")  # fmt: skip
     return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def _rejections_text(result: RunResult) -> str:
+    """``, 386 rejected: larger than the whole cache`` (each reason with its count when
+    there are several).
+    """
+    if not result.rejected:
+        return ""
+    reasons = result.rejected_by_reason
+    if len(reasons) == 1:
+        (reason,) = reasons
+        return f", {result.rejected:,} rejected: {REJECTION_REASONS.get(reason, reason)}"
+    parts = [f"{n:,} {REJECTION_REASONS.get(k, k)}" for k, n in reasons.items()]
+    return f", {result.rejected:,} rejected: {'; '.join(parts)}"
 
 
 def _counters_text(sink: Any) -> str:
@@ -294,7 +317,9 @@ def _summary_document(plan: Plan, result: RunResult, sinks: list[Any]) -> dict[s
             "total": result.requests,
             "admitted": result.admitted,
             "rejected": result.rejected,
+            "rejected_by_reason": result.rejected_by_reason,
             "skipped_lines": result.skipped_lines,
+            "backwards_timestamps": plan.trace_stats.backwards if plan.trace_stats else 0,
         },
         "evictions": result.evictions,
         "bytes_freed": result.bytes_freed,
@@ -330,8 +355,8 @@ def simulate(
     requests: Annotated[
         int | None,
         typer.Option(
-            help="Requests to run.",
-            min=0,
+            help="Requests to run (at least 1; leave it out for the default).",
+            min=1,
             show_default="2000 synthetic, the whole trace",
         ),
     ] = None,
@@ -484,6 +509,15 @@ def simulate(
         float | None,
         typer.Option(help="Prefill time per uncached input token.", min=0, show_default="0.05"),
     ] = None,
+    strict_time: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-time",
+            help="A trace timestamp that goes backwards is an error "
+            "(default: counted and reported, rows served in file order).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run a workload against the KV cache manager and print one receipt per eviction.
@@ -503,7 +537,7 @@ def simulate(
             "output": str(output) if output else None, "http_sink": http_sink,
             "hmac_key_file": str(hmac_key_file) if hmac_key_file else None,
             "skip_bad_lines": skip_bad_lines, "decode_ms_per_token": decode_ms_per_token,
-            "prefill_ms_per_token": prefill_ms_per_token,
+            "prefill_ms_per_token": prefill_ms_per_token, "strict_time": strict_time,
             "layout": layout.value if layout else None,
         }  # fmt: skip
         given = {key for key, value in cli.items() if value is not None}
@@ -593,14 +627,51 @@ def _progress(out: Output, plan: Plan) -> Iterator[Callable[[int], None] | None]
     if out.quiet or not out.err.is_terminal:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    bar, update = progress_bar(out.err, plan)
+    with bar:
+        yield update
 
-    total = plan.simulation.requests or (None if plan.simulation.trace else 2000)
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=out.err,
-                  transient=True) as bar:  # fmt: skip
-        task = bar.add_task(f"simulating {plan.workload}", total=total)
-        yield lambda done: bar.update(task, completed=done)
+
+def progress_bar(console: Any, plan: Plan) -> tuple[Any, Callable[[int], None]]:
+    """The bar and its update function (called with the requests done so far). A trace's
+    total is its size on disk and its progress the bytes read (compressed ones too), so the
+    ETA holds from the start; a synthetic workload counts requests. At most 80 columns.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    # Bytes for a whole trace; requests for a synthetic workload or a trace cut by --requests.
+    stats = plan.trace_stats if not plan.simulation.requests else None
+    name = Path(plan.workload).name if plan.workload != "-" else "stdin"
+    name = name if len(name) <= 20 else name[:19] + "…"
+    size = _file_size(plan.workload) if stats is not None else None
+    amount = DownloadColumn() if stats is not None else MofNCompleteColumn()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16),
+                   TaskProgressColumn(), amount, TextColumn("{task.fields[requests]}"),
+                   TimeRemainingColumn(), console=console, transient=True,
+                   expand=False)  # fmt: skip
+    total = size if stats is not None else plan.simulation.requests or 2000
+    task = bar.add_task(name, total=total, requests="")
+
+    def update(done: int) -> None:
+        completed = stats.bytes_read if stats is not None else done
+        bar.update(task, completed=completed, requests=f"{done:,} req")
+
+    return bar, update
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size if path != "-" else None
+    except OSError:
+        return None
 
 
 def _report(
@@ -611,19 +682,45 @@ def _report(
         out.warn(f"skipped {line}")
     if result.skipped_lines > len(result.skip_errors):
         out.warn(f"… {result.skipped_lines - len(result.skip_errors):,} more bad lines skipped")
+    for note in _trace_notes(plan):
+        out.note(note)
     if fmt is ReceiptFormat.json:
         out.json(_summary_document(plan, result, shown))
         return
     panel = _summary_panel(plan, result, shown)
+    # The chain head in full, on a line of its own: a panel would cut it at 80 columns.
+    head = f"chain head  {result.last_digest}" if plan.caching.enable_receipts else None
     if fmt is ReceiptFormat.table:
         table = next((s for s in sinks if s.name == "table"), None)
         kept = getattr(table, "kept", [])
         if plan.caching.enable_receipts:
             out.show(_receipt_table(kept, result.receipts, plan.allocator == "paged"))
         out.show(panel)
+        if head:
+            out.show(head)
     else:
         out.flush()
+        if out.closed:  # `| head -1`: one line about the pipe, not the summary
+            out.note(f"stdout was closed after {result.requests:,} requests; the run stopped "
+                     "there")  # fmt: skip
+            return
         out.note(panel)
-    if out.closed:
-        out.note(f"stdout was closed after {result.requests:,} requests; the run stopped there")
+        if head:
+            out.note(head)
     out.note(f"[dim]ran in {result.duration_s:.2f} s[/dim]")
+
+
+def _trace_notes(plan: Plan) -> list[str]:
+    """What a reader of the summary should know about the trace itself."""
+    notes = []
+    stats = plan.trace_stats
+    if stats is not None and stats.backwards:
+        rows = "row goes" if stats.backwards == 1 else "rows go"
+        notes.append(
+            f"note: {stats.backwards:,} trace {rows} back in time, served in file "
+            f"order (first: {stats.first_backwards}); --strict-time refuses them"
+        )
+    if plan.trace_format == "azure":
+        notes.append("note: Azure traces carry no prefix hashes or session ids: every request "
+                     "is new to the cache, so every lookup misses by construction")  # fmt: skip
+    return notes

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kvreceipts.commands.output import Output
+from kvreceipts.numbers import INT64_MAX
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -24,7 +25,8 @@ EXAMPLES = """
 [bold]Examples[/bold]
 
   kvreceipts validate                          every default step (what ./ci-local.sh runs)
-  kvreceipts validate receipts --reuse -j 2    upstream's nine steps, warm and in parallel
+  kvreceipts validate receipts -j 2            upstream's nine steps, two at a time
+  kvreceipts validate --no-cache               run every session, passed before or not
   kvreceipts validate 2 3 docs                 steps by number or name
   kvreceipts validate "features(tuning)"       one nox session
   kvreceipts validate quick --nox-arg=--verbose
@@ -63,12 +65,20 @@ def validate(
     ] = False,
     reuse: Annotated[
         bool,
-        typer.Option("--reuse", "-r",
-                     help="Reuse the session venvs (warm runs); installs still run, as no-ops."),
-    ] = False,
+        typer.Option("--reuse/--fresh", "-r",
+                     help="Reuse the session venvs (installs still run, as no-ops), or "
+                     "recreate them. The same default as ./ci-local.sh."),
+    ] = True,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Run up to N sessions at once.")
-    ] = 1,
+        int | None,
+        typer.Option("--jobs", "-j", min=1, max=INT64_MAX, help="Run up to N sessions at once.",
+                     show_default="the number of CPUs, at most 4, as ./ci-local.sh"),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Run every session, even those whose inputs have not "
+                     "changed since they passed (CI=true does the same)."),
+    ] = False,
     nox_args: Annotated[
         list[str] | None,
         typer.Option("--nox-arg", metavar="ARG",
@@ -97,13 +107,15 @@ def validate(
     if list_steps:
         _list(out, selections)
         return
+    from kvreceipts.validation.cache import cache_disabled_by_env
     from kvreceipts.validation.runner import NoxOptions, run_validation
 
-    options = NoxOptions(reuse=reuse, jobs=jobs, extra=tuple(nox_args or ()))
+    options = NoxOptions(reuse=reuse, jobs=jobs or default_jobs(), extra=tuple(nox_args or ()))
     if dry_run:
         _dry_run(out, selections, options)
         return
-    report = run_validation(selections, options, announce=lambda cmd: out.note(f"$ {cmd}"))
+    report = run_validation(selections, options, announce=lambda cmd: out.note(f"$ {cmd}"),
+                            use_cache=not no_cache and not cache_disabled_by_env())  # fmt: skip
     document = report.to_dict()
     if output is not None:
         import orjson
@@ -128,7 +140,7 @@ def _dry_run(out: Output, selections: list[Selection], options: NoxOptions) -> N
 
     root = find_checkout()
     try:
-        nox = find_nox()
+        nox = find_nox(root)
     except UsageError as exc:
         out.warn(str(exc))
         nox = ["nox"]
@@ -159,17 +171,24 @@ def _list(out: Output, selections: list[Selection]) -> None:
             "targets": {name: list(items) for name, items in TARGETS.items()},
         })  # fmt: skip
         return
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="validation steps", title_justify="left")
-    for column in ("#", "step", "nox sessions", "what it checks", "targets"):
-        table.add_column(column, justify="right" if column == "#" else "left")
+    # At most 80 columns, whatever the terminal: the sessions and titles wrap inside their cells.
+    table = Table(title="validation steps", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, width=min(80, out.err.width))  # fmt: skip
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("nox sessions", ratio=2, overflow="fold")
+    table.add_column("what it checks", ratio=3, overflow="fold")
     for s in selections:
         title = s.step.title + ("" if s.required else " [dim](advisory)[/dim]")
-        table.add_row(str(s.step.number), s.step.name, escape(", ".join(s.sessions)),
-                      title, ", ".join(targets_of(s.step.name)) or "-")  # fmt: skip
+        table.add_row(str(s.step.number), s.step.name, escape(", ".join(s.sessions)), title)
     out.show(table)
+    for target in TARGETS:
+        numbers = [str(s.step.number) for s in selections if target in targets_of(s.step.name)]
+        out.show(f"target {target}: steps {', '.join(numbers) or '-'}")
     out.note(r"run them: kvreceipts validate \[STEP]... (or ./ci-local.sh \[receipts|all|quick])")
 
 
@@ -178,7 +197,29 @@ def _cell(session: SessionResult) -> str:
 
     colour, label = _LOOK[str(session.status)]
     reason = f": {escape(session.reason)}" if session.reason else ""
+    if session.cached_at is not None:
+        reason = f" (cached, run at {_when(session.cached_at)})"
     return f"[{colour}]{label}[/{colour}]{reason}"
+
+
+def _when(moment: str) -> str:
+    """``21:59:05 UTC`` today, ``2026-12-02 21:59 UTC`` before."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(moment).astimezone(UTC)
+    except ValueError:
+        return moment
+    if at.date() == datetime.now(UTC).date():
+        return f"{at:%H:%M:%S} UTC"
+    return f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+def default_jobs() -> int:
+    """Sessions at once by default: the CPUs, at most 4 (what ./ci-local.sh picks)."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _render(report: ValidationReport) -> Table:

@@ -64,6 +64,8 @@ class NoxSession:
     status: Status
     reason: str | None
     duration_s: float
+    cached_at: str | None = None
+    """When the pass on record ran, for a session the result cache did not run again."""
 
 
 def _fail(source: str, message: str) -> InputError:
@@ -129,6 +131,9 @@ class SessionResult:
     status: Status
     reason: str | None
     duration_s: float
+    cached_at: str | None = None
+    """When the pass on record ran (UTC, ISO 8601), if the result cache did not run it again;
+    ``duration_s`` is then that run's."""
 
     @property
     def ok(self) -> bool:
@@ -142,6 +147,8 @@ class SessionResult:
             "status": str(self.status),
             "reason": self.reason,
             "duration_s": round(self.duration_s, 3),
+            "cached": self.cached_at is not None,
+            "run_at": self.cached_at,
         }
 
 
@@ -283,7 +290,9 @@ def build_report(
         for name in selection.sessions:
             ran = found.get(name)
             if ran is not None:
-                results.append(SessionResult(name, ran.status, ran.reason, ran.duration_s))
+                results.append(
+                    SessionResult(name, ran.status, ran.reason, ran.duration_s, ran.cached_at)
+                )
                 continue
             if name in absent:
                 reason = "noxfile.py defines no such session"

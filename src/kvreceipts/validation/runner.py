@@ -33,11 +33,13 @@ from kvreceipts.validation.report import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from kvreceipts.validation.cache import ResultCache
     from kvreceipts.validation.steps import Selection
 
 __all__ = [
     "NOX_ENV",
     "NoxOptions",
+    "ci_venv",
     "defined_sessions",
     "find_checkout",
     "find_nox",
@@ -90,8 +92,11 @@ def find_checkout(start: Path | None = None) -> Path:
     )
 
 
-def find_nox() -> list[str]:
-    """The nox command: ``$KVRECEIPTS_NOX``, the nox of this environment, then the one on PATH.
+def find_nox(root: Path | None = None, *, bootstrap: bool = False) -> list[str]:
+    """The nox command: ``$KVRECEIPTS_NOX``, the nox of this environment, the one in the
+    checkout's ``.venv-ci/`` (``$KVRECEIPTS_CI_VENV``; what ``./ci-local.sh`` bootstraps), the
+    one on PATH. With ``bootstrap`` and none found, ``./ci-local.sh --bootstrap`` creates
+    ``.venv-ci/`` first, exactly as ``./ci-local.sh`` would.
 
     Raises:
         UsageError: nox is not installed; the message says how to get it.
@@ -99,15 +104,52 @@ def find_nox() -> list[str]:
     override = os.environ.get(NOX_ENV, "").strip()
     if override:
         return shlex.split(override)
-    beside = Path(sys.executable).parent / ("nox.exe" if os.name == "nt" else "nox")
+    executable = "nox.exe" if os.name == "nt" else "nox"
+    beside = Path(sys.executable).parent / executable
     if beside.is_file():
         return [str(beside)]
+    ci_nox = ci_venv(root) / "bin" / executable if root is not None else None
+    if ci_nox is not None and ci_nox.is_file():
+        return [str(ci_nox)]
     on_path = shutil.which("nox")
     if on_path:
         return [on_path]
     if importlib.util.find_spec("nox") is not None:
         return [sys.executable, "-m", "nox"]
+    script = root / "ci-local.sh" if root is not None else None
+    if bootstrap and ci_nox is not None and script is not None and script.is_file():
+        _bootstrap(script)
+        if ci_nox.is_file():
+            return [str(ci_nox)]
     raise UsageError(NOX_HINT)
+
+
+def ci_venv(root: Path) -> Path:
+    """The checkout's CI virtualenv, as ``./ci-local.sh`` names it."""
+    return Path(os.environ.get("KVRECEIPTS_CI_VENV") or root / ".venv-ci")
+
+
+def _bootstrap(script: Path) -> None:
+    """``./ci-local.sh --bootstrap``: nox, uv and the checkout into ``.venv-ci/``."""
+    sys.stderr.write(
+        f"validate: nox is not installed here; bootstrapping {ci_venv(script.parent)} "
+        "as ./ci-local.sh does (once)\n"
+    )
+    sys.stderr.flush()
+    try:
+        done = subprocess.run(  # noqa: S603 - the checkout's own script
+            ["bash", str(script), "--bootstrap"],  # noqa: S607
+            cwd=script.parent, stdout=sys.stderr.fileno(), check=False,
+        )  # fmt: skip
+    except (OSError, ValueError, AttributeError):
+        done = subprocess.run(  # noqa: S603
+            ["bash", str(script), "--bootstrap"],  # noqa: S607
+            cwd=script.parent,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise UsageError(f"bootstrapping nox failed ({script} --bootstrap exited "
+                         f"{done.returncode}); {NOX_HINT}")  # fmt: skip
 
 
 def nox_command(
@@ -200,6 +242,12 @@ def _run(command: Sequence[str], root: Path) -> int:
     return done.returncode
 
 
+def _python_of(session: str) -> str | None:
+    from kvreceipts.validation.steps import STEPS
+
+    return next((step.python for step in STEPS if session in step.sessions), None)
+
+
 def run_validation(
     selections: Sequence[Selection],
     options: NoxOptions,
@@ -207,40 +255,75 @@ def run_validation(
     root: Path | None = None,
     nox: Sequence[str] | None = None,
     announce: Callable[[str], None] | None = None,
+    use_cache: bool = False,
 ) -> ValidationReport:
     """Run the selected steps' sessions under nox and read the verdict from its report.
 
-    ``announce`` receives the nox command line before it runs.
+    ``announce`` receives the nox command line before it runs. With ``use_cache`` a session
+    whose inputs have not changed since it last passed is not run again (see
+    :mod:`kvreceipts.validation.cache`); it shows as passed and cached.
 
     Raises:
         UsageError: not in a checkout, or nox is not installed.
     """
+    from kvreceipts.validation.cache import ResultCache
+
     root = root if root is not None else find_checkout()
-    nox = list(nox) if nox is not None else find_nox()
     wanted = [session for selection in selections for session in selection.sessions]
-    defined = defined_sessions(nox, root)
-    undefined = [s for s in wanted if defined is not None and s not in defined]
-    to_run = schedule([s for s in wanted if s not in undefined], options, root)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kvreceipts-validate-") as tmp:
-        report_path = Path(tmp) / "nox-report.json"
-        command = nox_command(nox, root, to_run, report_path, options)
-        code: int | None = None
-        if to_run:
+    cache = ResultCache(root) if use_cache else None
+    cached: dict[str, NoxSession] = {}
+    if cache is not None:
+        for session in dict.fromkeys(wanted):
+            hit = cache.lookup(session, cache.key(session, _python_of(session), options.extra))
+            if hit is not None:
+                cached[session] = NoxSession((session,), Status.passed, None, 0.0, hit.run_at)
+    pending = [s for s in wanted if s not in cached]
+    undefined: list[str] = []
+    to_run: list[str] = []
+    command: list[str] = []
+    code: int | None = None
+    sessions: list[NoxSession] | None = []
+    if pending:
+        nox = list(nox) if nox is not None else find_nox(root, bootstrap=True)
+        defined = defined_sessions(nox, root)
+        undefined = [s for s in pending if defined is not None and s not in defined]
+        to_run = schedule([s for s in pending if s not in undefined], options, root)
+    if to_run:
+        assert nox is not None
+        with tempfile.TemporaryDirectory(prefix="kvreceipts-validate-") as tmp:
+            report_path = Path(tmp) / "nox-report.json"
+            command = nox_command(nox, root, to_run, report_path, options)
             if announce is not None:
                 announce(shlex.join(command))
             code = _run(command, root)
-        sessions = read_nox_report(report_path) if report_path.exists() else None
-    if sessions is None and not to_run:
-        sessions = []
-    elif sessions:
-        _save_durations(root, sessions)
+            sessions = read_nox_report(report_path) if report_path.exists() else None
+        if sessions:
+            _save_durations(root, sessions)
+            if cache is not None:
+                _record(cache, to_run, sessions, options)
     return build_report(
         selections,
-        sessions,
+        None if sessions is None else [*sessions, *cached.values()],
         missing_reason=f"nox exited {code} without writing a report (see its output above)",
         undefined=undefined,
         duration_s=time.perf_counter() - started,
         nox_exit_code=code,
-        command=command if to_run else (),
+        command=command,
     )
+
+
+def _record(
+    cache: ResultCache, ran: Sequence[str], sessions: Sequence[NoxSession], options: NoxOptions
+) -> None:
+    """Store the passes of this run (keyed with their venvs as they are now), drop failures."""
+    found = {name: entry for entry in sessions for name in entry.names}
+    outcomes = []
+    for session in ran:
+        entry = found.get(session)
+        if entry is None:
+            continue
+        passed = entry.status is Status.passed
+        key = cache.key(session, _python_of(session), options.extra) if passed else ""
+        outcomes.append((session, key, passed, entry.duration_s))
+    cache.record(outcomes)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kvreceipts.errors import InputError, UsageError, open_input
+from kvreceipts.errors import InputError, UsageError
+from kvreceipts.inputs import InputStream, open_input
 from kvreceipts.workloads.request import Request
 
 if TYPE_CHECKING:
@@ -36,24 +37,34 @@ class TraceStats:
     first_errors: list[str] = field(default_factory=list)
     epoch_s: float | None = None
     """Absolute time of the first row, when the trace carries one (Azure)."""
+    backwards: int = 0
+    """Rows whose timestamp is earlier than the row before (served in file order)."""
+    first_backwards: str | None = None
+    """Where the first of them is, as ``path:line: …``."""
+    size: int | None = None
+    """The file's size on disk (compressed, if it is); ``None`` for standard input."""
+    bytes_read: int = 0
+    """How much of the file has been read (for a progress bar)."""
 
 
-def _open(path: str) -> IO[bytes]:
+BOM = b"\xef\xbb\xbf"
+
+
+def _open(path: str) -> InputStream:
     return open_input(path, "trace file")
 
 
 def detect_format(path: str) -> str:
-    """``mooncake`` or ``azure``, from the first non-empty line."""
+    """``mooncake`` or ``azure``, from the first non-empty line (standard input is peeked at,
+    not consumed).
+    """
     with _open(path) as handle:
-        for raw in handle:
-            line = raw.strip()
-            if not line:
-                continue
-            if line.startswith(b"{"):
-                return "mooncake"
-            if line.split(b",")[0].strip().upper() == b"TIMESTAMP":
-                return "azure"
-            break
+        head = handle.peek(1 << 16)
+        first = head.removeprefix(BOM).lstrip()
+        if first.startswith(b"{"):
+            return "mooncake"
+        if first.split(b"\n", 1)[0].split(b",")[0].strip().upper() == b"TIMESTAMP":
+            return "azure"
     raise InputError(
         "cannot tell the trace format from its first line "
         "(expected a Mooncake JSON object or the Azure CSV header); pass --trace-format",
@@ -148,8 +159,13 @@ def read_trace(
     *,
     skip_bad_lines: bool = False,
     stats: TraceStats | None = None,
+    strict_time: bool = False,
 ) -> Iterator[Request]:
-    """Stream the trace's requests. ``stats`` (if given) is filled in as rows are read."""
+    """Stream the trace's requests. ``stats`` (if given) is filled in as rows are read.
+
+    A row whose timestamp goes back in time is counted in ``stats.backwards`` and served in
+    file order; with ``strict_time`` it is an error naming its line.
+    """
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in ("mooncake", "azure"):
@@ -157,15 +173,24 @@ def read_trace(
     if stats is None:
         stats = TraceStats(path, fmt)
     stats.format = fmt
-    return _rows(path, fmt, skip_bad_lines, stats)
+    return _rows(path, fmt, skip_bad_lines, stats, strict_time)
 
 
-def _rows(path: str, fmt: str, skip_bad_lines: bool, stats: TraceStats) -> Iterator[Request]:
+def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
+    path: str, fmt: str, skip_bad_lines: bool, stats: TraceStats, strict_time: bool
+) -> Iterator[Request]:
     epoch: float | None = None  # not 0.0: a trace may start at the Unix epoch
+    last = float("-inf")
     with _open(path) as handle:
+        path = handle.path  # "<stdin>" for "-"
+        stats.size = handle.size
         for line, raw in enumerate(handle, start=1):
+            if line == 1:
+                raw = raw.removeprefix(BOM)  # noqa: PLW2901 - a CSV saved by Excel
             if not raw.strip():
                 continue
+            if not line & 1023:
+                stats.bytes_read = handle.bytes_read() or 0
             try:
                 if fmt == "mooncake":
                     request = _mooncake_row(orjson.loads(raw), line)
@@ -185,8 +210,21 @@ def _rows(path: str, fmt: str, skip_bad_lines: bool, stats: TraceStats) -> Itera
                 if len(stats.first_errors) < 5:
                     stats.first_errors.append(f"{path}:{line}: {message}")
                 continue
+            if request.arrival_ms < last:
+                where = f"{path}:{line}"
+                if strict_time:
+                    raise InputError(
+                        f"timestamp goes backwards: {request.arrival_ms:g} ms after "
+                        f"{last:g} ms (--strict-time)", path=path, line=line,
+                    )  # fmt: skip
+                stats.backwards += 1
+                if stats.first_backwards is None:
+                    stats.first_backwards = f"{where}: {request.arrival_ms:g} ms after {last:g} ms"
+            else:
+                last = request.arrival_ms
             stats.rows += 1
             yield request
+        stats.bytes_read = handle.bytes_read() or 0
 
 
 def _describe(exc: Exception) -> str:

@@ -1,0 +1,216 @@
+"""Opening the files a user names, whatever their compression: one call for plain, gzip, zstd,
+xz and bzip2 files and for standard input (``-``).
+
+>>> with open_input("trace.jsonl.zst", "trace file") as stream:  # doctest: +SKIP
+...     for line in stream:  # decompressed bytes, streamed
+...         ...
+
+The compression is told by the first bytes (magic numbers), not by the name, so a
+``trace.jsonl`` that is really gzip is read too. Decompression streams: memory does not grow
+with the file. Errors (missing file, a directory, corrupt or truncated compressed data) raise
+:class:`~kvreceipts.errors.InputError`, which names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+from kvreceipts.errors import InputError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["COMPRESSIONS", "InputStream", "open_input"]
+
+COMPRESSIONS: dict[str, bytes] = {
+    "gzip": b"\x1f\x8b",
+    "zstd": b"\x28\xb5\x2f\xfd",
+    "xz": b"\xfd7zXZ\x00",
+    "bzip2": b"BZh",
+}
+"""Each compression read transparently, by its magic number."""
+
+_STDIN: InputStream | None = None
+
+
+class _Guarded(io.RawIOBase):
+    """A decompressing stream whose errors become an :class:`InputError` naming the file."""
+
+    def __init__(self, inner: Any, path: str, compression: str) -> None:
+        super().__init__()
+        self._inner = inner
+        self._path = path
+        self._compression = compression
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        try:
+            return int(self._inner.readinto(buffer))
+        except EOFError:
+            raise InputError(
+                f"the {self._compression} data ends early (a truncated file?)", path=self._path
+            ) from None
+        except Exception as exc:  # gzip: OSError; xz: LZMAError; zstd: ZstdError
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"corrupt {self._compression} data: {exc}", path=self._path) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+class InputStream(io.BufferedReader):
+    """The decompressed bytes of an input, buffered; iterate it for lines.
+
+    ``compression`` says what was undone (``None`` for a plain file), ``size`` is the file's
+    size on disk (``None`` for a pipe or standard input), and :meth:`bytes_read` how much of it
+    has been consumed so far: together they drive a progress bar, compressed or not.
+    """
+
+    def __init__(
+        self, source: IO[bytes], path: str, compression: str | None, *, owned: bool
+    ) -> None:
+        raw: Any = source
+        if compression is not None:
+            try:
+                raw = _Guarded(_decompressor(compression, source), path, compression)
+            except BaseException:
+                if owned:
+                    source.close()
+                raise
+        super().__init__(raw, buffer_size=1 << 16)
+        self.path = path
+        self.compression = compression
+        self.size = _regular_size(source)
+        self._source = source
+        self._owned = owned
+        self.stdin: object = None
+        """The ``sys.stdin.buffer`` this stream reads, if it reads standard input."""
+
+    def bytes_read(self) -> int | None:
+        """Bytes of the file (compressed, if it is) consumed so far; ``None`` if unknown."""
+        try:
+            return self._source.tell()
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        """Close the stream and the file (standard input stays open, and reusable)."""
+        if not self._owned:
+            return
+        try:
+            super().close()
+        finally:
+            self._source.close()
+
+
+def _regular_size(source: IO[bytes]) -> int | None:
+    try:
+        status = os.fstat(source.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    import stat
+
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def _decompressor(compression: str, source: IO[bytes]) -> Any:
+    if compression == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=source, mode="rb")
+    if compression == "xz":
+        import lzma
+
+        return lzma.LZMAFile(source)
+    if compression == "bzip2":
+        import bz2
+
+        return bz2.BZ2File(source)
+    return _ZstdReader(source)
+
+
+class _ZstdReader:
+    """zstd frames one after another, streamed; unlike ``stream_reader`` it notices a file cut
+    off mid-frame (``EOFError``) instead of ending quietly.
+    """
+
+    def __init__(self, source: IO[bytes]) -> None:
+        import zstandard
+
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._source = source
+        self._inner = self._new()
+        self._pending = b""
+        self._started = False
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            chunk = self._source.read(1 << 16)
+            if not chunk:
+                if self._started and not self._inner.eof:
+                    raise EOFError("zstd frame cut off")
+                return 0
+            while chunk:
+                if self._inner.eof:  # the next frame
+                    self._inner = self._new()
+                self._started = True
+                self._pending += self._inner.decompress(chunk)
+                chunk = self._inner.unused_data
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def close(self) -> None:
+        self._pending = b""
+
+
+def _compression(head: bytes) -> str | None:
+    return next((name for name, magic in COMPRESSIONS.items() if head.startswith(magic)), None)
+
+
+def open_input(path: str | os.PathLike[str], what: str = "input file") -> InputStream:
+    """Open ``path`` for reading, decompressing it if its first bytes say it is compressed.
+
+    ``-`` is standard input (compressed or not); opening it again returns the same stream,
+    with nothing lost to a look at its first line, and closing it leaves stdin open. ``what``
+    names the file in errors ("trace file", "receipts file").
+
+    Raises:
+        InputError: the file is missing, a directory or unreadable.
+    """
+    global _STDIN  # noqa: PLW0603 - one standard input per process
+    name = os.fspath(path)
+    if name == "-":
+        stdin: Any = sys.stdin.buffer
+        if _STDIN is None or _STDIN.closed or _STDIN.stdin is not stdin:
+            reader = stdin if hasattr(stdin, "peek") else io.BufferedReader(stdin)
+            head = reader.peek(8)[:8]
+            _STDIN = InputStream(reader, "<stdin>", _compression(head), owned=False)
+            _STDIN.stdin = stdin
+        return _STDIN
+    try:
+        source = open(name, "rb")  # noqa: PTH123, SIM115 - closed by InputStream
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path=name) from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory, not a {what}", path=name) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the {what}: {exc.strerror}", path=name) from None
+    except ValueError:  # a NUL character
+        raise InputError(f"not a file name, so not a {what}", path=name) from None
+    try:
+        head = source.peek(8)[:8]
+    except OSError as exc:
+        source.close()
+        raise InputError(f"cannot read the {what}: {exc.strerror}", path=name) from None
+    return InputStream(source, name, _compression(head), owned=True)

@@ -1,0 +1,56 @@
+"""The one check of user-given numbers: finite, in range, and within 64 bits.
+
+Every number that reaches kvreceipts from a command line or a config file passes through
+:func:`check_number` before anything uses it, so that ``nan``, ``inf``, ``1e400`` or a
+23-digit integer becomes one ``error: …`` line naming the option or key, never a traceback
+from deep inside (``int(nan)``, orjson's "Integer exceeds 64-bit range").
+"""
+
+from __future__ import annotations
+
+import math
+
+from kvreceipts.errors import UsageError
+
+__all__ = ["INT64_MAX", "MAX_BLOCKS", "check_number"]
+
+INT64_MAX = 2**63 - 1
+"""The largest integer a receipt, a summary or a config file can carry (signed 64 bits)."""
+
+MAX_BLOCKS = 2**24
+"""The largest paged cache, in blocks: the allocator keeps a slot table of that length."""
+
+
+def check_number(
+    where: str,
+    value: float,
+    *,
+    above: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    key: str | None = None,
+) -> None:
+    """Raise :class:`UsageError` unless ``value`` is finite, within 64 bits (integers), greater
+    than ``above``, at least ``low`` and at most ``high``.
+
+    ``where`` names the value in the message (``--capacity-mb``, ``[caching] kv_cache_size_mb``);
+    ``key`` is the config key, so that the command line can name its option instead.
+    """
+    shown = _show(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{where} must be a finite number (got {shown})", key=key)
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise UsageError(f"{where} must fit in 64 bits: at most {INT64_MAX} (got {value})", key=key)
+    if above is not None and value <= above:
+        raise UsageError(f"{where} must be greater than {_show(above)} (got {shown})", key=key)
+    if low is not None and value < low:
+        raise UsageError(f"{where} must be at least {_show(low)} (got {shown})", key=key)
+    if high is not None and value > high:
+        raise UsageError(f"{where} must be at most {_show(high)} (got {shown})", key=key)
+
+
+def _show(value: float) -> str:
+    """``1e-09``, ``0.5``, ``16777216``: integers in full, floats short."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
