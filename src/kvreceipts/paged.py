@@ -181,7 +181,10 @@ class PagedKVCacheManager(ManagerCore):
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
-            hits = self._admit(hashes, request.request_id) if len(hashes) <= self._capacity else -1
+            # Unpinned, a request longer than the cache evicts its own first blocks (as in
+            # libCacheSim); pinned, it cannot fit.
+            fits = len(hashes) <= self._capacity or not self.pin_admitting
+            hits = self._admit(hashes, request.request_id) if fits else -1
             if hits < 0:
                 self.rejected += 1
                 return Served(False, 0, request.input_tokens)

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kvreceipts import features
-from kvreceipts.commands.options import ConfigOption, HmacKeyOption, QuietOption, ReceiptFormat
+from kvreceipts.commands.options import (
+    ConfigOption,
+    HmacKeyOption,
+    PinOption,
+    QuietOption,
+    ReceiptFormat,
+)
 from kvreceipts.commands.output import Output, human_bytes
 from kvreceipts.config import LoadedConfig, load_config
 from kvreceipts.errors import UsageError
@@ -79,7 +85,7 @@ _SIM_OPTIONS = {
     "batch_receipts": "--batch-receipts", "snapshot_every": "--snapshot-every",
     "output": "--output", "http_sink": "--http-sink", "hmac_key_file": "--hmac-key-file",
     "skip_bad_lines": "--skip-bad-lines", "decode_ms_per_token": "--decode-ms-per-token",
-    "prefill_ms_per_token": "--prefill-ms-per-token",
+    "prefill_ms_per_token": "--prefill-ms-per-token", "pin_admitting": "--pin",
 }  # fmt: skip
 
 
@@ -447,6 +453,7 @@ def simulate(
         float | None,
         typer.Option(help="Prefill time per uncached input token.", min=0, show_default="0.05"),
     ] = None,
+    pin: PinOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run a workload against the KV cache manager and print one receipt per eviction.
@@ -466,7 +473,7 @@ def simulate(
             "output": str(output) if output else None, "http_sink": http_sink,
             "hmac_key_file": str(hmac_key_file) if hmac_key_file else None,
             "skip_bad_lines": skip_bad_lines, "decode_ms_per_token": decode_ms_per_token,
-            "prefill_ms_per_token": prefill_ms_per_token,
+            "prefill_ms_per_token": prefill_ms_per_token, "pin_admitting": pin,
         }  # fmt: skip
         given = {key for key, value in cli.items() if value is not None}
         loaded = load_config(config) if config else LoadedConfig()
