@@ -110,7 +110,7 @@ def _run_dask(tasks: Sequence[Task], address: str, progress: Progress) -> list[l
             client.submit(run_task, task, pure=False, retries=2): task.index for task in tasks
         }
         with progress() as advance:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 index = futures[future]
                 results[index] = future.result()
                 if advance is not None:
