@@ -140,23 +140,45 @@ def lru_counts(distances: StackDistances, capacities: Sequence[int], total: int)
     return rows
 
 
-_GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, odd: Knuth's multiplicative hashing
-_SHIFT = 64 - HASH_MODULUS.bit_length() + 1
-
-
 def block_hash(block: int) -> int:
-    """The block's sampling hash in ``[0, P)``: the top 24 bits of ``block · 2^64/φ mod 2^64``
-    (Fibonacci hashing spreads sequential ids evenly and costs one multiplication).
+    """The block's sampling hash in ``[0, P)``: splitmix64's finalizer, which spreads
+    sequential ids (Mooncake's are) over the whole range, as SHARDS' hash must.
     """
-    return ((block * _GOLDEN) & _MASK64) >> _SHIFT
+    z = (block + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & (HASH_MODULUS - 1)
 
 
 def sampled(blocks: Iterable[int], rate: float) -> set[int]:
     """The distinct blocks SHARDS keeps at ``rate``: those with ``hash mod P < rate·P``."""
     threshold = rate * HASH_MODULUS
-    golden, mask, shift = _GOLDEN, _MASK64, _SHIFT
-    unique = blocks if isinstance(blocks, set) else set(blocks)
-    return {b for b in unique if ((b * golden) & mask) >> shift < threshold}
+    unique = list(blocks if isinstance(blocks, set) else set(blocks))
+    hashes = _numpy_hashes(unique)
+    if hashes is None:
+        return {b for b in unique if block_hash(b) < threshold}
+    return {b for b, h in zip(unique, hashes, strict=True) if h < threshold}
+
+
+def _numpy_hashes(blocks: list[int]) -> list[int] | None:
+    """:func:`block_hash` of every block, vectorized when numpy is installed (a 64-bit
+    block id), else ``None``. The same numbers either way: uint64 arithmetic wraps mod 2^64.
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    try:
+        z = np.array(blocks, dtype=np.int64).view(np.uint64)
+    except OverflowError:
+        return None
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = (z ^ (z >> np.uint64(31))) & np.uint64(HASH_MODULUS - 1)
+    hashes: list[int] = z.tolist()
+    return hashes
 
 
 def shards_distances(blocks: Sequence[int], rate: float) -> StackDistances:

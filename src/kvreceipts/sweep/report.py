@@ -88,7 +88,9 @@ def _capacity_key(rows: Sequence[dict[str, Any]]) -> str:
 
 def _capacity_text(capacity: float, key: str, block_bytes: int) -> str:
     if key == "capacity_blocks":
-        return f"{int(capacity):,} ({capacity * block_bytes / GIB:,.2f} GiB)"
+        from kvreceipts.commands.output import human_bytes
+
+        return f"{int(capacity):,} ({human_bytes(capacity * block_bytes)})"
     return f"{capacity:,g} MiB"
 
 
