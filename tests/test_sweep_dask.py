@@ -23,14 +23,19 @@ from kvreceipts.cli import app
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytest.importorskip("distributed")
-
-pytestmark = pytest.mark.slow
+# Imported inside the tests: collecting this module must not import Dask (the sessions that
+# leave out slow tests may run older dependency versions).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("dask_installed")]
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
 KVRECEIPTS = str(BIN / "kvreceipts")
 DASK = str(BIN / "dask")
+
+
+@pytest.fixture
+def dask_installed() -> None:
+    pytest.importorskip("distributed")
 
 
 def _free_port() -> int:
@@ -76,7 +81,7 @@ def _wait_for_workers(address: str, count: int) -> None:
 
 
 @pytest.fixture
-def scheduler() -> Iterator[str]:
+def scheduler(dask_installed: None) -> Iterator[str]:
     if not shutil.which(DASK):
         pytest.skip(f"{DASK} not found")
     port = _free_port()
