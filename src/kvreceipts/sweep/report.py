@@ -109,7 +109,7 @@ def tables(rows: Sequence[dict[str, Any]], facts: Sequence[TraceFacts]) -> list[
         capacities = list(dict.fromkeys(r[key] for r in mine))
         cell = {(r["policy"], r[key]): r for r in mine}
         methods = ", ".join(dict.fromkeys(r["method"] for r in mine))
-        table = Table(title=f"miss ratio · {fact.name} · {methods}", title_justify="left",
+        table = Table(title=f"miss ratio · {fact.name}", title_justify="left",
                       box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
         table.add_column("capacity", justify="right", no_wrap=True)
         for policy in policies:
@@ -128,7 +128,9 @@ def tables(rows: Sequence[dict[str, Any]], facts: Sequence[TraceFacts]) -> list[
                              row["miss_ratio"] == best else text)  # fmt: skip
             table.add_row(*texts)
         refs = f"{fact.block_refs:,} block lookups, {fact.unique_blocks:,} distinct blocks"
-        table.caption = f"{fact.requests:,} requests, {refs}; lowest miss ratio in green"
+        table.caption = (
+            f"{fact.requests:,} requests, {refs}; method {methods}; lowest miss ratio in green"
+        )
         out.append(table)
     return out
 
