@@ -276,3 +276,47 @@ def test_simulate_takes_pin_and_no_pin_into_its_config_and_run_id() -> None:
     assert pinned["config"]["simulation"]["pin_admitting"] is True
     assert unpinned["config"]["simulation"]["pin_admitting"] is False
     assert pinned["run_id"] != unpinned["run_id"]
+
+
+def test_arena_sweep_rows_equal_simulate_runs() -> None:
+    result = run("sweep", "--workload", "chat", "--requests", "400", "--capacity-mb", "64,256",
+                 "--policy", "lru,s3fifo", "--workers", "1", "-f", "jsonl")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["policy"], r["capacity_mb"]) for r in rows] == [
+        ("lru", 64.0), ("lru", 256.0), ("s3fifo", 64.0), ("s3fifo", 256.0)
+    ]  # fmt: skip
+    assert all("capacity_blocks" not in r for r in rows)
+    for row in rows:
+        simulated = run("simulate", "--workload", "chat", "--requests", "400", "--capacity-mb",
+                        f"{row['capacity_mb']:g}", "--policy", row["policy"], "--no-receipts",
+                        "-f", "json")  # fmt: skip
+        stats = json.loads(simulated.stdout)["stats"]
+        assert (row["hits"], row["misses"]) == (stats["cache_hits"], stats["cache_misses"])
+
+
+def test_one_progress_bar_on_a_terminal_and_none_in_a_pipe() -> None:
+    import pty
+
+    kvreceipts = str(Path(sys.executable).parent / "kvreceipts")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
+    result = subprocess.run([kvreceipts, *SMALL, "-f", "csv"], stdout=subprocess.PIPE,
+                            stderr=follower, env=env, check=False)  # fmt: skip
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert result.returncode == 0
+    assert b"sweeping grid points" in seen
+    assert b"sweeping grid points" not in result.stdout
+    piped = subprocess.run([kvreceipts, *SMALL, "-f", "csv"], capture_output=True, check=False)
+    assert b"sweeping grid points" not in piped.stderr
+    assert piped.stdout == result.stdout
