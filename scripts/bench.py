@@ -212,7 +212,15 @@ def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
 
 
 def _log_capacities(unique: int, count: int) -> list[int]:
-    return sorted({max(1, round(unique ** (i / (count - 1)))) for i in range(count)})
+    """At least ``count`` distinct log-spaced capacities from 1 to ``unique`` (rounding merges
+    some small ones, so more points are drawn until enough are distinct).
+    """
+    points = count
+    while True:
+        capacities = {max(1, round(unique ** (i / (points - 1)))) for i in range(points)}
+        if len(capacities) >= count:
+            return sorted(capacities)
+        points += 1
 
 
 def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
