@@ -283,10 +283,11 @@ def _sources(
             # Absolute: a Dask worker (or a process in another folder) reads the same file.
             trace = str(path.resolve())
         fmt = trace_format.value
-        if fmt == "auto" and "://" not in trace:
+        if fmt == "auto":
+            from kvreceipts.sweep.grid import local_path
             from kvreceipts.workloads import detect_format
 
-            fmt = detect_format(trace)
+            fmt = detect_format(local_path(trace))  # a URL is fetched here once
         sources.append(Source(trace=trace, trace_format=fmt, requests=requests,
                               block_tokens=block_tokens))  # fmt: skip
     labels = [s.label for s in sources]
@@ -415,7 +416,7 @@ def _rerun(task: Task) -> str:
     capacity = task.capacities[len(task.capacities) // 2]
     args = ["kvreceipts", "simulate"]
     if source.trace:
-        args += ["--trace", source.trace]
+        args += ["--trace", source.trace.removeprefix("file://")]
     else:
         args += ["--workload", source.workload, "--seed", str(source.seed)]
     if source.requests:
@@ -429,5 +430,7 @@ def _rerun(task: Task) -> str:
         args += ["--model", spec.model]
     if spec.bytes_per_token:
         args += ["--bytes-per-token", str(spec.bytes_per_token)]
-    args += ["--pin" if spec.pin else "--no-pin", "-o", "point.jsonl"]
+    if spec.allocator == "paged":
+        args.append("--pin" if spec.pin else "--no-pin")
+    args += ["-o", "point.jsonl"]
     return shlex.join(args)

@@ -31,6 +31,7 @@ __all__ = [
     "TraceFacts",
     "build_tasks",
     "load_source",
+    "local_path",
     "log_capacities",
     "run_task",
     "source_facts",
@@ -151,7 +152,7 @@ def _load(source: Source) -> tuple[Request, ...]:
                 block_tokens=source.block_tokens,
             )
         )
-    path = _local_path(source.trace)
+    path = local_path(source.trace)
     rows = read_trace(path, source.trace_format)
     if source.requests:
         return tuple(r for _, r in zip(range(source.requests), rows, strict=False))
@@ -163,7 +164,7 @@ def load_source(source: Source) -> tuple[Request, ...]:
     return _load(source)
 
 
-def _local_path(trace: str) -> str:
+def local_path(trace: str) -> str:
     """A path to read ``trace`` from: itself, or for a URL (``s3://``, ``http://``…) a local
     copy fetched once with fsspec (the Dask extra).
     """
