@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GIB",
     "build_rows",
+    "check_plot_available",
     "render_csv",
     "render_html",
     "render_jsonl",
