@@ -93,6 +93,7 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     trace: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="PATH",
             help="A trace to sweep (Mooncake JSONL or Azure CSV; a path or an fsspec "
             "URL); repeat for several.",
             show_default=False,
@@ -183,7 +184,7 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     plot: Annotated[
         Path | None,
         typer.Option(
-            help="Write the miss-ratio curves to FILE.png or FILE.svg (needs kvreceipts[plot]).",
+            help="Write the miss-ratio curves to FILE.png or FILE.svg (needs kvreceipts\\[plot]).",
             dir_okay=False,
             show_default=False,
         ),
@@ -192,7 +193,7 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         Path | None,
         typer.Option(
             "--html",
-            help="Write a self-contained HTML report (needs kvreceipts[plot]).",
+            help="Write a self-contained HTML report (needs kvreceipts\\[plot]).",
             dir_okay=False,
             show_default=False,
         ),
