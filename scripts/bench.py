@@ -252,6 +252,77 @@ def bench_receipt_files(reps: int, rows: list[Row], tmp: str) -> None:
                     rate >= 100_000, f"{records:,} records"))  # fmt: skip
 
 
+def _log_capacities(unique: int, count: int) -> list[int]:
+    """At least ``count`` distinct log-spaced capacities from 1 to ``unique`` (rounding merges
+    some small ones, so more points are drawn until enough are distinct).
+    """
+    points = count
+    while True:
+        capacities = {max(1, round(unique ** (i / (points - 1)))) for i in range(points)}
+        if len(capacities) >= count:
+            return sorted(capacities)
+        points += 1
+
+
+def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
+    """Items 7-9: sweep's exact LRU curve and SHARDS against one replay; workers 2 vs 1."""
+    from kvreceipts.sweep import methods
+    from kvreceipts.sweep.executors import run_tasks
+    from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks
+
+    requests = load_requests(CONVERSATION)
+    blocks = [h for r in requests for h in r.block_hashes]
+    unique = len(set(blocks))
+    capacity = int(unique * 0.05)
+    replay = functools.partial(paged_replay, requests, capacity)
+
+    def exact(capacities: list[int]) -> list[Any]:
+        flat = [h for r in requests for h in r.block_hashes]
+        return methods.lru_counts(methods.stack_distances(flat), capacities, len(flat))
+
+    hundred = _log_capacities(unique, 100)
+    curve = paired(lambda: exact(hundred), replay, reps)
+    assert exact([capacity])[0].hits == paged_replay(requests, capacity).hits, "exact != replay"
+    note = f"{len(hundred)} capacities, {len(blocks):,} block refs"
+    rows.append(Row("sweep exact LRU curve (Fenwick stack distances)", curve.a * 1000, "ms",
+                    note=note))  # fmt: skip
+    rows.append(Row("ratio: exact curve / one replay", curve.ratio, "x", "<= 10",
+                    curve.ratio <= 10))  # fmt: skip
+
+    def shards() -> list[Any]:
+        flat = [h for r in requests for h in r.block_hashes]
+        return methods.lru_counts(methods.shards_distances(flat, 0.01), forty, len(flat))
+
+    forty = _log_capacities(unique, 40)
+    sampled = paired(shards, replay, SHORT_PAIR_TURNS * reps)
+    truth = exact(forty)
+    estimate = shards()
+    mae = statistics.mean(abs(a.misses - b.misses) / len(blocks)
+                          for a, b in zip(truth, estimate, strict=True))  # fmt: skip
+    rows.append(Row("sweep shards R=0.01, 40 capacities", sampled.a * 1000, "ms",
+                    note=f"{estimate[0].sampled_refs:,} sampled refs"))  # fmt: skip
+    rows.append(Row("ratio: shards / one replay", sampled.ratio, "x", "<= 0.5",
+                    sampled.ratio <= 0.5))  # fmt: skip
+    rows.append(Row("shards R=0.01 mean abs miss-ratio error", mae, "", "<= 0.01", mae <= 0.01,
+                    note="vs exact, 40 log-spaced capacities"))  # fmt: skip
+
+    synthetic = CONVERSATION.with_name("mooncake_synthetic_trace.jsonl")
+    source = Source(trace=str(synthetic), trace_format="mooncake")
+    grid_unique = len({h for r in load_requests(synthetic) for h in r.block_hashes})
+    tasks = build_tasks([source], [[float(c) for c in _log_capacities(grid_unique, 25)]],
+                        SweepSpec("paged"), ["lru", "fifo", "lfu", "s3fifo"], method="simulate",
+                        sample_rate=1.0)  # fmt: skip
+    one = functools.partial(run_tasks, tasks, workers=1)
+    two = functools.partial(run_tasks, tasks, workers=2)
+    assert one() == two(), "workers 1 and 2 disagree"
+    grid = paired(one, two, grid_reps)
+    speedup = grid.ratio  # per-turn time with 1 worker / with 2
+    note = f"{len(tasks)} replays of {synthetic.name}, {os.cpu_count()} CPUs"
+    rows.append(Row("sweep grid 4 policies x 25 capacities, --workers 1", grid.a, "s", note=note))
+    rows.append(Row("sweep grid, --workers 2", grid.b, "s"))
+    rows.append(Row("speed-up: workers 2 / 1", speedup, "x", ">= 1.7", speedup >= 1.7))
+
+
 def bench_startup(reps: int, rows: list[Row]) -> None:
     """Item 4: `kvreceipts --version` as a whole process."""
     command = _kvreceipts()
@@ -348,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller runs")
     parser.add_argument("--reps", type=int, default=0, help="repetitions per measure")
     parser.add_argument("--arena-requests", type=int, default=0)
+    parser.add_argument("--only", choices=["sweep"], help="run one group of measures")
     args = parser.parse_args(argv)
     if not CONVERSATION.exists():
         print(f"error: {CONVERSATION} not found (the benchmarks read the real traces)",
@@ -357,11 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     arena = args.arena_requests or (100_000 if args.quick else 1_000_000)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only == "sweep":
+            bench_sweep(reps, rows, grid_reps=max(1, reps // 3))
+            print(render(rows))
+            return 0
         bench_paged(reps, rows, tmp)
         bench_receipt_files(reps, rows, tmp)
         bench_startup(reps, rows)
         bench_memory(rows, tmp)
         bench_arena(arena, rows, tmp)
+        bench_sweep(reps, rows, grid_reps=max(1, reps // 3))
     if args.json:
         print(json.dumps({"reps": reps, "python": sys.version.split()[0], "cpu_count":
                           os.cpu_count(), "rows": [dataclasses.asdict(r) for r in rows]},

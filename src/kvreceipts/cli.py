@@ -15,6 +15,7 @@ from kvreceipts.commands import config as config_command
 from kvreceipts.commands import schema as schema_command
 from kvreceipts.commands import simulate as simulate_command
 from kvreceipts.commands import stats as stats_command
+from kvreceipts.commands import sweep as sweep_command
 from kvreceipts.commands import validate as validate_command
 from kvreceipts.commands import verify as verify_command
 from kvreceipts.commands.output import Output
@@ -117,6 +118,7 @@ def _root(
 
 
 app.command(epilog=simulate_command.EXAMPLES)(simulate_command.simulate)
+app.command(epilog=sweep_command.EXAMPLES)(sweep_command.sweep)
 app.command(epilog=verify_command.EXAMPLES)(verify_command.verify)
 app.command(epilog=stats_command.EXAMPLES)(stats_command.stats)
 app.command(epilog=schema_command.EXAMPLES)(schema_command.schema)

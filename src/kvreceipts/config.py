@@ -120,6 +120,9 @@ class SimulationConfig:
     hmac_key_file: str = ""
     tracing: bool = False
     """Also log each receipt through the ``kvreceipts.kv.receipts`` logger."""
+    pin_admitting: bool = True
+    """Paged: a request's own blocks are pinned while it is admitted; false lets it evict
+    them, as block-level simulators (libCacheSim) do."""
 
     def validate(self) -> Self:
         """Check names and ranges; return self."""

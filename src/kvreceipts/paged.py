@@ -195,7 +195,9 @@ class PagedKVCacheManager(ManagerCore):
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
-            if len(hashes) > self._capacity:  # can never fit: every block reference misses
+            # Unpinned, a request longer than the cache evicts its own first blocks (as in
+            # libCacheSim); pinned, it can never fit: every block reference misses.
+            if len(hashes) > self._capacity and self.pin_admitting:
                 self.misses += len(hashes)
                 self._reject("too_large")
                 return Served(False, 0, request.input_tokens)

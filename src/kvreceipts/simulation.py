@@ -105,6 +105,8 @@ def derive_run_id(caching: CachingConfig, simulation: SimulationConfig) -> str:
     bytes. Options that only pick destinations do not change it.
     """
     sim = {k: v for k, v in asdict(simulation).items() if k not in _OUTPUT_ONLY}
+    if simulation.pin_admitting:  # the default: run ids from before the option stay the same
+        del sim["pin_admitting"]
     if simulation.trace:
         sim["trace"] = _trace_identity(simulation.trace)
     material = orjson.dumps(
@@ -176,6 +178,7 @@ def build_manager(
             plan.caching,
             capacity_blocks=sim.capacity_blocks,
             block_tokens=sim.block_tokens,
+            pin_admitting=sim.pin_admitting,
             **common,
         )
     return KVCacheManager(plan.caching, **common)

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigOption",
     "HmacKeyOption",
     "InputArgument",
+    "PinOption",
     "QuietOption",
     "ReceiptFormat",
     "ReportFormat",
@@ -61,3 +62,9 @@ ReportFormatOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")
 ]
+PinOption = Annotated[
+    bool | None,
+    typer.Option("--pin/--no-pin", show_default="pinned",
+                 help="Paged: pin a request's own blocks while it is admitted; --no-pin lets "
+                 "it evict them, as block-level simulators (libCacheSim) do."),
+]  # fmt: skip

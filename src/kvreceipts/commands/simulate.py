@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kvreceipts import features
-from kvreceipts.commands.options import ConfigOption, HmacKeyOption, QuietOption, ReceiptFormat
+from kvreceipts.commands.options import (
+    ConfigOption,
+    HmacKeyOption,
+    PinOption,
+    QuietOption,
+    ReceiptFormat,
+)
 from kvreceipts.commands.output import Output, human_bytes
 from kvreceipts.config import LoadedConfig, check_capacity_mb, load_config
 from kvreceipts.errors import InputError, UsageError
@@ -87,7 +93,7 @@ _SIM_OPTIONS = {
     "output": "--output", "http_sink": "--http-sink", "hmac_key_file": "--hmac-key-file",
     "skip_bad_lines": "--skip-bad-lines", "decode_ms_per_token": "--decode-ms-per-token",
     "prefill_ms_per_token": "--prefill-ms-per-token", "strict_time": "--strict-time",
-    "layout": "--layout",
+    "layout": "--layout", "pin_admitting": "--pin",
 }  # fmt: skip
 
 REJECTION_REASONS = {
@@ -518,6 +524,7 @@ def simulate(
             show_default=False,
         ),
     ] = None,
+    pin: PinOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run a workload against the KV cache manager and print one receipt per eviction.
@@ -538,7 +545,7 @@ def simulate(
             "hmac_key_file": str(hmac_key_file) if hmac_key_file else None,
             "skip_bad_lines": skip_bad_lines, "decode_ms_per_token": decode_ms_per_token,
             "prefill_ms_per_token": prefill_ms_per_token, "strict_time": strict_time,
-            "layout": layout.value if layout else None,
+            "layout": layout.value if layout else None, "pin_admitting": pin,
         }  # fmt: skip
         given = {key for key, value in cli.items() if value is not None}
         loaded = load_config(config) if config else LoadedConfig()

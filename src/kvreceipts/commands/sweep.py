@@ -1,0 +1,437 @@
+"""``kvreceipts sweep``: hit and miss ratios over a policy by capacity grid (no receipts)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kvreceipts.commands.options import PinOption, QuietOption
+from kvreceipts.commands.output import Output
+from kvreceipts.commands.simulate import Allocator, TraceFormat, Workload
+from kvreceipts.errors import UsageError
+from kvreceipts.policies import POLICIES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from kvreceipts.sweep.grid import Source, SweepSpec, Task, TraceFacts
+
+__all__ = ["sweep"]
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  kvreceipts sweep --trace mooncake.jsonl --capacity-blocks 1827,9139,18279
+  kvreceipts sweep --trace mooncake.jsonl --no-pin --points 40 --plot curves.png
+  kvreceipts sweep --trace mooncake.jsonl --policy lru --no-pin --method shards --sample-rate 0.05
+  kvreceipts sweep --trace mooncake.jsonl --format csv > grid.csv
+  kvreceipts sweep --trace /data/mooncake.jsonl --dask tcp://scheduler:8786 --html report.html
+"""
+
+DEFAULT_POINTS = 20
+DEFAULT_SAMPLE_RATE = 0.01
+
+
+class SweepFormat(StrEnum):
+    """How ``sweep`` prints its rows."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class Method(StrEnum):
+    """How each grid point is computed."""
+
+    simulate = "simulate"
+    exact = "exact"
+    shards = "shards"
+
+
+def _policies(text: str | None) -> list[str]:
+    if text is None:
+        return list(POLICIES)
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--policy lists no policy")
+    for name in names:
+        if name not in POLICIES:
+            choices = ", ".join(POLICIES)
+            raise UsageError(f"--policy: unknown policy {name!r} (choose from: {choices})")
+    return list(dict.fromkeys(names))
+
+
+def _capacities(text: str, option: str, *, integral: bool) -> list[float]:
+    values: list[float] = []
+    for raw in text.split(","):
+        item = raw.strip().replace("_", "")
+        if not item:
+            continue
+        try:
+            value = float(int(item)) if integral else float(item)
+        except ValueError:
+            kind = "a whole number of blocks" if integral else "a number of MiB"
+            raise UsageError(f"{option}: {item!r} is not {kind}") from None
+        if value <= 0:
+            raise UsageError(f"{option}: capacities must be greater than 0 (got {item})")
+        values.append(value)
+    if not values:
+        raise UsageError(f"{option} lists no capacity")
+    return sorted(set(values))
+
+
+def sweep(  # noqa: PLR0912 - one check per option, each one line of error
+    trace: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PATH",
+            help="A trace to sweep (Mooncake JSONL or Azure CSV; a path or an fsspec "
+            "URL); repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+    workload: Annotated[
+        Workload | None,
+        typer.Option(help="A built-in synthetic workload instead.", show_default=False),
+    ] = None,
+    trace_format: Annotated[TraceFormat, typer.Option(help="Trace format.")] = TraceFormat.auto,
+    requests: Annotated[
+        int, typer.Option(help="Requests to use (0: the whole trace, or 2000 synthetic).", min=0)
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic workload.")] = 0,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="Policies, comma-separated: lru,fifo,lfu,s3fifo.", show_default="all four"
+        ),
+    ] = None,
+    capacity_blocks: Annotated[
+        str | None,
+        typer.Option(help="Paged capacities in blocks, comma-separated.", show_default=False),
+    ] = None,
+    capacity_mb: Annotated[
+        str | None,
+        typer.Option(help="Arena capacities in MiB, comma-separated.", show_default=False),
+    ] = None,
+    points: Annotated[
+        int | None,
+        typer.Option(
+            help="Log-spaced capacities from one block (or entry) to the trace's "
+            "distinct blocks (or sessions).",
+            min=1,
+            show_default=f"{DEFAULT_POINTS} unless capacities are given",
+        ),
+    ] = None,
+    allocator: Annotated[
+        Allocator, typer.Option(help="arena, paged, auto: paged for Mooncake traces.")
+    ] = Allocator.auto,
+    block_tokens: Annotated[int, typer.Option(help="Tokens per paged block.", min=1)] = 512,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Size KV from a model (the GiB axis): llama-3-8b, llama-3-70b, "
+            "qwen2.5-7b, bitnet-b1.58-2b4t, llama-2-7b.",
+            show_default="the upstream bitnet rule",
+        ),
+    ] = None,
+    bytes_per_token: Annotated[
+        int, typer.Option(help="KV bytes per token, explicitly.", min=0, show_default=False)
+    ] = 0,
+    pin: PinOption = None,
+    method: Annotated[
+        Method | None,
+        typer.Option(
+            help="simulate (a replay per point), exact (LRU stack distances, every "
+            "capacity in one pass), shards (sampled).",
+            show_default="exact for LRU with --no-pin, else simulate",
+        ),
+    ] = None,
+    sample_rate: Annotated[
+        float, typer.Option(help="SHARDS sampling rate R, in (0, 1].")
+    ] = DEFAULT_SAMPLE_RATE,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes for the grid points.", min=1, show_default="the CPU count"
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="Send grid points to this Dask scheduler (tcp://host:8786); its "
+            "workers read the trace from the same path or URL.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        SweepFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json (one document), jsonl or csv.",
+            show_default="table on a terminal, jsonl otherwise",
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the miss-ratio curves to FILE.png or FILE.svg (needs kvreceipts\\[plot]).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write a self-contained HTML report (needs kvreceipts\\[plot]).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Sweep policies and capacities over a trace: hits, misses and miss-ratio curves.
+
+    Never writes receipts; the summary shows how to re-run one point with them.
+    """
+    from kvreceipts.sweep import grid
+
+    if not 0 < sample_rate <= 1:
+        raise UsageError(f"--sample-rate must be in (0, 1] (got {sample_rate:g})")
+    policies = _policies(policy)
+    if capacity_blocks is not None and capacity_mb is not None:
+        raise UsageError("give --capacity-blocks or --capacity-mb, not both")
+    given = capacity_blocks if capacity_blocks is not None else capacity_mb
+    if given is not None and points is not None:
+        raise UsageError("give capacities or --points, not both")
+    explicit = None
+    if capacity_blocks is not None:
+        explicit = _capacities(capacity_blocks, "--capacity-blocks", integral=True)
+    elif capacity_mb is not None:
+        explicit = _capacities(capacity_mb, "--capacity-mb", integral=False)
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        raise UsageError(f"--plot: {plot} must end in .png or .svg")
+    if plot is not None or html_file is not None:
+        from kvreceipts.sweep.report import check_plot_available
+
+        check_plot_available()
+    if trace and workload is not None:
+        raise UsageError("give --workload or --trace, not both")
+    if bytes_per_token and model:
+        raise UsageError("give either --model or --bytes-per-token, not both")
+    sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
+    chosen_allocator = _allocator(allocator, sources)
+    if chosen_allocator == "paged" and capacity_mb is not None:
+        raise UsageError("--capacity-mb is for the arena allocator; use --capacity-blocks")
+    if chosen_allocator == "arena" and capacity_blocks is not None:
+        raise UsageError("--capacity-blocks is for the paged allocator; use --capacity-mb")
+    if model:
+        from kvreceipts.sizing import MODEL_PRESETS
+
+        if model.lower() not in MODEL_PRESETS:
+            raise UsageError(f"--model: unknown model {model!r} "
+                             f"(choose from: {', '.join(MODEL_PRESETS)})")  # fmt: skip
+    if pin and method in (Method.exact, Method.shards):
+        raise UsageError(f"--method {method.value} models block lookups without pinning; "
+                         "drop --pin")  # fmt: skip
+    pinned = pin if pin is not None else method not in (Method.exact, Method.shards)
+    spec = grid.SweepSpec(chosen_allocator, (model or "").lower(), bytes_per_token,
+                          block_tokens, pinned)  # fmt: skip
+    out = Output(json_mode=fmt is SweepFormat.json, quiet=quiet)
+    chosen = fmt or (SweepFormat.table if out.stdout_is_terminal else SweepFormat.jsonl)
+    started = time.perf_counter()
+    facts = [grid.source_facts(source, spec) for source in sources]
+    capacities = [_grid_capacities(f, spec, explicit, points) for f in facts]
+    tasks = grid.build_tasks(sources, capacities, spec, policies,
+                             method=method.value if method else None,
+                             sample_rate=sample_rate)  # fmt: skip
+    _run(out, chosen, tasks, facts, workers, dask, plot, html_file, started)
+
+
+def _sources(
+    traces: list[str] | None,
+    workload: Workload | None,
+    trace_format: TraceFormat,
+    requests: int,
+    seed: int,
+    block_tokens: int,
+) -> list[Source]:
+    from kvreceipts.sweep.grid import Source
+
+    if not traces:
+        name = workload.value if workload is not None else Workload.chat.value
+        return [Source(workload=name, requests=requests, seed=seed, block_tokens=block_tokens)]
+    sources = []
+    for given in traces:
+        trace = given
+        if "://" not in given:
+            path = Path(given)
+            if not path.is_file():
+                from kvreceipts.errors import InputError
+
+                raise InputError("trace file not found" if not path.exists()
+                                 else "is not a trace file", path=given)  # fmt: skip
+            # Absolute: a Dask worker (or a process in another folder) reads the same file.
+            trace = str(path.resolve())
+        fmt = trace_format.value
+        if fmt == "auto":
+            from kvreceipts.sweep.grid import local_path
+            from kvreceipts.workloads import detect_format
+
+            fmt = detect_format(local_path(trace))  # a URL is fetched here once
+        sources.append(Source(trace=trace, trace_format=fmt, requests=requests,
+                              block_tokens=block_tokens))  # fmt: skip
+    labels = [s.label for s in sources]
+    if len(set(labels)) != len(labels):
+        raise UsageError("two --trace files have the same name; rows name traces by file name")
+    return sources
+
+
+def _allocator(allocator: Allocator, sources: list[Source]) -> str:
+    if allocator is not Allocator.auto:
+        return allocator.value
+    mooncake = [s.trace_format == "mooncake" for s in sources]
+    if all(mooncake):
+        return "paged"
+    if any(mooncake):
+        raise UsageError("these traces need different allocators; pass --allocator")
+    return "arena"
+
+
+def _grid_capacities(
+    facts: TraceFacts, spec: SweepSpec, explicit: list[float] | None, points: int | None
+) -> list[float]:
+    from kvreceipts.config import MIB
+    from kvreceipts.sweep.grid import log_capacities
+
+    if explicit is not None:
+        return explicit
+    count = points or DEFAULT_POINTS
+    if spec.allocator == "paged":
+        if not facts.unique_blocks:
+            raise UsageError(f"{facts.path}: no block lookups to sweep")
+        return log_capacities(1, facts.unique_blocks, count, integral=True)
+    low = max(facts.mean_entry_bytes / MIB, 0.001)
+    return log_capacities(low, max(low, facts.unique_entry_bytes / MIB), count, integral=False)
+
+
+@contextmanager
+def _progress_bar(out: Output, total: int) -> Iterator[Callable[[int], None] | None]:
+    """One bar for the whole grid on stderr, only on a terminal and not --quiet."""
+    if out.quiet or not out.err.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=out.err, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("sweeping grid points", total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+def _run(
+    out: Output,
+    fmt: SweepFormat,
+    tasks: list[Task],
+    facts: list[TraceFacts],
+    workers: int | None,
+    dask: str | None,
+    plot: Path | None,
+    html_file: Path | None,
+    started: float,
+) -> None:
+    from kvreceipts.sweep import report
+    from kvreceipts.sweep.executors import run_tasks
+
+    total = sum(t.points for t in tasks)
+    results = run_tasks(
+        tasks,
+        workers=workers or os.cpu_count() or 1,
+        dask=dask,
+        progress=lambda: _progress_bar(out, total),
+    )
+    rows = report.build_rows(tasks, results)
+    keys = report.row_keys(tasks[0].spec.allocator)
+    if plot is not None:
+        plot.write_bytes(report.render_plot(rows, facts, plot.suffix.lower().lstrip(".")))
+    if html_file is not None:
+        command = shlex.join(["kvreceipts", *sys.argv[1:]])
+        html_file.write_text(report.render_html(rows, facts, command), encoding="utf-8")
+    if fmt is SweepFormat.json:
+        document: dict[str, Any] = {"rows": rows, "trace": facts[0].to_dict()}
+        if len(facts) > 1:
+            document["traces"] = [f.to_dict() for f in facts]
+        document["duration_s"] = facts[0].span_s
+        out.json(document)
+    elif fmt is SweepFormat.jsonl:
+        out.write(report.render_jsonl(rows))
+        out.flush()
+    elif fmt is SweepFormat.csv:
+        out.write(report.render_csv(rows, keys))
+        out.flush()
+    else:
+        out.show(*report.tables(rows, facts))
+    _summary(out, tasks, facts, total, time.perf_counter() - started, plot, html_file)
+
+
+def _summary(
+    out: Output,
+    tasks: list[Task],
+    facts: list[TraceFacts],
+    total: int,
+    elapsed: float,
+    plot: Path | None,
+    html_file: Path | None,
+) -> None:
+    methods = ", ".join(dict.fromkeys(f"{t.policy}: {t.method}" for t in tasks))
+    out.note(f"[dim]{total:,} grid points ({methods}) in {elapsed:.2f} s[/dim]")
+    shards = next((t for t in tasks if t.method == "shards"), None)
+    if shards is not None:
+        out.note(f"shards: sample rate {shards.sample_rate:g} of {facts[0].block_refs:,} "
+                 "block lookups (sampled_refs in the rows gives each sample's size)")  # fmt: skip
+    for path in (plot, html_file):
+        if path is not None:
+            out.note(f"wrote {path}")
+    out.note("re-run one point with receipts: " + _rerun(tasks[len(tasks) // 2]))
+
+
+def _rerun(task: Task) -> str:
+    source, spec = task.source, task.spec
+    capacity = task.capacities[len(task.capacities) // 2]
+    args = ["kvreceipts", "simulate"]
+    if source.trace:
+        args += ["--trace", source.trace.removeprefix("file://")]
+    else:
+        args += ["--workload", source.workload, "--seed", str(source.seed)]
+    if source.requests:
+        args += ["--requests", str(source.requests)]
+    args += ["--allocator", spec.allocator, "--policy", task.policy]
+    if spec.allocator == "paged":
+        args += ["--capacity-blocks", str(int(capacity)), "--block-tokens", str(spec.block_tokens)]
+    else:
+        args += ["--capacity-mb", f"{capacity:g}"]
+    if spec.model:
+        args += ["--model", spec.model]
+    if spec.bytes_per_token:
+        args += ["--bytes-per-token", str(spec.bytes_per_token)]
+    if spec.allocator == "paged":
+        args.append("--pin" if spec.pin else "--no-pin")
+    args += ["-o", "point.jsonl"]
+    return shlex.join(args)

@@ -1,0 +1,359 @@
+"""A sweep's grid: which (trace, policy, capacity) points, split into tasks that run anywhere.
+
+A :class:`Task` is small and picklable: it names its source (a trace path or URL, or a
+synthetic workload) rather than carrying requests, so a worker process or a Dask worker reads
+the trace itself, once per process (:func:`load_source` caches it).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kvreceipts.errors import UsageError
+from kvreceipts.policies import POLICIES
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from kvreceipts.sweep.methods import Counts
+    from kvreceipts.workloads import Request
+
+__all__ = [
+    "METHODS",
+    "ROW_KEYS",
+    "Source",
+    "SweepSpec",
+    "Task",
+    "TraceFacts",
+    "build_tasks",
+    "load_source",
+    "local_path",
+    "log_capacities",
+    "run_task",
+    "source_facts",
+]
+
+METHODS = ("simulate", "exact", "shards")
+ROW_KEYS = (
+    "trace", "policy", "capacity_blocks", "capacity_mb", "hits", "misses", "hit_ratio",
+    "miss_ratio", "evictions", "rejected", "method", "sample_rate", "sampled_refs",
+)  # fmt: skip
+"""The keys of a row, in order; a paged sweep leaves out ``capacity_mb``, an arena one
+``capacity_blocks``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where requests come from: a trace (path or fsspec URL) or a synthetic workload."""
+
+    trace: str = ""
+    trace_format: str = "auto"
+    workload: str = ""
+    requests: int = 0
+    seed: int = 0
+    block_tokens: int = 512
+
+    @property
+    def label(self) -> str:
+        """The name rows carry: the trace's file name, or the workload's name."""
+        if self.trace:
+            return self.trace.rstrip("/").rsplit("/", 1)[-1]
+        return self.workload
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSpec:
+    """Everything a grid point needs besides its policy and capacity."""
+
+    allocator: str  # "paged" or "arena"
+    model: str = ""
+    bytes_per_token: int = 0
+    block_tokens: int = 512
+    pin: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of work: one policy at some capacities of one source, by one method.
+
+    ``simulate`` tasks hold one capacity (a replay each); ``exact`` and LRU ``shards`` tasks
+    hold all of a source's capacities, computed in one pass.
+    """
+
+    index: int
+    source_index: int
+    source: Source
+    spec: SweepSpec
+    policy: str
+    method: str
+    capacities: tuple[float, ...]
+    sample_rate: float = 1.0
+
+    @property
+    def points(self) -> int:
+        """Grid points this task yields."""
+        return len(self.capacities)
+
+
+@dataclass(slots=True)
+class TraceFacts:
+    """What the rows were computed from."""
+
+    name: str
+    path: str
+    format: str
+    requests: int
+    block_refs: int
+    unique_blocks: int
+    span_s: float
+    """Simulated time from the first to the last arrival."""
+    block_bytes: int
+    bytes_per_token: int
+    sizing: str
+    unique_entry_bytes: int = 0
+    """Arena: the bytes of one entry per distinct session (the working set)."""
+    mean_entry_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values."""
+        data = {k: getattr(self, k) for k in self.__slots__ if k != "extra"}
+        data.update(self.extra)
+        return data
+
+
+def log_capacities(low: float, high: float, points: int, *, integral: bool) -> list[float]:
+    """``points`` log-spaced capacities from ``low`` to ``high`` (distinct, ascending)."""
+    if points <= 0:
+        raise UsageError("--points must be at least 1")
+    if points == 1 or high <= low:
+        return [high]
+    ratio = math.log(high / low) / (points - 1)
+    values = [low * math.exp(ratio * i) for i in range(points)]
+    if integral:
+        return sorted({float(max(1, round(v))) for v in values})
+    return sorted({round(v, 3) for v in values})
+
+
+@functools.lru_cache(maxsize=4)
+def _load(source: Source) -> tuple[Request, ...]:
+    from kvreceipts.workloads import read_trace, synthetic_workload
+
+    if not source.trace:
+        return tuple(
+            synthetic_workload(
+                source.workload,
+                requests=source.requests,
+                seed=source.seed,
+                block_tokens=source.block_tokens,
+            )
+        )
+    path = local_path(source.trace)
+    rows = read_trace(path, source.trace_format)
+    if source.requests:
+        return tuple(r for _, r in zip(range(source.requests), rows, strict=False))
+    return tuple(rows)
+
+
+def load_source(source: Source) -> tuple[Request, ...]:
+    """The source's requests, read once per process."""
+    return _load(source)
+
+
+def local_path(trace: str) -> str:
+    """A path to read ``trace`` from: itself, or for a URL (``s3://``, ``http://``…) a local
+    copy fetched once with fsspec (the Dask extra).
+    """
+    if "://" not in trace or trace.startswith("file://"):
+        return trace.removeprefix("file://")
+    return _fetched(trace)
+
+
+@functools.lru_cache(maxsize=4)
+def _fetched(url: str) -> str:
+    import tempfile
+
+    try:
+        import fsspec
+    except ImportError:
+        raise UsageError(f"reading {url} needs fsspec: pip install 'kvreceipts[dask]'") from None
+    handle, local = tempfile.mkstemp(prefix="kvreceipts-trace-", suffix=".jsonl")
+    with os.fdopen(handle, "wb") as out, fsspec.open(url, "rb") as remote:
+        while chunk := remote.read(1 << 20):
+            out.write(chunk)
+    return local
+
+
+def source_facts(source: Source, spec: SweepSpec) -> TraceFacts:
+    """Counts of the source that fix the capacity range and describe the rows."""
+    from kvreceipts.sizing import resolve_sizing
+
+    sizing = resolve_sizing(spec.model, spec.bytes_per_token)
+    requests = load_source(source)
+    refs = 0
+    unique: set[int] = set()
+    entries: dict[str, int] = {}
+    for request in requests:
+        hashes = request.block_hashes
+        if hashes is not None:
+            refs += len(hashes)
+            unique.update(hashes)
+        entries[request.session_id] = sizing.entry_bytes(request.context_length)
+    span = (requests[-1].arrival_ms - requests[0].arrival_ms) / 1000 if requests else 0.0
+    return TraceFacts(
+        name=source.label,
+        path=source.trace or f"workload:{source.workload}",
+        format=source.trace_format if source.trace else "synthetic",
+        requests=len(requests),
+        block_refs=refs,
+        unique_blocks=len(unique),
+        span_s=round(span, 6),
+        block_bytes=sizing.block_bytes(spec.block_tokens),
+        bytes_per_token=sizing.bytes_per_token,
+        sizing=sizing.name,
+        unique_entry_bytes=sum(entries.values()),
+        mean_entry_bytes=sum(entries.values()) // max(1, len(entries)),
+    )
+
+
+def default_method(policy: str, spec: SweepSpec) -> str:
+    """``exact`` for unpinned paged LRU (a stack algorithm), ``simulate`` otherwise."""
+    if policy == "lru" and not spec.pin and spec.allocator == "paged":
+        return "exact"
+    return "simulate"
+
+
+def check_method(method: str, policy: str, spec: SweepSpec) -> None:
+    """Refuse a method that cannot compute this policy on this allocator."""
+    if method == "simulate":
+        return
+    if spec.allocator != "paged":
+        raise UsageError(f"--method {method} needs the paged allocator (block lookups)")
+    if spec.pin:
+        raise UsageError(
+            f"--method {method} models block lookups without pinning: add --no-pin "
+            "(or use --method simulate)"
+        )
+    if method == "exact" and policy != "lru":
+        raise UsageError(
+            f"--method exact computes LRU only (a stack algorithm), not {policy}; "
+            "use --method simulate or shards"
+        )
+
+
+def build_tasks(
+    sources: Sequence[Source],
+    capacities: Sequence[Sequence[float]],
+    spec: SweepSpec,
+    policies: Sequence[str],
+    *,
+    method: str | None,
+    sample_rate: float,
+) -> list[Task]:
+    """The tasks of the grid, in row order: source, then policy, then capacity."""
+    for policy in policies:
+        if policy not in POLICIES:
+            raise UsageError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
+    tasks: list[Task] = []
+    for source_index, (source, caps) in enumerate(zip(sources, capacities, strict=True)):
+        for policy in policies:
+            chosen = method or default_method(policy, spec)
+            check_method(chosen, policy, spec)
+            rate = sample_rate if chosen == "shards" else 1.0
+            one_pass = chosen == "exact" or (chosen == "shards" and policy == "lru")
+            groups = [tuple(caps)] if one_pass else [(c,) for c in caps]
+            for group in groups:
+                tasks.append(
+                    Task(len(tasks), source_index, source, spec, policy, chosen, group, rate)
+                )
+    return tasks
+
+
+def run_task(task: Task) -> list[Counts]:
+    """Compute a task's points (in a worker process, a Dask worker, or here)."""
+    from kvreceipts.sweep import methods
+
+    requests = load_source(task.source)
+    if task.method == "simulate":
+        return [_simulate(requests, task, task.capacities[0])]
+    blocks = _blocks(task.source)
+    capacities = [int(c) for c in task.capacities]
+    if task.method == "exact":
+        return methods.lru_counts(methods.stack_distances(blocks), capacities, len(blocks))
+    if task.policy == "lru":
+        distances = methods.shards_distances(blocks, task.sample_rate)
+        return methods.lru_counts(distances, capacities, len(blocks))
+    return [_miniature(requests, blocks, task, c) for c in capacities]
+
+
+@functools.lru_cache(maxsize=2)
+def _blocks(source: Source) -> list[int]:
+    return [h for request in load_source(source) for h in request.block_hashes or ()]
+
+
+def _manager(task: Task, capacity: float) -> Any:
+    from kvreceipts.clock import SIM_EPOCH, SimClock
+    from kvreceipts.config import CachingConfig
+    from kvreceipts.manager import KVCacheManager
+    from kvreceipts.paged import PagedKVCacheManager
+    from kvreceipts.sizing import resolve_sizing
+
+    spec = task.spec
+    sizing = resolve_sizing(spec.model, spec.bytes_per_token)
+    if spec.allocator == "paged":
+        return PagedKVCacheManager(
+            CachingConfig(enable_receipts=False),
+            capacity_blocks=int(capacity),
+            block_tokens=spec.block_tokens,
+            sizing=sizing,
+            policy=task.policy,
+            clock=SimClock(SIM_EPOCH),
+            pin_admitting=spec.pin,
+        )
+    caching = CachingConfig(enable_receipts=False, kv_cache_size_mb=capacity)
+    return KVCacheManager(caching, policy=task.policy, sizing=sizing, clock=SimClock(SIM_EPOCH))
+
+
+def _simulate(requests: Sequence[Request], task: Task, capacity: float) -> Counts:
+    """One replay, as ``kvreceipts simulate --no-receipts`` runs it."""
+    from kvreceipts.simulation import run_simulation
+    from kvreceipts.sweep.methods import Counts
+
+    manager = _manager(task, capacity)
+    result = run_simulation(manager, requests)
+    manager.shutdown()
+    refs = manager.hits + manager.misses
+    return Counts(manager.hits, manager.misses, manager.evictions, result.rejected, refs)
+
+
+def _miniature(
+    requests: Sequence[Request], blocks: Sequence[int], task: Task, capacity: int
+) -> Counts:
+    """SHARDS for a policy that is not a stack algorithm: replay the sampled requests in a
+    cache scaled down by the rate, and apply its miss ratio to the whole trace.
+    """
+    from kvreceipts.simulation import run_simulation
+    from kvreceipts.sweep.methods import Counts
+
+    rate = task.sample_rate
+    sample = _sample(task.source, rate) if rate < 1 else list(requests)
+    mini = max(1, round(capacity * rate))
+    manager = _manager(task, mini)
+    run_simulation(manager, sample)
+    manager.shutdown()
+    looked_up = manager.hits + manager.misses
+    total = len(blocks)
+    hits = round(manager.hits / looked_up * total) if looked_up else 0
+    misses = total - hits
+    return Counts(hits, misses, max(0, misses - capacity), 0, looked_up)
+
+
+@functools.lru_cache(maxsize=4)
+def _sample(source: Source, rate: float) -> list[Request]:
+    from kvreceipts.sweep.methods import sample_requests, sampled
+
+    return sample_requests(load_source(source), sampled(_blocks(source), rate))

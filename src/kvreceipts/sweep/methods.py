@@ -1,0 +1,211 @@
+"""How a grid point's hits are found: a full replay, exact LRU stack distances, or SHARDS.
+
+``exact`` is Mattson et al. (1970): LRU is a stack algorithm, so one pass that computes every
+reference's reuse (stack) distance gives the hit count at every capacity at once. The distance
+of a reference is the number of distinct blocks touched since the block's previous use, itself
+included; it hits in an LRU cache of ``C`` blocks exactly when that number is at most ``C``.
+A Fenwick tree over access times, holding a 1 at each block's latest access, counts them in
+O(log n).
+
+``shards`` is Waldspurger et al. (FAST 2015): only blocks whose hash falls under a threshold
+(``hash mod P < R·P``) are kept, so a kept block keeps all its references; distances measured
+on the sample are scaled by ``1/R``. The adjusted variant (SHARDS-adj) moves the difference
+between the expected and the actual sample size into the smallest distance. For policies
+that are not stack algorithms the sample is replayed as a miniature cache of ``C·R`` blocks
+(Waldspurger et al., ATC 2017).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from kvreceipts.workloads import Request
+
+__all__ = [
+    "HASH_MODULUS",
+    "Counts",
+    "StackDistances",
+    "adjusted_distances",
+    "block_hash",
+    "lru_counts",
+    "sample_requests",
+    "sampled",
+    "shards_distances",
+    "stack_distances",
+]
+
+HASH_MODULUS = 1 << 24
+"""``P`` of SHARDS: a block is sampled when its hash modulo ``P`` is below ``R·P``."""
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One grid point's outcome."""
+
+    hits: int
+    misses: int
+    evictions: int
+    rejected: int = 0
+    sampled_refs: int = 0
+    """References the point was computed from (the whole trace, or the SHARDS sample)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StackDistances:
+    """A histogram of reuse distances: ``histogram[d]`` references had distance ``d``
+    (1-based; index 0 is unused), plus ``cold`` first references (infinite distance).
+    Weights are floats only for SHARDS, whose counts are scaled.
+    """
+
+    histogram: list[float]
+    cold: float
+    references: int
+    """References measured (the sample's size for SHARDS)."""
+    scale: float = 1.0
+    """Distances were multiplied by this (1/R for SHARDS)."""
+
+    def hits_at(self, capacities: Sequence[int]) -> list[float]:
+        """Hits of an LRU cache of each capacity (in blocks), in one pass over the histogram."""
+        order = sorted(range(len(capacities)), key=capacities.__getitem__)
+        hits = [0.0] * len(capacities)
+        histogram = self.histogram
+        total = 0.0
+        upto = 0  # histogram[1..upto] are summed into total
+        for index in order:
+            limit = min(capacities[index], len(histogram) - 1)
+            while upto < limit:
+                upto += 1
+                total += histogram[upto]
+            hits[index] = total
+        return hits
+
+
+def stack_distances(blocks: Iterable[int], *, scale: float = 1.0) -> StackDistances:
+    """Every reference's LRU stack distance, as a histogram (one pass, Fenwick tree).
+
+    With ``scale`` the distances are multiplied by it and rounded (SHARDS' 1/R).
+    """
+    sequence = blocks if isinstance(blocks, list) else list(blocks)
+    n = len(sequence)
+    tree = [0] * (n + 1)  # Fenwick tree over access times 1..n
+    last: dict[int, int] = {}
+    histogram: list[float] = [0.0] * (int(n * scale) + 2 if scale != 1.0 else n + 2)
+    cold = 0
+    distinct = 0  # 1s in the tree: blocks seen so far
+    for time, block in enumerate(sequence, start=1):
+        previous = last.get(block)
+        if previous is None:
+            cold += 1
+            distinct += 1
+        else:
+            # Distinct blocks touched at times after `previous`: all 1s minus those at or before.
+            i, before = previous, 0
+            while i:
+                before += tree[i]
+                i &= i - 1
+            distance = distinct - before + 1
+            if scale != 1.0:
+                distance = round(distance * scale)
+            histogram[distance] += 1
+            i = previous  # the block's old access time no longer holds its latest access
+            while i <= n:
+                tree[i] -= 1
+                i += i & -i
+        i = time
+        while i <= n:
+            tree[i] += 1
+            i += i & -i
+        last[block] = time
+    return StackDistances(histogram, float(cold), n, scale)
+
+
+def lru_counts(distances: StackDistances, capacities: Sequence[int], total: int) -> list[Counts]:
+    """Hits, misses and evictions of LRU at each capacity (in blocks) over ``total`` references.
+
+    Unpinned LRU inserts every missed block and only evicts when full, so the evictions are
+    the misses beyond the first ``capacity`` ones.
+    """
+    rows = []
+    scaled = distances.scale != 1.0
+    for capacity, hit_weight in zip(capacities, distances.hits_at(capacities), strict=True):
+        # SHARDS estimates the hit ratio; its hits are that ratio of the whole trace.
+        hits = round(hit_weight / distances.references * total if scaled else hit_weight)
+        misses = total - hits
+        rows.append(Counts(hits, misses, max(0, misses - capacity), 0, distances.references))
+    return rows
+
+
+def block_hash(block: int) -> int:
+    """The block's sampling hash in ``[0, P)``: splitmix64's finalizer, which spreads
+    sequential ids (Mooncake's are) over the whole range, as SHARDS' hash must.
+    """
+    z = (block + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & (HASH_MODULUS - 1)
+
+
+def sampled(blocks: Iterable[int], rate: float) -> set[int]:
+    """The distinct blocks SHARDS keeps at ``rate``: those with ``hash mod P < rate·P``."""
+    threshold = rate * HASH_MODULUS
+    unique = list(blocks if isinstance(blocks, set) else set(blocks))
+    hashes = _numpy_hashes(unique)
+    if hashes is None:
+        return {b for b in unique if block_hash(b) < threshold}
+    return {b for b, h in zip(unique, hashes, strict=True) if h < threshold}
+
+
+def _numpy_hashes(blocks: list[int]) -> list[int] | None:
+    """:func:`block_hash` of every block, vectorized when numpy is installed (a 64-bit
+    block id), else ``None``. The same numbers either way: uint64 arithmetic wraps mod 2^64.
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    try:
+        z = np.array(blocks, dtype=np.int64).view(np.uint64)
+    except OverflowError:
+        return None
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = (z ^ (z >> np.uint64(31))) & np.uint64(HASH_MODULUS - 1)
+    hashes: list[int] = z.tolist()
+    return hashes
+
+
+def shards_distances(blocks: Sequence[int], rate: float) -> StackDistances:
+    """SHARDS-adj stack distances of the spatial sample of ``blocks`` at ``rate``."""
+    keep = sampled(blocks, rate)
+    sample = [b for b in blocks if b in keep]
+    return adjusted_distances(sample, rate, len(blocks))
+
+
+def adjusted_distances(sample: list[int], rate: float, references: int) -> StackDistances:
+    """SHARDS-adj: the stack distances of a sample drawn at ``rate`` from ``references``."""
+    measured = stack_distances(sample, scale=1.0 / rate)
+    # SHARDS-adj: the sample holds more or fewer references than rate·N by chance; counting
+    # the difference as reuses at the smallest distance removes most of that bias.
+    histogram = list(measured.histogram)
+    expected = rate * references
+    if len(histogram) < 2:
+        histogram = [0.0, 0.0]
+    histogram[1] += expected - len(sample)
+    return StackDistances(histogram, measured.cold, round(expected) or 1, measured.scale)
+
+
+def sample_requests(requests: Sequence[Request], keep: set[int]) -> list[Request]:
+    """The requests restricted to the sampled blocks (those left with none are dropped)."""
+    out = []
+    for request in requests:
+        hashes = [h for h in request.block_hashes or () if h in keep]
+        if hashes:
+            out.append(request._replace(block_hashes=hashes))
+    return out

@@ -1,0 +1,322 @@
+"""``kvreceipts sweep``: exact LRU curves equal replays, SHARDS stays within its measured error,
+the formats are stable, bad input is one line, and worker counts do not change the output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
+
+from kvreceipts.cli import app
+from kvreceipts.clock import SimClock
+from kvreceipts.paged import PagedKVCacheManager
+from kvreceipts.sweep import methods
+from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks, run_task
+from kvreceipts.workloads import Request
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+runner = CliRunner()
+FIXTURES = Path(__file__).parent / "fixtures" / "sweep"
+# A small paged grid on the built-in chat workload: quick, and every policy evicts.
+SMALL = ("sweep", "--workload", "chat", "--allocator", "paged", "--requests", "300",
+         "--capacity-blocks", "8,64,512", "--workers", "1")  # fmt: skip
+
+
+def run(*args: str) -> Result:
+    return runner.invoke(app, list(args), env={"COLUMNS": "100"})
+
+
+def ordered_dict_lru(blocks: Sequence[int], capacity: int) -> int:
+    cache: OrderedDict[int, None] = OrderedDict()
+    hits = 0
+    for block in blocks:
+        if block in cache:
+            cache.move_to_end(block)
+            hits += 1
+        else:
+            cache[block] = None
+            if len(cache) > capacity:
+                cache.popitem(last=False)
+    return hits
+
+
+def replay_hits(requests: Sequence[Request], capacity: int, *, pin: bool) -> int:
+    manager = PagedKVCacheManager(
+        capacity_blocks=capacity, policy="lru", clock=SimClock(), pin_admitting=pin
+    )
+    for request in requests:
+        manager.serve(request)
+    return manager.hits
+
+
+def as_requests(groups: Sequence[Sequence[int]]) -> list[Request]:
+    return [
+        Request(f"r{i}", f"r{i}", float(i), 512 * len(g), 1, 512 * len(g), list(g))
+        for i, g in enumerate(groups)
+    ]
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=8),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_exact_equals_lru_replays_at_every_capacity(groups: list[list[int]]) -> None:
+    blocks = [b for g in groups for b in g]
+    requests = as_requests(groups)
+    capacities = list(range(1, len(set(blocks)) + 2))
+    counts = methods.lru_counts(methods.stack_distances(blocks), capacities, len(blocks))
+    for capacity, c in zip(capacities, counts, strict=True):
+        assert c.hits == ordered_dict_lru(blocks, capacity)
+        assert c.hits == replay_hits(requests, capacity, pin=False)
+        assert c.hits + c.misses == len(blocks)
+
+
+def test_sampling_keeps_all_references_of_a_kept_block() -> None:
+    blocks = list(range(100_000))
+    kept = methods.sampled(blocks, 0.01)
+    assert 900 < len(kept) < 1100  # the rate is honoured (binomial, n=100,000, p=0.01)
+    assert methods.sampled(blocks, 1.0) == set(blocks)
+    assert all(methods.block_hash(b) < 0.01 * methods.HASH_MODULUS for b in kept)
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=50))
+def test_vectorized_sampling_hash_equals_the_python_one(blocks: list[int]) -> None:
+    assert methods._numpy_hashes(blocks) == [methods.block_hash(b) for b in blocks]
+
+
+def _grid(
+    trace: Path, policy: str, method: str, capacities: list[float], **kw: float
+) -> list[methods.Counts]:
+    source = Source(trace=str(trace), trace_format="mooncake")
+    spec = SweepSpec("paged", pin=False)
+    tasks = build_tasks([source], [capacities], spec, [policy], method=method,
+                        sample_rate=kw.get("rate", 1.0))  # fmt: skip
+    return [c for task in tasks for c in run_task(task)]
+
+
+def log_points(unique: int, count: int) -> list[float]:
+    return sorted({float(max(1, round(unique ** (i / (count - 1))))) for i in range(count)})
+
+
+@pytest.mark.traces
+def test_exact_equals_simulate_without_pinning_on_the_real_trace(traces_dir: Path) -> None:
+    trace = traces_dir / "mooncake_synthetic_trace.jsonl"
+    capacities = log_points(43_924, 16)
+    exact = _grid(trace, "lru", "exact", capacities)
+    replayed = _grid(trace, "lru", "simulate", capacities)
+    assert [(c.hits, c.misses, c.evictions) for c in exact] == [
+        (c.hits, c.misses, c.evictions) for c in replayed
+    ]
+    assert exact[0].hits < exact[-1].hits
+
+
+# Mean absolute miss-ratio error of SHARDS-adj against exact over 40 log-spaced capacities,
+# as measured on these traces (docs/sweep.md); the bounds leave a little room.
+SHARDS_BOUNDS = {
+    ("mooncake_synthetic_trace.jsonl", 0.05): 0.01,
+    ("mooncake_conversation_trace.jsonl", 0.05): 0.01,
+    ("mooncake_synthetic_trace.jsonl", 0.01): 0.05,
+    ("mooncake_conversation_trace.jsonl", 0.01): 0.05,
+}
+
+
+@pytest.mark.traces
+@pytest.mark.parametrize(("name", "rate"), list(SHARDS_BOUNDS))
+def test_shards_error_on_the_real_traces(traces_dir: Path, name: str, rate: float) -> None:
+    trace = traces_dir / name
+    unique = {"mooncake_synthetic_trace.jsonl": 43_924,
+              "mooncake_conversation_trace.jsonl": 182_790}[name]  # fmt: skip
+    capacities = log_points(unique, 40)
+    exact = _grid(trace, "lru", "exact", capacities)
+    sampled = _grid(trace, "lru", "shards", capacities, rate=rate)
+    total = exact[0].hits + exact[0].misses
+    errors = [abs(a.misses - b.misses) / total for a, b in zip(exact, sampled, strict=True)]
+    assert sum(errors) / len(errors) <= SHARDS_BOUNDS[(name, rate)]
+    assert 0.5 * rate * total < sampled[0].sampled_refs < 1.5 * rate * total
+
+
+def test_csv_json_jsonl_and_table_match_their_snapshots() -> None:
+    for fmt, suffix in (("csv", "csv"), ("json", "json"), ("jsonl", "jsonl"), ("table", "txt")):
+        result = run(*SMALL, "--format", fmt)
+        assert result.exit_code == 0, result.stderr
+        expected = (FIXTURES / f"small.{suffix}").read_text(encoding="utf-8")
+        assert result.stdout == expected, fmt
+        assert "re-run one point with receipts: kvreceipts simulate" in result.stderr
+
+
+def test_rows_agree_across_formats() -> None:
+    rows = [json.loads(line) for line in run(*SMALL, "-f", "jsonl").stdout.splitlines()]
+    document = json.loads(run(*SMALL, "-f", "json").stdout)
+    assert document["rows"] == rows
+    assert len(rows) == 4 * 3
+    assert document["trace"]["requests"] == 300
+    for row in rows:
+        lookups = row["hits"] + row["misses"]
+        assert lookups == document["trace"]["block_refs"] or row["rejected"]
+        assert math.isclose(row["hit_ratio"] + row["miss_ratio"], 1.0, abs_tol=2e-6)
+
+
+def test_more_workers_give_the_same_bytes() -> None:
+    base = [*SMALL[:-2], "--policy", "lru,fifo,lfu,s3fifo", "--no-pin"]
+    one = run(*base, "--workers", "1", "-f", "csv")
+    two = run(*base, "--workers", "2", "-f", "csv")
+    assert one.exit_code == two.exit_code == 0, one.stderr + two.stderr
+    assert one.stdout == two.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--policy", "lru,mru"), "unknown policy 'mru'"),
+        (("--capacity-blocks", ","), "--capacity-blocks lists no capacity"),
+        (("--capacity-blocks", "10,0"), "capacities must be greater than 0"),
+        (("--capacity-blocks", "-5"), "capacities must be greater than 0"),
+        (("--capacity-mb", "64"), "give --capacity-blocks or --capacity-mb, not both"),
+        (("--points", "5"), "give capacities or --points, not both"),
+        (("--sample-rate", "0"), "--sample-rate must be in (0, 1]"),
+        (("--sample-rate", "1.5"), "--sample-rate must be in (0, 1]"),
+        (("--method", "exact", "--policy", "fifo"), "--method exact computes LRU only"),
+        (("--method", "exact", "--pin"), "without pinning"),
+        (("--plot", "curves.pdf"), "must end in .png or .svg"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    result = run(*SMALL, *args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _cli(*args: str, block: str = "") -> subprocess.CompletedProcess[str]:
+    prelude = f"import sys; sys.modules[{block!r}] = None; " if block else "import sys; "
+    code = prelude + "from kvreceipts.cli import main; sys.argv[0] = 'kvreceipts'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=False, env={**os.environ, "COLUMNS": "100"})  # fmt: skip
+
+
+def test_a_bad_sample_rate_on_a_junk_trace_is_no_traceback(tmp_path: Path) -> None:
+    result = _cli("sweep", "--trace", str(tmp_path / "junk.jsonl"), "--sample-rate", "2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --sample-rate")
+
+
+def test_a_missing_plot_extra_names_it(tmp_path: Path) -> None:
+    # matplotlib made unimportable in a fresh interpreter, as when the extra is not installed.
+    result = _cli(*SMALL, "--plot", str(tmp_path / "c.png"), block="matplotlib")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: plots need matplotlib: pip install 'kvreceipts[plot]'"
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_plots_are_written_and_svg_is_deterministic(tmp_path: Path) -> None:
+    png, svg1, svg2 = tmp_path / "c.png", tmp_path / "a.svg", tmp_path / "b.svg"
+    assert run(*SMALL, "--plot", str(png), "-q").exit_code == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n")
+    assert run(*SMALL, "--plot", str(svg1), "-q").exit_code == 0
+    assert run(*SMALL, "--plot", str(svg2), "-q").exit_code == 0
+    assert svg1.read_bytes() == svg2.read_bytes()
+    text = svg1.read_text(encoding="utf-8")
+    assert "miss ratio" in text
+    assert "GiB" in text  # the secondary axis
+    for policy in ("lru", "fifo", "lfu", "s3fifo"):
+        assert policy in text
+
+
+def test_sweep_writes_no_receipts_and_points_to_simulate(tmp_path: Path) -> None:
+    result = runner.invoke(app, [*SMALL, "-f", "csv"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    line = next(x for x in result.stderr.splitlines() if "re-run one point" in x)
+    command = line.split(": ", 1)[1].split()
+    assert command[:2] == ["kvreceipts", "simulate"]
+    assert command[-2:] == ["-o", "point.jsonl"]
+    assert not list(tmp_path.iterdir())
+    rerun = runner.invoke(app, [*command[1:-2], "--no-receipts", "-f", "json"])
+    assert rerun.exit_code == 0, rerun.stderr
+    stats = json.loads(rerun.stdout)["stats"]
+    rows = list(csv_rows(result.stdout))
+    policy = command[command.index("--policy") + 1]
+    capacity = command[command.index("--capacity-blocks") + 1]
+    row = next(r for r in rows if r["policy"] == policy and r["capacity_blocks"] == capacity)
+    assert int(row["hits"]) == stats["cache_hits"]
+    assert int(row["misses"]) == stats["cache_misses"]
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_simulate_takes_pin_and_no_pin_into_its_config_and_run_id() -> None:
+    base = ["simulate", "--workload", "chat", "--allocator", "paged", "--requests", "300",
+            "--capacity-blocks", "64", "--policy", "lfu", "--no-receipts",
+            "-f", "json"]  # fmt: skip
+    pinned = json.loads(run(*base, "--pin").stdout)
+    unpinned = json.loads(run(*base, "--no-pin").stdout)
+    assert pinned["config"]["simulation"]["pin_admitting"] is True
+    assert unpinned["config"]["simulation"]["pin_admitting"] is False
+    assert pinned["run_id"] != unpinned["run_id"]
+
+
+def test_arena_sweep_rows_equal_simulate_runs() -> None:
+    result = run("sweep", "--workload", "chat", "--requests", "400", "--capacity-mb", "64,256",
+                 "--policy", "lru,s3fifo", "--workers", "1", "-f", "jsonl")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["policy"], r["capacity_mb"]) for r in rows] == [
+        ("lru", 64.0), ("lru", 256.0), ("s3fifo", 64.0), ("s3fifo", 256.0)
+    ]  # fmt: skip
+    assert all("capacity_blocks" not in r for r in rows)
+    for row in rows:
+        simulated = run("simulate", "--workload", "chat", "--requests", "400", "--capacity-mb",
+                        f"{row['capacity_mb']:g}", "--policy", row["policy"], "--no-receipts",
+                        "-f", "json")  # fmt: skip
+        stats = json.loads(simulated.stdout)["stats"]
+        assert (row["hits"], row["misses"]) == (stats["cache_hits"], stats["cache_misses"])
+
+
+def test_one_progress_bar_on_a_terminal_and_none_in_a_pipe() -> None:
+    import pty
+
+    kvreceipts = str(Path(sys.executable).parent / "kvreceipts")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
+    result = subprocess.run([kvreceipts, *SMALL, "-f", "csv"], stdout=subprocess.PIPE,
+                            stderr=follower, env=env, check=False)  # fmt: skip
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert result.returncode == 0
+    assert b"sweeping grid points" in seen
+    assert b"sweeping grid points" not in result.stdout
+    piped = subprocess.run([kvreceipts, *SMALL, "-f", "csv"], capture_output=True, check=False)
+    assert b"sweeping grid points" not in piped.stderr
+    assert piped.stdout == result.stdout
