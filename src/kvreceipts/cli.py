@@ -17,6 +17,7 @@ from kvreceipts.commands import simulate as simulate_command
 from kvreceipts.commands import stats as stats_command
 from kvreceipts.commands import validate as validate_command
 from kvreceipts.commands import verify as verify_command
+from kvreceipts.commands import watch as watch_command
 from kvreceipts.commands.output import Output
 from kvreceipts.errors import KvReceiptsError
 
@@ -99,6 +100,7 @@ app.command(epilog=simulate_command.EXAMPLES)(simulate_command.simulate)
 app.command(epilog=verify_command.EXAMPLES)(verify_command.verify)
 app.command(epilog=stats_command.EXAMPLES)(stats_command.stats)
 app.command(epilog=schema_command.EXAMPLES)(schema_command.schema)
+app.command(epilog=watch_command.EXAMPLES)(watch_command.watch)
 app.add_typer(config_command.app, name="config")
 app.command(epilog=validate_command.EXAMPLES)(validate_command.validate)
 

@@ -19,7 +19,10 @@ __all__ = ["KIND_NAMES", "SCHEMA_ID", "ZERO_DIGEST", "Field", "check_record", "j
 SCHEMA_ID = "kvreceipts.eviction/1"
 ZERO_DIGEST = "0" * 64
 """``prev_digest`` of the first record of a run."""
-KIND_NAMES = ("eviction", "eviction_batch", "snapshot", "loss")
+KIND_NAMES = (
+    "eviction", "eviction_batch", "snapshot", "loss",
+    "engine_removal", "engine_clear", "engine_restore", "engine_restart", "engine_loss",
+)  # fmt: skip
 _HEX64 = "^[0-9a-f]{64}$"
 
 
@@ -81,7 +84,7 @@ PERFORMANCE: dict[str, Field] = {
 
 COMMON: dict[str, Field] = {
     "schema": _f("string", f'Always "{SCHEMA_ID}".'),
-    "kind": _f("string", "eviction | eviction_batch | snapshot | loss."),
+    "kind": _f("string", "eviction | eviction_batch | snapshot | loss | engine_*."),
     "run_id": _f("string", "The run this record belongs to."),
     "seq": _f("integer", "Counts up by one per run across all kinds.", **_COUNT),
     "timestamp": _f("string", "RFC 3339 UTC time of the record."),
@@ -91,6 +94,12 @@ COMMON: dict[str, Field] = {
     "digest": _f("string", "SHA-256 / HMAC-SHA-256 of the canonical record without digest.",
                  pattern=_HEX64),
 }  # fmt: skip
+
+_ENGINE: dict[str, Field] = {
+    "topic": _f("string", "The engine's ZMQ topic (empty by default)."),
+    "engine_seq": _f("integer", "The engine's batch seq.", **_COUNT),
+    "engine_ts": _f("number", "The engine's batch time, Unix seconds."),
+}
 
 KINDS: dict[str, dict[str, Field]] = {
     "eviction": {
@@ -137,6 +146,41 @@ KINDS: dict[str, dict[str, Field]] = {
         "last_seq": _f("integer", "Last dropped seq (also this record's seq).", **_COUNT),
         "count": _f("integer", "How many were dropped.", minimum=1),
         "last_lost_digest": _f("string", "Digest of the last dropped record.", pattern=_HEX64),
+    },
+    # What a watched engine's event stream says (kvreceipts watch; see docs/watch.md).
+    "engine_removal": {
+        **_ENGINE,
+        "medium": _f("string|null", "GPU, CPU, STORAGE, ... (null: the engine sent none)."),
+        "block_hash": _f("integer|string", "The hash: an integer, or hex of a bytes hash."),
+        "parent_block_hash": _f("integer|string|null", "Its parent, when the store was seen."),
+        "stored_ts": _f("number|null", "Engine time of the store (null: before the watch)."),
+        "residency_ms": _f("number|null", "engine_ts - stored_ts, in ms."),
+    },
+    "engine_clear": {
+        **_ENGINE,
+        "count": _f("integer", "Blocks held when the engine cleared its cache.", **_COUNT),
+    },
+    "engine_restore": {
+        **_ENGINE,
+        "medium": _f("string|null", "The medium it was removed from and stored on again."),
+        "block_hash": _f("integer|string", "The block stored again."),
+        "removal_seq": _f("integer", "Seq of the engine_removal receipt it undoes.", **_COUNT),
+        "removed_ts": _f("number", "Engine time of that removal."),
+        "gap_ms": _f("number", "engine_ts - removed_ts, in ms."),
+    },
+    "engine_restart": {
+        **_ENGINE,
+        "previous_seq": _f("integer", "Last engine seq before the restart (-1: none).",
+                           minimum=-1),
+        "resident_dropped": _f("integer", "Blocks the old process held.", **_COUNT),
+    },
+    "engine_loss": {
+        "topic": _f("string", "The engine's ZMQ topic."),
+        "first_engine_seq": _f("integer", "First engine seq not processed.", **_COUNT),
+        "last_engine_seq": _f("integer", "Last engine seq not processed.", **_COUNT),
+        "batches": _f("integer", "How many batches.", minimum=1),
+        "cause": _f("string", "not_received | queue_full | undecodable."),
+        "replay_attempted": _f("boolean", "Whether the replay socket was asked for them."),
     },
 }  # fmt: skip
 

@@ -1,0 +1,331 @@
+"""From engine batches to receipts: per-engine state, gaps, restarts, regret.
+
+:class:`WatchCore` is deterministic: given the same messages (with their receive times), the
+same replay answers and the same local-drop notices, it writes the same receipts. The live
+subscriber and the offline reader of a recording both feed it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kvreceipts.engine.receipts import (
+    EngineClearReceipt,
+    EngineLossReceipt,
+    EngineRemovalReceipt,
+    EngineRestartReceipt,
+    EngineRestoreReceipt,
+)
+from kvreceipts.engine.wire import Cleared, Removed, Stored, WireError, decode_batch, parse_seq
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kvreceipts.engine.wire import Hash
+    from kvreceipts.engine.writer import RunWriter
+
+__all__ = ["EngineState", "Recovered", "WatchCore"]
+
+Key = tuple[str | None, "Hash"]
+Recovered = tuple[int, bytes, float]
+"""A batch the replay socket gave back: (seq, payload, receive time)."""
+
+QUEUE_FULL = "queue_full"
+NOT_RECEIVED = "not_received"
+UNDECODABLE = "undecodable"
+
+
+@dataclass(slots=True)
+class EngineState:
+    """What one engine (one topic) holds, as far as its stream has told us, and its counts."""
+
+    topic: str
+    next_seq: int | None = None
+    last_seq: int | None = None
+    resident: dict[Key, tuple[float, Hash | None]] = field(default_factory=dict)
+    """(medium, hash) -> (engine time stored, parent hash)."""
+    removed: OrderedDict[Key, tuple[float, int]] = field(default_factory=OrderedDict)
+    """(medium, hash) -> (engine time removed, removal receipt seq), inside the regret window."""
+    resident_by_medium: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    removals: Counter[str] = field(default_factory=Counter)
+    stores: Counter[str] = field(default_factory=Counter)
+    regret: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    recovered_batches: int = 0
+    gaps: int = 0
+    lost_batches: int = 0
+    restarts: int = 0
+    clears: int = 0
+    undecodable: int = 0
+    last_engine_ts: float | None = None
+    local_drops: list[tuple[int, int]] = field(default_factory=list)
+    """Seq ranges our own queue dropped, not yet declared lost."""
+
+    def forget(self) -> int:
+        """Drop all resident state (a restart); returns how many blocks were held."""
+        held = len(self.resident)
+        self.resident.clear()
+        self.removed.clear()
+        self.resident_by_medium.clear()
+        return held
+
+
+def _medium_name(medium: str | None) -> str:
+    return medium if medium is not None else "unknown"
+
+
+class WatchCore:
+    """Turns messages into receipts through ``writer``.
+
+    ``recover(topic, first, last)`` asks the engine's replay socket for missing batches (None:
+    no replay socket); ``report`` receives one line per problem in the input.
+    """
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        *,
+        regret_window_s: float = 60.0,
+        recover: Callable[[bytes, int, int], list[Recovered]] | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.regret_window_s = regret_window_s
+        self.recover = recover
+        self.report = report or (lambda _message: None)
+        self.engines: dict[bytes, EngineState] = {}
+        self.messages = 0
+        """Well-formed messages handled (the subscriber's, not the replayed ones)."""
+        self.bad_messages = 0
+
+    # -- input ---------------------------------------------------------------------------
+
+    def engine(self, topic: bytes) -> EngineState:
+        """The state of the engine publishing on ``topic`` (created on first sight)."""
+        state = self.engines.get(topic)
+        if state is None:
+            name = topic.decode("utf-8", "backslashreplace")
+            state = self.engines[topic] = EngineState(name)
+        return state
+
+    def message(self, frames: list[bytes], recv_s: float) -> bool:
+        """Handle one subscriber message; ``False`` if it was malformed (and reported)."""
+        if len(frames) != 3:
+            self.bad_messages += 1
+            self.report(f"message with {len(frames)} frames (expected 3: topic, seq, payload); "
+                        "skipped")  # fmt: skip
+            return False
+        topic, seq_frame, payload = frames
+        try:
+            seq = parse_seq(seq_frame)
+        except WireError as exc:
+            self.bad_messages += 1
+            self.report(f"topic {topic!r}: {exc}; message skipped")
+            return False
+        self.messages += 1
+        state = self.engine(topic)
+        expected = state.next_seq
+        if expected is not None and seq < expected:
+            self._restart(state, seq, recv_s, payload)
+            if seq > 0:
+                self._gap(topic, state, 0, seq - 1, recv_s)
+        elif expected is not None and seq > expected:
+            self._gap(topic, state, expected, seq - 1, recv_s)
+        self._batch(state, seq, payload, recv_s)
+        return True
+
+    def dropped(self, topic: bytes, first: int, last: int) -> None:
+        """Our queue dropped batches ``first..last`` of ``topic`` (they count as lost unless
+        the replay socket gives them back).
+        """
+        state = self.engine(topic)
+        drops = state.local_drops
+        if drops and drops[-1][1] + 1 == first:
+            drops[-1] = (drops[-1][0], last)
+        else:
+            drops.append((first, last))
+
+    def finish(self, at_s: float) -> None:
+        """End of the watch: batches our queue dropped after the last one handled are lost."""
+        for state in self.engines.values():
+            for first, last in state.local_drops:
+                if state.next_seq is None or first >= state.next_seq:
+                    self._loss(state, first, last, at_s, QUEUE_FULL, replay=False)
+            state.local_drops.clear()
+
+    # -- what happened ------------------------------------------------------------------
+
+    def _restart(self, state: EngineState, seq: int, at_s: float, payload: bytes) -> None:
+        previous = state.last_seq if state.last_seq is not None else -1
+        held = state.forget()
+        state.restarts += 1
+        state.local_drops.clear()
+        engine_ts = _peek_ts(payload)
+        self.writer.emit(
+            EngineRestartReceipt, at_s, topic=state.topic, engine_seq=seq,
+            engine_ts=engine_ts if engine_ts is not None else state.last_engine_ts or 0.0,
+            previous_seq=previous, resident_dropped=held,
+        )  # fmt: skip
+        state.next_seq = None
+
+    def _gap(self, topic: bytes, state: EngineState, first: int, last: int, at_s: float) -> None:
+        state.gaps += 1
+        got: dict[int, tuple[bytes, float]] = {}
+        attempted = self.recover is not None
+        if self.recover is not None:
+            for seq, payload, recv_s in self.recover(topic, first, last):
+                if first <= seq <= last:
+                    got.setdefault(seq, (payload, recv_s))
+        start = first
+        for seq in sorted(got):
+            if seq > start:
+                self._missing(state, start, seq - 1, at_s, attempted)
+            payload, recv_s = got[seq]
+            state.recovered_batches += 1
+            self._batch(state, seq, payload, recv_s)
+            at_s = max(at_s, recv_s)
+            start = seq + 1
+        if start <= last:
+            self._missing(state, start, last, at_s, attempted)
+
+    def _missing(
+        self, state: EngineState, first: int, last: int, at_s: float, attempted: bool
+    ) -> None:
+        """Declare ``first..last`` lost, split by cause (our queue's drops, or not received)."""
+        cursor = first
+        for drop_first, drop_last in state.local_drops:
+            low, high = max(drop_first, first), min(drop_last, last)
+            if low > high:
+                continue
+            if low > cursor:
+                self._loss(state, cursor, low - 1, at_s, NOT_RECEIVED, replay=attempted)
+            self._loss(state, low, high, at_s, QUEUE_FULL, replay=attempted)
+            cursor = high + 1
+        if cursor <= last:
+            self._loss(state, cursor, last, at_s, NOT_RECEIVED, replay=attempted)
+        state.local_drops = [(a, b) for a, b in state.local_drops if b > last]
+
+    def _loss(
+        self,
+        state: EngineState,
+        first: int,
+        last: int,
+        at_s: float,
+        cause: str,
+        *,
+        replay: bool,
+    ) -> None:
+        count = last - first + 1
+        state.lost_batches += count
+        self.writer.emit(
+            EngineLossReceipt, at_s, topic=state.topic, first_engine_seq=first,
+            last_engine_seq=last, batches=count, cause=cause, replay_attempted=replay,
+        )  # fmt: skip
+
+    def _batch(self, state: EngineState, seq: int, payload: bytes, at_s: float) -> None:
+        state.next_seq = seq + 1
+        state.last_seq = seq
+        try:
+            batch = decode_batch(payload)
+        except WireError as exc:
+            state.undecodable += 1
+            self.report(f"topic {state.topic!r} engine seq {seq}: {exc}; batch lost")
+            self._loss(state, seq, seq, at_s, UNDECODABLE, replay=False)
+            return
+        state.batches += 1
+        state.last_engine_ts = batch.ts
+        if batch.unknown_events:
+            state.events["unknown"] += batch.unknown_events
+        for event in batch.events:
+            if type(event) is Removed:
+                self._removed(state, seq, batch.ts, event, at_s)
+            elif type(event) is Stored:
+                self._stored(state, seq, batch.ts, event, at_s)
+            elif type(event) is Cleared:
+                self._cleared(state, seq, batch.ts, at_s)
+
+    def _removed(
+        self, state: EngineState, seq: int, ts: float, event: Removed, at_s: float
+    ) -> None:
+        medium = event.medium
+        name = _medium_name(medium)
+        state.events["BlockRemoved"] += 1
+        resident = state.resident
+        removed = state.removed
+        emit = self.writer.emit
+        topic = state.topic
+        for block_hash in event.hashes:
+            key = (medium, block_hash)
+            held = resident.pop(key, None)
+            if held is None:
+                stored_ts = parent = residency = None
+            else:
+                stored_ts, parent = held
+                residency = round((ts - stored_ts) * 1000.0, 3)
+                state.resident_by_medium[name] -= 1
+            record = emit(
+                EngineRemovalReceipt, at_s, topic=topic, engine_seq=seq, engine_ts=ts,
+                medium=medium, block_hash=block_hash, parent_block_hash=parent,
+                stored_ts=stored_ts, residency_ms=residency,
+            )  # fmt: skip
+            removed.pop(key, None)
+            removed[key] = (ts, record.seq)
+        state.removals[name] += len(event.hashes)
+
+    def _stored(self, state: EngineState, seq: int, ts: float, event: Stored, at_s: float) -> None:
+        medium = event.medium
+        name = _medium_name(medium)
+        state.events["BlockStored"] += 1
+        removed = state.removed
+        horizon = ts - self.regret_window_s
+        while removed:  # removals older than the window can no longer be regretted
+            oldest = next(iter(removed.values()))
+            if oldest[0] >= horizon:
+                break
+            removed.popitem(last=False)
+        resident = state.resident
+        parent = event.parent
+        fresh = 0
+        for block_hash in event.hashes:
+            key = (medium, block_hash)
+            if key not in resident:
+                fresh += 1
+            resident[key] = (ts, parent)
+            parent = block_hash
+            gone = removed.pop(key, None) if removed else None
+            if gone is not None:
+                state.regret[name] += 1
+                self.writer.emit(
+                    EngineRestoreReceipt, at_s, topic=state.topic, engine_seq=seq,
+                    engine_ts=ts, medium=medium, block_hash=block_hash, removal_seq=gone[1],
+                    removed_ts=gone[0], gap_ms=round((ts - gone[0]) * 1000.0, 3),
+                )  # fmt: skip
+        state.stores[name] += len(event.hashes)
+        state.resident_by_medium[name] += fresh
+
+    def _cleared(self, state: EngineState, seq: int, ts: float, at_s: float) -> None:
+        state.events["AllBlocksCleared"] += 1
+        state.clears += 1
+        held = len(state.resident)
+        state.resident.clear()
+        state.resident_by_medium.clear()
+        self.writer.emit(
+            EngineClearReceipt, at_s, topic=state.topic, engine_seq=seq, engine_ts=ts, count=held
+        )
+
+    # -- totals -------------------------------------------------------------------------
+
+    @property
+    def lost_batches(self) -> int:
+        """Batches declared lost, over all engines."""
+        return sum(s.lost_batches for s in self.engines.values())
+
+
+def _peek_ts(payload: bytes) -> float | None:
+    try:
+        return decode_batch(payload).ts
+    except WireError:
+        return None
