@@ -38,17 +38,26 @@ def stats(
     Counts by kind, reason and policy; the sessions evicted most; memory in use before and
     after each eviction, as a chart over simulated time.
     """
+    from kvreceipts.engine.figures import EngineFigures
     from kvreceipts.summarize import summarize_lines
 
     out = Output(json_mode=fmt is ReportFormat.json)
+    engine = EngineFigures()
     with open_receipts(path) as lines:
-        summary = summarize_lines(lines, path=path)
+        summary = summarize_lines(engine.tap(lines), path=path)
     if out.json_mode:
-        out.json(summary.to_dict(top))
+        document = summary.to_dict(top)
+        if engine.records:
+            document["engine"] = engine.to_dict()
+        out.json(document)
         return
     from rich.console import Console
 
     out.show(*_render(summary, top, Console().width))
+    if engine.records:
+        from kvreceipts.commands.engine_stats import render_engine
+
+        out.show(render_engine(engine))
 
 
 def _sparkline(values: list[int], ceiling: int, width: int) -> str:

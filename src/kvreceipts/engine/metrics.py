@@ -64,11 +64,16 @@ class WatchCollector(Collector):
             topic = state.topic
             for name, n in list(state.events.items()):
                 events.add_metric([topic, name], n)
-            for family, counts in ((removals, state.removals), (stores, state.stores),
-                                   (regret, state.regret),
-                                   (resident, state.resident_by_medium)):  # fmt: skip
-                for medium, n in list(counts.items()):
-                    family.add_metric([topic, medium], n)
+            counted = [dict(c) for c in (state.removals, state.stores, state.regret,
+                                         state.resident_by_medium)]  # fmt: skip
+            media = sorted({medium for counts in counted for medium in counts})
+            # Every medium the engine used gets a sample in every family, zero included.
+            by_medium: tuple[CounterMetricFamily | GaugeMetricFamily, ...] = (
+                removals, stores, regret, resident,
+            )  # fmt: skip
+            for family, counts in zip(by_medium, counted, strict=True):
+                for medium in media:
+                    family.add_metric([topic, medium], counts.get(medium, 0))
             batches.add_metric([topic], state.batches)
             gaps.add_metric([topic], state.gaps)
             lost.add_metric([topic], state.lost_batches)
