@@ -8,9 +8,10 @@ own time for the batch. Hashes are integers, or lowercase hex for engines that s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kvreceipts.receipts import KINDS, Receipt
+from kvreceipts.schema import SCHEMA_ID
 
 __all__ = [
     "ENGINE_KINDS",
@@ -40,6 +41,20 @@ class EngineRemovalReceipt(Receipt):
     stored_ts: float | None
     """Engine time of the store this watch saw (null: stored before the watch began)."""
     residency_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (spelled out: the watch writes one per removed block)."""
+        body = {
+            "schema": SCHEMA_ID, "kind": "engine_removal", "run_id": self.run_id,
+            "seq": self.seq, "timestamp": self.timestamp, "sim_time_ms": self.sim_time_ms,
+            "prev_digest": self.prev_digest, "topic": self.topic,
+            "engine_seq": self.engine_seq, "engine_ts": self.engine_ts, "medium": self.medium,
+            "block_hash": self.block_hash, "parent_block_hash": self.parent_block_hash,
+            "stored_ts": self.stored_ts, "residency_ms": self.residency_ms,
+        }  # fmt: skip
+        if self.digest:
+            body["digest"] = self.digest
+        return body
 
 
 @dataclass(slots=True, kw_only=True)

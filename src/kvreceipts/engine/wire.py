@@ -8,8 +8,8 @@ Block hashes are unsigned integers or bytes; bytes become lowercase hex.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -37,30 +37,77 @@ class WireError(ValueError):
     """A frame or payload that does not follow the wire format; the message is one line."""
 
 
-@dataclass(slots=True)
-class Stored:
+STORED, REMOVED, CLEARED = 1, 2, 3
+"""What an event does (its ``op``), whatever its layout."""
+
+
+class Stored(msgspec.Struct, tag="BlockStored", tag_field="type"):
     """``BlockStored``: blocks now cached on ``medium``, each the child of the one before."""
 
-    hashes: list[Hash]
-    parent: Hash | None
-    medium: str | None
-    block_size: int | None
+    op: ClassVar[int] = STORED
+    hashes: list[Hash] = msgspec.field(name="block_hashes")
+    parent: Hash | None = msgspec.field(default=None, name="parent_block_hash")
+    block_size: int | None = None
+    medium: str | None = None
 
 
-@dataclass(slots=True)
-class Removed:
+class Removed(msgspec.Struct, tag="BlockRemoved", tag_field="type"):
     """``BlockRemoved``: blocks gone from ``medium`` (the engine gives no reason)."""
 
-    hashes: list[Hash]
-    medium: str | None
+    op: ClassVar[int] = REMOVED
+    hashes: list[Hash] = msgspec.field(name="block_hashes")
+    medium: str | None = None
 
 
-@dataclass(slots=True)
-class Cleared:
+class Cleared(msgspec.Struct, tag="AllBlocksCleared", tag_field="type"):
     """``AllBlocksCleared``: the prefix cache was reset."""
 
+    op: ClassVar[int] = CLEARED
 
-Event = Stored | Removed | Cleared
+
+# The older positional layout: the tag first, then the fields in declaration order.
+class _StoredArray(msgspec.Struct, array_like=True, tag="BlockStored"):
+    op: ClassVar[int] = STORED
+    hashes: list[int]
+    parent: int | None = None
+    token_ids: msgspec.Raw = msgspec.Raw()
+    block_size: int | None = None
+    lora_id: msgspec.Raw = msgspec.Raw()
+    medium: str | None = None
+
+
+class _RemovedArray(msgspec.Struct, array_like=True, tag="BlockRemoved"):
+    op: ClassVar[int] = REMOVED
+    hashes: list[int]
+    medium: str | None = None
+
+
+class _ClearedArray(msgspec.Struct, array_like=True, tag="AllBlocksCleared"):
+    op: ClassVar[int] = CLEARED
+
+
+class _IntStored(Stored, tag="BlockStored"):
+    hashes: list[int] = msgspec.field(name="block_hashes")  # type: ignore[assignment]
+    parent: int | None = msgspec.field(default=None, name="parent_block_hash")
+
+
+class _IntRemoved(Removed, tag="BlockRemoved"):
+    hashes: list[int] = msgspec.field(name="block_hashes")  # type: ignore[assignment]
+
+
+class _MapBatch(msgspec.Struct, array_like=True):
+    ts: float
+    events: list[_IntStored | _IntRemoved | Cleared]
+    dp_rank: int | None = None
+
+
+class _ArrayBatch(msgspec.Struct, array_like=True):
+    ts: float
+    events: list[_StoredArray | _RemovedArray | _ClearedArray]
+    dp_rank: int | None = None
+
+
+Event = Stored | Removed | Cleared | _StoredArray | _RemovedArray | _ClearedArray
 
 
 @dataclass(slots=True)
@@ -72,10 +119,11 @@ class Batch:
     dp_rank: int | None = None
     unknown_events: int = 0
     """Events of a type this decoder does not know (skipped)."""
-    layouts: set[str] = field(default_factory=set)
-    """``map`` and/or ``array``: the event layouts seen in this batch."""
 
 
+# Fast paths: the common batches (one layout, integer hashes, known event types) decode
+# straight into structs; anything else takes the lenient path, which also names the problem.
+_FAST = (msgspec.msgpack.Decoder(_MapBatch), msgspec.msgpack.Decoder(_ArrayBatch))
 _DECODER = msgspec.msgpack.Decoder()
 _CLEARED = Cleared()
 
@@ -126,8 +174,8 @@ def _from_map(event: dict[Any, Any]) -> Event | None:
         return Stored(
             _hashes(event.get("block_hashes")),
             _optional_hash(event.get("parent_block_hash")),
-            _medium(event.get("medium")),
             _block_size(event.get("block_size")),
+            _medium(event.get("medium")),
         )
     if tag == "AllBlocksCleared":
         return _CLEARED
@@ -147,8 +195,8 @@ def _from_array(event: list[Any]) -> Event | None:
         return Stored(
             _hashes(_item(event, 1)),
             _optional_hash(_item(event, 2)),
-            _medium(_item(event, 6)),
             _block_size(_item(event, 4)),
+            _medium(_item(event, 6)),
         )
     if tag == "AllBlocksCleared":
         return _CLEARED
@@ -157,6 +205,12 @@ def _from_array(event: list[Any]) -> Event | None:
 
 def decode_batch(payload: bytes) -> Batch:
     """Decode one payload; raises :class:`WireError` with a one-line reason."""
+    for fast in _FAST:
+        try:
+            typed = fast.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+        return Batch(typed.ts, typed.events, typed.dp_rank)  # type: ignore[arg-type]
     try:
         raw = _DECODER.decode(payload)
     except msgspec.DecodeError as exc:
@@ -174,10 +228,8 @@ def decode_batch(payload: bytes) -> Batch:
     for event in events:
         if isinstance(event, dict):
             decoded = _from_map(event)
-            batch.layouts.add("map")
         elif isinstance(event, list):
             decoded = _from_array(event)
-            batch.layouts.add("array")
         else:
             raise WireError(f"an event must be a map or an array, not {type(event).__name__}")
         if decoded is None:

@@ -39,6 +39,8 @@ class RunWriter:
         self.sealer = Sealer(key)
         self.next_seq = 0
         self._at = start_s
+        self._stamped_at = -1.0
+        self._stamp = ("", 0.0)
         self._format = _Formatter()
         sink.bind(run_id, self.sealer)
 
@@ -52,20 +54,32 @@ class RunWriter:
         """Digest of the last sealed record."""
         return self.sealer.last_digest
 
-    def emit(self, cls: type[Receipt], at_s: float, **fields: Any) -> Receipt:
-        """Seal and deliver one record of kind ``cls``; returns it (``seq`` set)."""
+    def stamp(self, at_s: float) -> tuple[str, float]:
+        """``timestamp`` and ``sim_time_ms`` for records made at ``at_s`` (clamped so that
+        time never goes backwards).
+        """
+        if at_s == self._stamped_at:  # a batch's receipts share their time
+            return self._stamp
         at = self._at = max(self._at, at_s)
-        record = cls(
-            run_id=self.run_id,
-            seq=self.next_seq,
-            timestamp=self._format(at),
-            sim_time_ms=round((at - self.start_s) * 1000.0, 3),
-            **fields,
-        )
+        self._stamped_at = at_s
+        self._stamp = (self._format(at), round((at - self.start_s) * 1000.0, 3))
+        return self._stamp
+
+    def put(self, record: Receipt) -> Receipt:
+        """Number, seal and deliver a record built with :meth:`stamp`'s values."""
+        record.seq = self.next_seq
         self.next_seq += 1
         self.sealer.seal(record)
         self.sink.accept(record)
         return record
+
+    def emit(self, cls: type[Receipt], at_s: float, **fields: Any) -> Receipt:
+        """Build, seal and deliver one record of kind ``cls``; returns it (``seq`` set)."""
+        timestamp, sim_time_ms = self.stamp(at_s)
+        return self.put(
+            cls(run_id=self.run_id, seq=-1, timestamp=timestamp, sim_time_ms=sim_time_ms,
+                **fields)
+        )  # fmt: skip
 
     def close(self) -> None:
         """Flush and close the sink (its failures are logged, never raised)."""
