@@ -1,6 +1,7 @@
 """Make tests/fixtures/watch/engine.kvrec (a recorded watch) and engine.jsonl (its receipts).
 
-    python tests/make_watch_fixture.py
+    python tests/make_watch_fixture.py                  # record anew
+    python tests/make_watch_fixture.py --receipts-only  # the receipts of the same recording
 
 Every receipt kind, both event layouts, byte and integer hashes, two topics, a batch
 recovered by replay, a lost one, a restart and an undecodable payload.
@@ -25,6 +26,11 @@ def main() -> None:
     """Publish, watch with --record, and write the receipts the recording replays to."""
     FIXTURES.mkdir(parents=True, exist_ok=True)
     recording = FIXTURES / "engine.kvrec"
+    if "--receipts-only" in sys.argv:  # the receipt format changed, the recording did not
+        lines = Lines()
+        watch_recording(str(recording), lines)
+        (FIXTURES / "engine.jsonl").write_bytes(b"".join(lines.lines))
+        return
     with Publisher() as pub:
         watch = Watch(pub, record=str(recording), max_batches=11)
         pub.batch([stored([101, 102, 103], parent=100)], topic=A, ts=1_000.0)

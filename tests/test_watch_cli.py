@@ -84,9 +84,14 @@ def test_lost_batches_exit_1_unless_allowed() -> None:
 
 
 def test_verify_and_stats_read_watch_files() -> None:
-    verify = invoke("verify", str(EXPECTED), "--format", "json")
+    strict = invoke("verify", str(EXPECTED), "--format", "json")
+    assert strict.exit_code == 1  # two engine batches were lost and declared
+    assert [v["check"] for v in orjson.loads(strict.stdout)["violations"]] == ["loss", "loss"]
+    verify = invoke("verify", str(EXPECTED), "--format", "json", "--allow-loss")
     assert verify.exit_code == 0, verify.stdout
-    assert orjson.loads(verify.stdout)["kinds"]["engine_removal"] == 7
+    report = orjson.loads(verify.stdout)
+    assert report["kinds"]["engine_removal"] == 7
+    assert [r["complete"] for r in report["runs"]] == [True]
     stats = invoke("stats", str(EXPECTED), "--format", "json")
     engine = orjson.loads(stats.stdout)["engine"]
     assert engine["removals_by_medium"] == {"GPU": 5, "CPU": 1, "unknown": 1}
@@ -108,8 +113,10 @@ def test_hmac_key_changes_the_digests_and_verify_needs_it(tmp_path: Path) -> Non
                     "--hmac-key-file", str(key), "-o", str(out))  # fmt: skip
     assert result.exit_code == 0
     assert out.read_bytes() != EXPECTED.read_bytes()
-    assert invoke("verify", str(out), "--hmac-key-file", str(key)).exit_code == 0
-    assert invoke("verify", str(out)).exit_code == 1
+    assert invoke("verify", str(out), "--hmac-key-file", str(key), "--allow-loss").exit_code == 0
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(b"other")
+    assert invoke("verify", str(out), "--hmac-key-file", str(wrong), "--allow-loss").exit_code == 1
 
 
 def test_schema_lists_the_engine_kinds() -> None:
@@ -134,7 +141,11 @@ def test_a_live_watch_on_the_command_line(tmp_path: Path) -> None:
     (result,) = results
     assert result.exit_code == 0, result.stderr
     assert out.read_text() == result.stdout
-    assert orjson.loads(result.stdout)["residency_ms"] == 1000.0
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [r["kind"] for r in lines] == ["open", "engine_removal", "close"]
+    assert lines[0]["workload"]["endpoint"] == pub.endpoint
+    assert lines[1]["residency_ms"] == 1000.0
+    assert lines[2]["counts"] == {"engine_removal": 1, "open": 1}
     assert "stopped by  max-batches" in result.stderr
 
 
@@ -183,9 +194,10 @@ def test_sigterm_mid_stream_leaves_a_file_that_verifies(tmp_path: Path) -> None:
     assert "Traceback" not in text
     assert out.read_bytes().endswith(b"}\n")
     verify = invoke("verify", str(out), "--format", "json")
-    assert verify.exit_code == 0, verify.stdout
+    assert verify.exit_code == 0, verify.stdout  # complete: framed by open and close
     report = orjson.loads(verify.stdout)
     assert not report["truncated_tail"]
+    assert [r["complete"] for r in report["runs"]] == [True]
     assert report["kinds"].get("engine_loss", 0) == 0
 
 

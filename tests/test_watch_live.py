@@ -12,7 +12,7 @@ pytestmark = pytest.mark.needs("receipts")
 
 from kvreceipts.engine.session import watch_recording  # noqa: E402
 from kvreceipts.schema import check_record  # noqa: E402
-from kvreceipts.verify import verify_lines  # noqa: E402
+from kvreceipts.verify import VerifyOptions, verify_lines  # noqa: E402
 from watch_harness import Lines, Watch  # noqa: E402
 from watch_publisher import Publisher, cleared, removed, stored  # noqa: E402
 
@@ -31,12 +31,22 @@ def kinds(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [r for r in records if r["kind"] == kind]
 
 
-def verified(watch: Watch) -> None:
-    """Every line fits its schema and the chain verifies."""
-    for record in watch.sink.records:
+def verified(watch: Watch, *, lost: int = 0) -> None:
+    """Every line fits its schema, the run is framed and verifies; ``lost`` declared losses
+    fail verify unless allowed.
+    """
+    records = watch.sink.records
+    for record in records:
         assert check_record(record) is None, record
-    report = verify_lines(watch.sink.lines)
+    assert (records[0]["kind"], records[0]["source"], records[-1]["kind"]) == (
+        "open", "watch", "close",
+    )  # fmt: skip
+    report = verify_lines(watch.sink.lines, options=VerifyOptions(allow_loss=True))
     assert report.ok, report.violations
+    assert len(report.losses) == lost
+    strict = verify_lines(watch.sink.lines)
+    assert strict.ok is (lost == 0)
+    assert [v.check for v in strict.violations] == ["loss"] * lost
 
 
 @pytest.mark.parametrize("layout", ["map", "array"])
@@ -50,7 +60,7 @@ def test_both_layouts_give_removal_receipts_with_residency(pub: Publisher, layou
     assert {(r["medium"], r["engine_seq"], r["engine_ts"], r["topic"]) for r in records} == {
         ("GPU", 1, 101.5, "")
     }
-    assert [r["seq"] for r in records] == [0, 1]
+    assert [r["seq"] for r in records] == [1, 2]  # after the open record
     verified(watch)
     assert watch.result is not None
     assert watch.result.lost_batches == 0
@@ -98,9 +108,12 @@ def test_a_gap_without_replay_is_a_loss_record(pub: Publisher) -> None:
     assert (loss["cause"], loss["replay_attempted"]) == ("not_received", False)
     assert watch.result is not None
     assert watch.result.lost_batches == 2
-    # Schema /1: the loss is a record in the chain, so verify accepts the file (the watch
-    # itself exits 1 without --allow-loss).
-    verified(watch)
+    # A loss record declares the receipts the batches would have given: verify fails
+    # unless --allow-loss, and the engine_loss receipt says which batches and why.
+    verified(watch, lost=1)
+    (declared,) = kinds(watch.sink.records, "loss")
+    assert declared["seq"] == loss["loss_seq"] == loss["seq"] - 1
+    assert declared["sink"] == "engine '' seq 1..2 (not_received)"
 
 
 def test_replay_that_cannot_give_the_batch_is_a_loss(pub: Publisher) -> None:
@@ -183,7 +196,7 @@ def test_malformed_messages_are_reported_and_the_watch_goes_on(pub: Publisher) -
     assert "seq frame has 2 bytes, expected 8" in watch.reports[1]
     assert "engine seq 1: payload is not msgpack" in watch.reports[2]
     assert all("\n" not in line for line in watch.reports)
-    verified(watch)
+    verified(watch, lost=1)
 
 
 def test_a_block_stored_again_soon_after_removal_is_regret(pub: Publisher) -> None:
@@ -252,7 +265,7 @@ def test_a_slow_output_never_blocks_the_subscriber_and_every_batch_is_accounted(
     assert not seen & lost
     assert watch.result is not None
     assert watch.result.queue_dropped == len(lost)
-    verified(watch)
+    verified(watch, lost=len(kinds(records, "engine_loss")))
 
 
 def test_record_then_from_gives_identical_receipts(pub: Publisher, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from kvreceipts.sinks import BaseSink
 
 if TYPE_CHECKING:
     from kvreceipts.engine.core import WatchCore
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
     from watch_publisher import Publisher
 
 
@@ -27,7 +27,7 @@ class Lines(BaseSink):
         self.lines: list[bytes] = []
         self.delay = delay
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         if self.delay:
             time.sleep(self.delay)
         self.lines.append(record.line)
@@ -92,9 +92,11 @@ class Watch:
         raise TimeoutError(f"the watch handled fewer than {messages} messages")
 
     def done(self, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Wait for the watch to stop (set ``stop`` first unless a limit ends it)."""
+        """Wait for the watch to stop (set ``stop`` first unless a limit ends it); returns
+        the engine receipts (``sink.records`` has the run's open, close and loss records too).
+        """
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the watch did not stop"
         if self.error is not None:
             raise self.error
-        return self.sink.records
+        return [r for r in self.sink.records if r["kind"].startswith("engine_")]

@@ -75,6 +75,9 @@ class PagedKVCacheManager(ManagerCore):
         batch_receipts: bool = False,
         snapshot_every: int = 0,
         pin_admitting: bool = True,
+        layout: str = "lean",
+        source: str = "library",
+        workload: dict[str, object] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -84,6 +87,7 @@ class PagedKVCacheManager(ManagerCore):
             hmac_key=hmac_key,
             batch_receipts=batch_receipts,
             snapshot_every=snapshot_every,
+            layout=layout,
         )
         if block_tokens <= 0:
             raise UsageError("block_tokens must be positive")
@@ -116,6 +120,7 @@ class PagedKVCacheManager(ManagerCore):
             self._slot_of, self._user_of, self._free_slots, self._held, policy_,
             policy_.access, policy_.insert, policy_.on_miss, policy_.pop_oldest,
         )  # fmt: skip
+        self._open_run(source, workload)
 
     @property
     def num_cached_blocks(self) -> int:
@@ -291,19 +296,26 @@ class PagedKVCacheManager(ManagerCore):
         emitter = self._emitter
         assert emitter is not None
         blocks = len(self._slot_of)
-        report = emitter.eviction(
+        self._last_eviction_seq = emitter.eviction(
             now_ms=self.clock.now_ms(),
             session_id=user,
             block_offset=slot * self.block_bytes,
             block_size_bytes=self.block_bytes,
-            before=self._stats_at(blocks + 1, hits, misses, evictions - 1),
-            after=self._stats_at(blocks, hits, misses, evictions),
+            sessions=blocks + 1,
+            used_bytes=(blocks + 1) * self.block_bytes,
+            hits=hits,
+            misses=misses,
+            evictions=evictions - 1,
             reason=self.policy.name,
-            policy=self.policy.name,
             trigger_session_id=trigger,
             block_hash=block_hash,
-        )
-        self._last_eviction_seq = report.seq
+            full=(
+                (self._stats_at(blocks + 1, hits, misses, evictions - 1),
+                 self._stats_at(blocks, hits, misses, evictions))
+                if emitter.upstream else None
+            ),
+            policy=self.policy.name,
+        )  # fmt: skip
 
     def release(self, request: Request) -> None:
         """End a held request: unpin its blocks."""

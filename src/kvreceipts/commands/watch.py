@@ -107,6 +107,17 @@ def watch(
             show_default=False,
         ),
     ] = None,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "--append",
+            help="-o FILE exists: add this run after the runs in it.",
+            show_default=False,
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="-o FILE exists: replace it.", show_default=False)
+    ] = False,
     http_sink: Annotated[
         str | None,
         typer.Option(
@@ -192,13 +203,14 @@ def watch(
         check_endpoint(endpoint)
         if replay_endpoint is not None:
             check_endpoint(replay_endpoint, "--replay-endpoint")
+    _check_output(output, append=append, force=force)
     chosen = fmt or (WatchFormat.table if Output().stdout_is_terminal else WatchFormat.jsonl)
     out = Output(quiet=quiet)
     from kvreceipts.chain import read_hmac_key
 
     key = read_hmac_key(hmac_key_file) if hmac_key_file else None
     problems = _Problems(out)
-    sinks = _sinks(out, chosen, output, http_sink)
+    sinks = _sinks(out, chosen, output, http_sink, append=append)
     from kvreceipts.sinks import FanoutSink
 
     sink = FanoutSink(sinks)
@@ -220,7 +232,6 @@ def watch(
             metrics_port=metrics_port,
         )  # fmt: skip
         result = _run_live(options, sink, key, out, chosen, problems)
-    result.writer.close()
     _report(out, chosen, result, sinks, problems.count)
     if result.lost_batches and not allow_loss:
         out.error(f"{result.lost_batches:,} engine batch(es) lost (see the engine_loss "
@@ -228,8 +239,21 @@ def watch(
         raise typer.Exit(1)
 
 
+def _check_output(output: Path | None, *, append: bool, force: bool) -> None:
+    """``-o`` never overwrites by accident (as ``simulate``)."""
+    if append and force:
+        raise UsageError("--append and --force contradict each other; give one")
+    if output is None:
+        if append or force:
+            raise UsageError("--append and --force are for -o FILE")
+        return
+    if output.is_file() and not (append or force):
+        raise UsageError(f"-o {output}: the file exists; --append adds this run after the "
+                         "runs in it, --force replaces it")  # fmt: skip
+
+
 def _sinks(
-    out: Output, fmt: WatchFormat, output: Path | None, http_sink: str | None
+    out: Output, fmt: WatchFormat, output: Path | None, http_sink: str | None, *, append: bool
 ) -> list[BaseSink]:
     from kvreceipts.commands.receipt_sinks import StdoutSink
     from kvreceipts.sinks import JsonlSink
@@ -239,7 +263,7 @@ def _sinks(
         sinks.append(StdoutSink(out))
     if output is not None:
         try:
-            file_sink = JsonlSink(output, flush="batch", append=False)
+            file_sink = JsonlSink(output, flush="batch", append=append)
         except OSError as exc:
             raise UsageError(f"{output}: cannot write the receipts file: {exc.strerror}") from None
         file_sink.name = f"file {output}"

@@ -11,12 +11,14 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import orjson
+
 from kvreceipts.engine.receipts import (
     EngineClearReceipt,
     EngineLossReceipt,
-    EngineRemovalReceipt,
     EngineRestartReceipt,
     EngineRestoreReceipt,
+    removal_template,
 )
 from kvreceipts.engine.wire import REMOVED, STORED, WireError, decode_batch, parse_seq
 
@@ -32,6 +34,7 @@ Key = tuple[str | None, "Hash"]
 Recovered = tuple[int, bytes, float]
 """A batch the replay socket gave back: (seq, payload, receive time)."""
 
+dumps = orjson.dumps
 QUEUE_FULL = "queue_full"
 NOT_RECEIVED = "not_received"
 UNDECODABLE = "undecodable"
@@ -62,6 +65,7 @@ class EngineState:
     undecodable: int = 0
     last_engine_ts: float | None = None
     local_drops: list[tuple[int, int]] = field(default_factory=list)
+    topic_json: bytes = b""
     """Seq ranges our own queue dropped, not yet declared lost."""
 
     def forget(self) -> int:
@@ -97,11 +101,20 @@ class WatchCore:
         self.recover = recover
         self.report = report or (lambda _message: None)
         self.engines: dict[bytes, EngineState] = {}
+        sealer = writer.sealer
+        self._removal_template = removal_template(writer.run_id, sealer.alg, sealer.key_id)
         self.messages = 0
         """Well-formed messages handled (the subscriber's, not the replayed ones)."""
         self.bad_messages = 0
 
     # -- input ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _topic_json(state: EngineState) -> bytes:
+        cached = state.topic_json
+        if not cached:
+            cached = state.topic_json = dumps(state.topic)
+        return cached
 
     def engine(self, topic: bytes) -> EngineState:
         """The state of the engine publishing on ``topic`` (created on first sight)."""
@@ -220,10 +233,11 @@ class WatchCore:
     ) -> None:
         count = last - first + 1
         state.lost_batches += count
-        self.writer.emit(
-            EngineLossReceipt, at_s, topic=state.topic, first_engine_seq=first,
-            last_engine_seq=last, batches=count, cause=cause, replay_attempted=replay,
-        )  # fmt: skip
+        facts = {"topic": state.topic, "first_engine_seq": first, "last_engine_seq": last,
+                 "batches": count, "cause": cause, "replay_attempted": replay}  # fmt: skip
+        what = f"engine {state.topic!r} seq {first}..{last} ({cause})"
+        loss_seq = self.writer.declare_loss(at_s, what, facts)
+        self.writer.emit(EngineLossReceipt, at_s, loss_seq=loss_seq, **facts)
 
     def _batch(self, state: EngineState, seq: int, payload: bytes, at_s: float) -> None:
         state.next_seq = seq + 1
@@ -257,9 +271,12 @@ class WatchCore:
         resident = state.resident
         removed = state.removed
         writer = self.writer
-        put, run_id = writer.put, writer.run_id
-        timestamp, sim_time_ms = writer.stamp(at_s)
-        topic = state.topic
+        put = writer.put_payload
+        timestamp = writer.stamp(at_s)
+        stamp = timestamp.encode()
+        template = self._removal_template
+        head = (dumps(ts), dumps(medium))
+        topic = self._topic_json(state)
         for block_hash in hashes:
             key = (medium, block_hash)
             held = resident.pop(key, None)
@@ -269,14 +286,14 @@ class WatchCore:
                 stored_ts, parent = held
                 residency = round((ts - stored_ts) * 1000.0, 3)
                 state.resident_by_medium[name] -= 1
-            record = put(EngineRemovalReceipt(
-                run_id=run_id, seq=-1, timestamp=timestamp, sim_time_ms=sim_time_ms,
-                topic=topic, engine_seq=seq, engine_ts=ts, medium=medium,
-                block_hash=block_hash, parent_block_hash=parent, stored_ts=stored_ts,
-                residency_ms=residency,
-            ))  # fmt: skip
+            receipt_seq = writer.next_seq
+            payload = template % (
+                dumps(block_hash), seq, head[0], head[1], dumps(parent), dumps(residency),
+                receipt_seq, dumps(stored_ts), stamp, topic,
+            )  # fmt: skip
+            put("engine_removal", timestamp, payload)
             removed.pop(key, None)
-            removed[key] = (ts, record.seq)
+            removed[key] = (ts, receipt_seq)
         state.removals[name] += len(hashes)
 
     def _stored(self, state: EngineState, seq: int, ts: float, event: Stored, at_s: float) -> None:

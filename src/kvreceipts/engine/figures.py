@@ -65,7 +65,7 @@ class EngineFigures:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return
-        if isinstance(record, dict) and record.get("schema") == SCHEMA_ID:
+        if isinstance(record, dict) and record.get("schema") in (None, SCHEMA_ID):
             # A damaged record: stats counts it as unreadable, verify says what is wrong.
             with suppress(KeyError, TypeError, ValueError):
                 self.add(record)

@@ -1,17 +1,20 @@
 """Receipt kinds of a watched engine: removals, clears, restores, restarts and lost batches.
 
-They share the common fields and the hash chain of every receipt; ``timestamp`` is when the
-batch was received (so a recording replays to the same bytes) and ``engine_ts`` the engine's
-own time for the batch. Hashes are integers, or lowercase hex for engines that send bytes.
+They share the common fields and the hash chain of every receipt (schema ``/2``: ``alg``,
+``key_id``, a run framed by ``open`` and ``close``). ``timestamp`` is when the batch was
+received (so a recording replays to the same bytes) and ``engine_ts`` the engine's own time
+for it. Hashes are integers, or lowercase hex for engines that send bytes. The fields are
+declared once, in :mod:`kvreceipts.engine.kinds`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
+
+import orjson
 
 from kvreceipts.receipts import KINDS, Receipt
-from kvreceipts.schema import SCHEMA_ID
 
 __all__ = [
     "ENGINE_KINDS",
@@ -20,12 +23,16 @@ __all__ = [
     "EngineRemovalReceipt",
     "EngineRestartReceipt",
     "EngineRestoreReceipt",
+    "removal_template",
 ]
 
 
 @dataclass(slots=True, kw_only=True)
 class EngineRemovalReceipt(Receipt):
-    """One block hash the engine removed from a medium (``BlockRemoved`` carries no reason)."""
+    """One block hash the engine removed from a medium (``BlockRemoved`` carries no reason).
+
+    The watch writes these through :func:`removal_template`; the class reads them back.
+    """
 
     kind: ClassVar[str] = "engine_removal"
     body_fields = (
@@ -42,19 +49,19 @@ class EngineRemovalReceipt(Receipt):
     """Engine time of the store this watch saw (null: stored before the watch began)."""
     residency_ms: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (spelled out: the watch writes one per removed block)."""
-        body = {
-            "schema": SCHEMA_ID, "kind": "engine_removal", "run_id": self.run_id,
-            "seq": self.seq, "timestamp": self.timestamp, "sim_time_ms": self.sim_time_ms,
-            "prev_digest": self.prev_digest, "topic": self.topic,
-            "engine_seq": self.engine_seq, "engine_ts": self.engine_ts, "medium": self.medium,
-            "block_hash": self.block_hash, "parent_block_hash": self.parent_block_hash,
-            "stored_ts": self.stored_ts, "residency_ms": self.residency_ms,
-        }  # fmt: skip
-        if self.digest:
-            body["digest"] = self.digest
-        return body
+
+def removal_template(run_id: str, alg: str, key_id: str | None) -> bytes:
+    """The canonical JSON of an ``engine_removal`` record as a %-template, keys in sorted
+    order: block_hash, engine_seq, engine_ts, medium, parent_block_hash, residency_ms, seq,
+    stored_ts, timestamp, topic (each value already JSON, but the two seqs as integers).
+    """
+    run = orjson.dumps(run_id).replace(b"%", b"%%")
+    kid = b'"key_id":"%b",' % key_id.encode() if key_id else b""
+    return (
+        b'{"alg":"' + alg.encode() + b'","block_hash":%b,"engine_seq":%d,"engine_ts":%b,' + kid
+        + b'"kind":"engine_removal","medium":%b,"parent_block_hash":%b,"residency_ms":%b,'
+        b'"run_id":' + run + b',"seq":%d,"stored_ts":%b,"timestamp":"%b","topic":%b}'
+    )  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,6 +114,8 @@ class EngineRestartReceipt(Receipt):
 class EngineLossReceipt(Receipt):
     """Engine batches ``first_engine_seq..last_engine_seq`` that this watch never processed.
 
+    It follows the ``loss`` record (seq ``loss_seq``) that declares the receipts those
+    batches would have given as lost, so that ``verify`` fails unless told to allow losses.
     ``cause``: ``not_received`` (the publisher or the network dropped them), ``queue_full``
     (the watch's own bounded queue dropped them) or ``undecodable`` (the payload was not a
     batch). ``replay_attempted`` says whether the replay socket was asked for them.
@@ -115,6 +124,7 @@ class EngineLossReceipt(Receipt):
     kind: ClassVar[str] = "engine_loss"
     body_fields = (
         "topic", "first_engine_seq", "last_engine_seq", "batches", "cause", "replay_attempted",
+        "loss_seq",
     )  # fmt: skip
     topic: str
     first_engine_seq: int
@@ -122,6 +132,7 @@ class EngineLossReceipt(Receipt):
     batches: int
     cause: str
     replay_attempted: bool
+    loss_seq: int
 
 
 ENGINE_KINDS: dict[str, type[Receipt]] = {
@@ -134,4 +145,4 @@ ENGINE_KINDS: dict[str, type[Receipt]] = {
         EngineLossReceipt,
     )
 }
-KINDS.update(ENGINE_KINDS)  # receipt_from_dict builds them too
+KINDS.update(ENGINE_KINDS)  # receipt_from_dict and as_receipt build them too

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["WatchOptions", "WatchResult", "watch_live", "watch_recording"]
 
 DEFAULT_REGRET_WINDOW_S = 60.0
+WORKLOAD = ("endpoint", "topic", "replay_endpoint", "regret_window_s")
+"""What the open record says a watch watches (``workload``)."""
 
 
 @dataclass(slots=True)
@@ -94,7 +96,19 @@ def _core(
 ) -> tuple[WatchCore, RunWriter]:
     writer = RunWriter(sink, run_id=header["run_id"], start_s=header["start_s"], key=key)
     core = WatchCore(writer, regret_window_s=regret_window_s, recover=recover, report=report)
+    writer.open(workload={name: header.get(name) for name in WORKLOAD})
     return core, writer
+
+
+def _close(core: WatchCore, writer: RunWriter, end_s: float) -> None:
+    """Losses our queue left at the end, then the close record."""
+    core.finish(end_s)
+    engines = core.engines.values()
+    writer.close(
+        end_s,
+        resident_blocks=sum(len(s.resident) for s in engines),
+        removals=sum(sum(s.removals.values()) for s in engines),
+    )
 
 
 def watch_live(
@@ -159,7 +173,7 @@ def watch_live(
     if recorder is not None:
         recorder.entry(FINISH, end, [])
         recorder.close()
-    core.finish(end)
+    _close(core, writer, end)
     return WatchResult(header["run_id"], core, writer, stopped_by, end - started,
                        received=sub.received, queue_dropped=sub.dropped,
                        header=header)  # fmt: skip
@@ -266,7 +280,7 @@ def watch_recording(
                 say(f"{path}: the recording ends mid-entry (the watch was killed); "
                     "replayed what is whole")  # fmt: skip
             end_s = writer.at_s
-        core.finish(end_s)
+        _close(core, writer, end_s)
     finally:
         reader.close()
     return WatchResult(header["run_id"], core, writer, stopped_by,

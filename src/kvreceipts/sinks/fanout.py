@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from kvreceipts.chain import Sealer
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["FanoutSink"]
 
@@ -31,7 +31,7 @@ class FanoutSink(BaseSink):
         for sink in self.sinks:
             sink.bind(run_id, sealer)
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Give ``record`` to each child (each contains its own failures)."""
         for sink in self.sinks:
             sink.accept(record)
