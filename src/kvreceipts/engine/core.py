@@ -253,21 +253,38 @@ class WatchCore:
         state.last_engine_ts = batch.ts
         if batch.unknown_events:
             state.events["unknown"] += batch.unknown_events
+        # vLLM sends one BlockRemoved per hash: consecutive removals from one medium are
+        # handled as one run, in order, so the per-event cost is paid once per run.
+        removing: list[Hash] = []
+        medium: str | None = None
+        events = 0
+        ts = batch.ts
         for event in batch.events:
             op = event.op
             if op == REMOVED:
-                self._removed(state, seq, batch.ts, event.hashes, event.medium, at_s)  # type: ignore[union-attr]
-            elif op == STORED:
-                self._stored(state, seq, batch.ts, event, at_s)  # type: ignore[arg-type]
+                if events and event.medium != medium:  # type: ignore[union-attr]
+                    self._removed(state, seq, ts, removing, medium, at_s, events)
+                    removing, events = [], 0
+                medium = event.medium  # type: ignore[union-attr]
+                removing += event.hashes  # type: ignore[union-attr]
+                events += 1
+                continue
+            if events:
+                self._removed(state, seq, ts, removing, medium, at_s, events)
+                removing, events = [], 0
+            if op == STORED:
+                self._stored(state, seq, ts, event, at_s)  # type: ignore[arg-type]
             else:
-                self._cleared(state, seq, batch.ts, at_s)
+                self._cleared(state, seq, ts, at_s)
+        if events:
+            self._removed(state, seq, ts, removing, medium, at_s, events)
 
     def _removed(  # noqa: PLR0917 - the hot path: positional arguments cost least
         self, state: EngineState, seq: int, ts: float, hashes: Sequence[Hash], medium: str | None,
-        at_s: float,
+        at_s: float, events: int,
     ) -> None:  # fmt: skip
         name = _medium_name(medium)
-        state.events["BlockRemoved"] += 1
+        state.events["BlockRemoved"] += events
         resident = state.resident
         removed = state.removed
         writer = self.writer
