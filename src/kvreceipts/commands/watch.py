@@ -213,7 +213,7 @@ def watch(
     sinks = _sinks(out, chosen, output, http_sink, append=append)
     from kvreceipts.sinks import FanoutSink
 
-    sink = FanoutSink(sinks)
+    sink = sinks[0] if len(sinks) == 1 else FanoutSink(sinks)  # one sink: no fan-out cost
     if source is not None:
         from kvreceipts.engine.session import watch_recording
 
@@ -320,7 +320,7 @@ class _live_view:  # noqa: N801 - used as a context manager, like a function
 
     def __init__(self, out: Output, fmt: WatchFormat) -> None:
         self.out = out
-        self.enabled = fmt is WatchFormat.table
+        self.enabled = fmt is WatchFormat.table and out.stdout_is_terminal
         self.live: Any = None
         self.started = time.monotonic()
         self.last: tuple[float, int] | None = None

@@ -7,10 +7,10 @@ core declares those batches lost (unless the replay socket gives them back).
 
 from __future__ import annotations
 
-import queue
 import re
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 import zmq
@@ -30,6 +30,8 @@ __all__ = ["ReplayClient", "Subscriber", "check_endpoint", "parse_reply"]
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+|\*):(?P<port>\d{1,5})$")
 
 Message = tuple[list[bytes], float]
+CHUNK = 512
+"""Messages the subscriber hands over at once at most."""
 
 
 def check_endpoint(endpoint: str, option: str = "ENDPOINT") -> str:
@@ -52,15 +54,49 @@ def check_endpoint(endpoint: str, option: str = "ENDPOINT") -> str:
     return endpoint
 
 
+class Buffer:
+    """A bounded queue of messages, handed over in chunks (one lock round per chunk, not per
+    message); :meth:`put` never waits and gives back what did not fit.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self._chunks: deque[list[Message]] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, chunk: list[Message]) -> list[Message]:
+        """Queue what fits of ``chunk``; returns the rest (to be dropped)."""
+        with self._ready:
+            room = self.size - self.held
+            kept, over = (chunk, []) if room >= len(chunk) else (chunk[:room], chunk[room:])
+            if kept:
+                self._chunks.append(kept)
+                self.held += len(kept)
+                self._ready.notify()
+        return over
+
+    def get(self, timeout: float | None) -> list[Message]:
+        """The oldest chunk; empty if none came within ``timeout`` (``None``: do not wait)."""
+        with self._ready:
+            if not self._chunks and timeout is not None:
+                self._ready.wait(timeout)
+            if not self._chunks:
+                return []
+            chunk = self._chunks.popleft()
+            self.held -= len(chunk)
+            return chunk
+
+
 class Subscriber(threading.Thread):
-    """Receives on a SUB socket into a bounded queue; never blocks on the queue."""
+    """Receives on a SUB socket into a bounded :class:`Buffer`; never blocks on it."""
 
     def __init__(
         self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, topic: bytes,
         queue_size: int,
     ) -> None:  # fmt: skip
         super().__init__(name="kvreceipts-watch-sub", daemon=True)
-        self.queue: queue.Queue[Message] = queue.Queue(maxsize=queue_size)
+        self.queue = Buffer(queue_size)
         self.stop = threading.Event()
         self.received = 0
         self.dropped = 0
@@ -74,23 +110,24 @@ class Subscriber(threading.Thread):
 
     def run(self) -> None:
         """Receive until :attr:`stop` is set."""
-        sock, put, now = self._socket, self.queue.put_nowait, time.time
+        sock, put, now = self._socket, self.queue.put, time.time
+        recv, again = sock.recv_multipart, zmq.Again
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         try:
             while not self.stop.is_set():
                 if not poller.poll(50):
                     continue
-                while True:  # drain what is ready before polling again
+                chunk: list[Message] = []
+                while len(chunk) < CHUNK:  # take what is ready, up to a chunk
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                        frames = recv(zmq.NOBLOCK)
+                    except again:
                         break
-                    self.received += 1
-                    try:
-                        put((frames, now()))
-                    except queue.Full:
-                        self._drop(frames)
+                    chunk.append((frames, now()))
+                self.received += len(chunk)
+                for frames, _at in put(chunk):
+                    self._drop(frames)
         finally:
             sock.close(0)
 

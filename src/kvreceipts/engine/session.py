@@ -6,7 +6,6 @@ a recording replays to the same receipts byte for byte.
 
 from __future__ import annotations
 
-import queue
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -196,7 +195,6 @@ def _loop(
     tick: Callable[[WatchCore, Any], None] | None,
 ) -> str:
     get = sub.queue.get
-    get_nowait = sub.queue.get_nowait
     idle = options.idle_timeout_s
     limit = options.max_batches
     record = recorder.entry if recorder is not None else None
@@ -211,27 +209,25 @@ def _loop(
             next_tick = now + options.tick_s
         if sub.dropped:
             _feed_drops(core, sub, recorder)
-        try:
-            frames, at_s = get(timeout=0.05)
-        except queue.Empty:
+        chunk = get(0.05)
+        if not chunk:
             if idle is not None and time.monotonic() - last_message >= idle:
                 return "idle"
             continue
         last_message = time.monotonic()
-        if record is not None:
-            record(MESSAGE, at_s, frames)
-        core.message(frames, at_s)
-        if limit is not None and core.messages >= limit:
-            return "max-batches"
+        for frames, at_s in chunk:
+            if record is not None:
+                record(MESSAGE, at_s, frames)
+            core.message(frames, at_s)
+            if limit is not None and core.messages >= limit:
+                return "max-batches"
     # Stopped by a signal: what was already received is handled, then the watch ends.
-    while True:
-        try:
-            frames, at_s = get_nowait()
-        except queue.Empty:
-            return reason
-        if record is not None:
-            record(MESSAGE, at_s, frames)
-        core.message(frames, at_s)
+    while chunk := get(None):
+        for frames, at_s in chunk:
+            if record is not None:
+                record(MESSAGE, at_s, frames)
+            core.message(frames, at_s)
+    return reason
 
 
 def watch_recording(
