@@ -9,10 +9,6 @@ summarizes engine receipts for ``kvreceipts stats``. Only ``figures`` works with
 
 from __future__ import annotations
 
-from importlib.util import find_spec
-
-from kvreceipts.errors import UsageError
-
 __all__ = ["EXTRA_HINT", "require"]
 
 EXTRA_HINT = "pip install 'kvreceipts[watch]'"
@@ -22,6 +18,10 @@ _DISTRIBUTIONS = {"zmq": "pyzmq", "msgspec": "msgspec", "prometheus_client": "pr
 
 def require(*modules: str) -> None:
     """Fail with one line naming the extra when a module the watch needs is missing."""
+    from importlib.util import find_spec  # here: schema imports this package at start-up
+
+    from kvreceipts.errors import UsageError
+
     missing = [_DISTRIBUTIONS.get(m, m) for m in modules if find_spec(m) is None]
     if missing:
         raise UsageError(
