@@ -27,8 +27,9 @@ from kvreceipts.receipts import (
     RunClose,
     RunOpen,
     SealedRecord,
+    as_receipt,
 )
-from kvreceipts.sinks.base import KV_RECEIPTS_TARGET
+from kvreceipts.sinks.base import KV_RECEIPTS_TARGET, BaseSink
 from kvreceipts.stats import PerformanceReport
 
 if TYPE_CHECKING:
@@ -44,10 +45,13 @@ __all__ = ["ReceiptEmitter"]
 log = logging.getLogger(KV_RECEIPTS_TARGET)
 
 _dumps = orjson.dumps
-_COUNTERS = b'{"cache_hits":%d,"cache_misses":%d,"evictions":%d,"total_sessions":%d,"used_bytes":%d}'
+_COUNTERS = (
+    b'{"cache_hits":%d,"cache_misses":%d,"evictions":%d,"total_sessions":%d,"used_bytes":%d}'
+)
 _BEFORE = b'{"total_sessions":%d,"used_bytes":%d}'
 """A lean ``before``: what the eviction took away (every other counter is ``after``'s, with
 ``evictions`` one lower)."""
+_STRING_CACHE = 100_000
 
 
 def _literal(value: bytes) -> bytes:
@@ -93,7 +97,16 @@ class ReceiptEmitter:
         self._templates = self._lean_templates()
         self._perf_key: tuple[int, float] = (-1, 0.0)
         self._perf = b""
+        self._stamp_ms = -1.0
+        self._stamp = ""
+        self._stamp_json = b""
+        self._strings: dict[str | None, bytes] = {None: b"null"}
+        """JSON of session ids and reasons already seen (a request triggers many evictions)."""
         self._on_eviction = sink.on_eviction
+        if type(sink).on_eviction is BaseSink.on_eviction:  # one call fewer per receipt
+            self._on_eviction = sink.accept  # type: ignore[attr-defined]
+        elif not isinstance(sink, BaseSink):  # a sink of one's own is promised upstream's report
+            self._on_eviction = lambda record: sink.on_eviction(as_receipt(record))
         self._on_batch: Callable[[Any], None] | None = getattr(sink, "on_batch", None)
         self._on_snapshot: Callable[[Any], None] | None = getattr(sink, "on_snapshot", None)
         self._on_frame: Callable[[Any], None] | None = getattr(sink, "on_frame", None)
@@ -112,8 +125,7 @@ class ReceiptEmitter:
             + _BEFORE + b","
         )  # fmt: skip
         tail = (
-            b'"block_offset":%d,"block_size_bytes":%d,' + key_id + b'"kind":"eviction",'
-            + (b"%b" if self.tuning else b"")
+            b'"block_offset":%d,"block_size_bytes":%d,' + key_id + b'"kind":"eviction",%b'
             + b'"reason":%b,"run_id":' + _literal(_dumps(self.run_id))
             + b',"seq":%d,"session_id":%b,"timestamp":"%b","trigger_session_id":%b}'
         )  # fmt: skip
@@ -226,44 +238,86 @@ class ReceiptEmitter:
         eviction; hits and misses do not change. The upstream layout needs ``full``, the
         before and after statistics.
         """
+        if not self.upstream:
+            return self.lean_eviction(
+                now_ms, session_id, block_offset, block_size_bytes, sessions, used_bytes, hits,
+                misses, evictions, reason, trigger_session_id, block_hash,
+            )  # fmt: skip
+        assert full is not None
+        seq = self._take_seq()
+        self.evictions += 1
+        self.bytes_freed += block_size_bytes
+        report = KvEvictionReport(
+            run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now_ms),
+            sim_time_ms=round(now_ms, 3), session_id=session_id, block_offset=block_offset,
+            block_size_bytes=block_size_bytes, before=full[0], after=full[1], reason=reason,
+            policy=policy, trigger_session_id=trigger_session_id,
+            performance=(PerformanceReport.from_stats(full[1], self.config, self.meter)
+                         if self.tuning else None),
+            block_hash=block_hash,
+        )  # fmt: skip
+        self._seal(report, report.to_dict(self._config_json))
+        self._send(self._on_eviction, report)
+        return seq
+
+    def lean_eviction(  # noqa: PLR0917 - the hot path: positional, no keyword parsing
+        self,
+        now_ms: float,
+        session_id: str,
+        block_offset: int,
+        block_size_bytes: int,
+        sessions: int,
+        used_bytes: int,
+        hits: int,
+        misses: int,
+        evictions: int,
+        reason: str,
+        trigger_session_id: str | None,
+        block_hash: int | None,
+    ) -> int:
+        """:meth:`eviction` in the lean layout, positionally (the replay's hot path)."""
         seq = self.next_seq
         self.next_seq = seq + 1
         self.evictions += 1
         self.bytes_freed += block_size_bytes
-        timestamp = self.clock.timestamp(now_ms)
-        if self.upstream:
-            assert full is not None
-            report = KvEvictionReport(
-                run_id=self.run_id, seq=seq, timestamp=timestamp, sim_time_ms=round(now_ms, 3),
-                session_id=session_id, block_offset=block_offset,
-                block_size_bytes=block_size_bytes, before=full[0], after=full[1],
-                reason=reason, policy=policy, trigger_session_id=trigger_session_id,
-                performance=(PerformanceReport.from_stats(full[1], self.config, self.meter)
-                             if self.tuning else None),
-                block_hash=block_hash,
-            )  # fmt: skip
-            self._seal(report, report.to_dict(self._config_json))
-            self._send(self._on_eviction, report)
-            return seq
+        if now_ms != self._stamp_ms:  # the evictions of one request share their time
+            self._stamp_ms = now_ms
+            self._stamp = self.clock.timestamp(now_ms)
+            self._stamp_json = self._stamp.encode()
+        strings = self._strings
+        session = strings.get(session_id)
+        if session is None:
+            session = strings[session_id] = _dumps(session_id)
+        trigger = strings.get(trigger_session_id)
+        if trigger is None:
+            trigger = strings[trigger_session_id] = _dumps(trigger_session_id)
+        why = strings.get(reason)
+        if why is None:
+            why = strings[reason] = _dumps(reason)
+        if len(strings) > _STRING_CACHE:
+            strings.clear()
+        perf = self._performance() if self.tuning else b""
         after = (hits, misses, evictions + 1, sessions - 1, used_bytes - block_size_bytes)
-        before = (sessions, used_bytes)
-        tail = (block_offset, block_size_bytes)
-        if self.tuning:
-            tail = (*tail, self._performance())
-        tail = (
-            *tail, _dumps(reason), seq, _dumps(session_id), timestamp.encode(),
-            _dumps(trigger_session_id),
-        )  # fmt: skip
         if block_hash is None:
-            payload = self._templates[1] % (*after, *before, *tail)
+            payload = self._templates[1] % (
+                *after, sessions, used_bytes, block_offset, block_size_bytes, perf,
+                why, seq, session, self._stamp_json, trigger,
+            )  # fmt: skip
         else:
-            payload = self._templates[0] % (*after, *before, block_hash, *tail)
-        prev = self.sealer.last_digest
-        digest, line = self.sealer.seal(payload)
-        self._send(
-            self._on_eviction,
-            SealedRecord("eviction", self.run_id, seq, timestamp, prev, digest, line),
-        )
+            payload = self._templates[0] % (
+                *after, sessions, used_bytes, block_hash, block_offset, block_size_bytes, perf,
+                why, seq, session, self._stamp_json, trigger,
+            )  # fmt: skip
+        sealer = self.sealer
+        prev = sealer.last_digest
+        digest, line = sealer.seal(payload)
+        self.emitted += 1
+        record = SealedRecord("eviction", self.run_id, seq, self._stamp, prev, digest, line)
+        try:
+            self._on_eviction(record)
+        except Exception:
+            self.sink_failures += 1
+            log.warning("receipt sink raised on seq=%s", seq, exc_info=True)
         return seq
 
     def batch(self, *, now_ms: float, **fields: Any) -> KvEvictionBatchReceipt:

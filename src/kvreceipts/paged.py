@@ -208,6 +208,7 @@ class PagedKVCacheManager(ManagerCore):
         """
         slot_of, user_of, free, held, policy, access, insert, on_miss, pop_oldest = self._hot
         pin_admitting, batch, emitter = self.pin_admitting, self.batch_receipts, self._emitter
+        lean = emitter.lean_eviction if emitter is not None and not emitter.upstream else None
         free_before = len(free)
         hits = evicted = 0
         round_: _Round | None = None
@@ -240,7 +241,15 @@ class PagedKVCacheManager(ManagerCore):
                         return -1
                     slot = slot_of.pop(victim)  # type: ignore[call-overload]
                 evicted += 1
-                if emitter is not None:
+                if lean is not None:  # the receipt of the block just evicted, inline
+                    blocks = len(slot_of) + 1
+                    self._last_eviction_seq = lean(
+                        self.clock.now_ms(), user_of[slot], slot * self.block_bytes,
+                        self.block_bytes, blocks, blocks * self.block_bytes, self.hits + hits,
+                        self.misses + free_before - len(free) + evicted,  # each miss took a slot
+                        self.evictions + evicted - 1, policy.name, request_id, victim,
+                    )  # fmt: skip
+                elif emitter is not None:
                     misses = free_before - len(free) + evicted  # each miss took a slot
                     self._receipt(victim, slot, user_of[slot], request_id,  # type: ignore[arg-type]
                                   hits=self.hits + hits, misses=self.misses + misses,

@@ -27,6 +27,7 @@ __all__ = [
     "check_record_v1",
     "json_schema",
     "register_kind",
+    "shape_test",
 ]
 
 SCHEMA_ID = "kvreceipts.eviction/2"
@@ -347,6 +348,9 @@ class _Shape:
     """Fields with a minimum that may be absent or null."""
     hex_fields: tuple[str, ...]
     nested: tuple[tuple[str, _Shape], ...]
+    fits: Callable[[dict[str, Any]], bool]
+    """A straight-line test that says yes to a record that fits (the common case, fast);
+    on no, :func:`_check` finds and words the problem."""
     verdicts: dict[tuple[object, ...], tuple[str, str] | None] = field(default_factory=dict)
 
 
@@ -373,7 +377,53 @@ def _compile(fields: dict[str, Field]) -> _Shape:
         loose_floors=tuple(loose),
         hex_fields=tuple(n for n, f in fields.items() if f.pattern is not None),
         nested=tuple((n, _compile(f.fields)) for n, f in fields.items() if f.fields is not None),
+        fits=_fits(fields),
     )
+
+
+def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
+    """Generate the fast yes-test of :class:`_Shape` from the same field table."""
+    lines: list[str] = []
+    scope: dict[str, Any] = {"_HEX": _HEX}
+
+    def emit(fields: dict[str, Field], var: str, depth: int) -> None:
+        required = frozenset(n for n, f in fields.items() if not f.optional)
+        scope[f"_req{depth}_{var}"], scope[f"_all{depth}_{var}"] = required, frozenset(fields)
+        lines.append(f"if type({var}) is not dict: return False")
+        if required == frozenset(fields):
+            lines.append(f"if {var}.keys() != _req{depth}_{var}: return False")
+        else:
+            lines.append(f"if not (_req{depth}_{var} <= {var}.keys() <= _all{depth}_{var}): "
+                         "return False")  # fmt: skip
+        for index, (name, f) in enumerate(fields.items()):
+            item = f"v{depth}_{index}"
+            get = f"{var}[{name!r}]" if not f.optional else f"{var}.get({name!r})"
+            lines.append(f"{item} = {get}")
+            types = {t for k in f.types for t in _PY_TYPES[k]}
+            if f.optional:
+                types.add(type(None))
+            scope[f"_t_{item}"] = frozenset(types)
+            lines.append(f"if type({item}) not in _t_{item}: return False")
+            guard = f"{item} is not None and " if type(None) in types else ""
+            if f.minimum is not None:
+                lines.append(f"if {guard}{item} < {f.minimum!r}: return False")
+            if f.pattern is not None:
+                width = 16 if f.pattern == _HEX16 else 64
+                lines.append(f"if {guard}(len({item}) != {width} or {item}.strip(_HEX)): "
+                             "return False")  # fmt: skip
+            if f.fields is not None:
+                if guard:
+                    lines.append(f"if {item} is not None:")
+                    start = len(lines)
+                    emit(f.fields, item, depth + 1)
+                    lines[start:] = ["    " + line for line in lines[start:]]
+                else:
+                    emit(f.fields, item, depth + 1)
+
+    emit(fields, "v", 0)
+    source = "def fits(v):\n" + "".join(f"    {line}\n" for line in lines) + "    return True\n"
+    exec(compile(source, "<kvreceipts shape>", "exec"), scope)  # noqa: S102 - our own tables
+    return scope["fits"]  # type: ignore[no-any-return]
 
 
 def _tuple_getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -408,6 +458,8 @@ def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None
 
 
 def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+    if shape.fits(value):
+        return None
     signature = (*value, *map(type, value.values()))
     verdicts = shape.verdicts
     if signature in verdicts:
@@ -457,6 +509,14 @@ def check_record(record: object, layout: str = "lean") -> str | None:
         return f"field 'kind' must be one of {', '.join(KINDS)}, not {_short(kind)}"
     shape = _SHAPES.get((kind, layout)) or _SHAPES[kind, "lean"]
     return _check(record, shape, "")
+
+
+def shape_test(kind: str, layout: str = "lean") -> Callable[[dict[str, Any]], bool] | None:
+    """The fast yes-test of a ``/2`` kind's shape (``None`` for an unknown kind); on no,
+    :func:`check_record` words the problem.
+    """
+    shape = _SHAPES.get((kind, layout)) or _SHAPES.get((kind, "lean"))
+    return shape.fits if shape is not None else None
 
 
 def check_record_v1(record: object) -> str | None:

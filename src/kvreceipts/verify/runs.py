@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.chain import DIGEST_SUFFIX_LEN, key_id
-from kvreceipts.schema import ZERO_DIGEST, check_record
+from kvreceipts.schema import ZERO_DIGEST, check_record, shape_test
 from kvreceipts.verify.report import DeclaredLoss, RunOutcome, VerifyReport, Violation
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kvreceipts.verify import VerifyOptions
 
 __all__ = ["MAX_OPEN_RUNS", "StreamVerifier"]
@@ -33,8 +35,10 @@ MAX_TRACKED_BLOCKS = 250_000
 MAX_SEEN_RUNS = 100_000
 """Closed run ids remembered to catch a run that appears twice."""
 _SORT = orjson.OPT_SORT_KEYS
-_HEX = frozenset(b"0123456789abcdef")
+_HEX = b"0123456789abcdef"
 _SUFFIX_HEAD = b',"digest":"'
+_HEAD_LEN = len(_SUFFIX_HEAD)
+_loads, _dumps, _sha256 = orjson.loads, orjson.dumps, hashlib.sha256
 _SIZE_LIMIT = 1 << 20
 """A longer line is no receipt (the longest, an upstream eviction, is ~1.5 KiB)."""
 
@@ -64,6 +68,8 @@ class _Run:
     round_freed: dict[int, int] = field(default_factory=dict)
     """Bytes freed by each eviction since the last batch record, by seq."""
     evicted_at_misses: dict[int, int] = field(default_factory=dict)
+    fits: dict[str, Callable[[dict[str, Any]], bool] | None] = field(default_factory=dict)
+    """The fast shape test of each kind, for this run's layout."""
 
 
 class StreamVerifier:
@@ -75,6 +81,8 @@ class StreamVerifier:
         self.key = options.key
         self.key_id = key_id(options.key) if options.key is not None else None
         self.mac = hmac.new(options.key, digestmod=hashlib.sha256) if options.key else None
+        self.plain = options.key is None and not options.require_hmac
+        """Plain SHA-256 records need no more than their digest checked."""
         self.runs: dict[str, _Run] = {}
         self.seen: set[str] = set()
         self.last_run: _Run | None = None
@@ -91,42 +99,83 @@ class StreamVerifier:
 
     # -- one line ------------------------------------------------------------------------------
 
-    def line(self, number: int, raw: bytes) -> None:
+    def line(self, number: int, raw: bytes) -> None:  # noqa: PLR0911, PLR0912 - one pass
         """Check one line that ends with a newline."""
         report = self.report
         report.lines += 1
-        parsed = self._parse(number, raw)
-        if parsed is None:
+        # Only the sealer's bytes: canonical JSON, then ,"digest":"<64 hex>"} and one \n.
+        end = len(raw) - 1
+        cut = end - DIGEST_SUFFIX_LEN
+        claimed = raw[cut + _HEAD_LEN : end - 2]
+        if (
+            raw[cut : cut + _HEAD_LEN] != _SUFFIX_HEAD
+            or raw[end - 2 : end] != b'"}'
+            or claimed.strip(_HEX)
+            or cut < 1
+            or end > _SIZE_LIMIT
+        ):
+            self._bad_bytes(number, raw)
             return
-        record, payload, claimed = parsed
+        payload = raw[:cut] + b"}"
+        try:
+            record = _loads(payload)
+        except orjson.JSONDecodeError as exc:
+            self.fail(number, "json", f"not valid JSON: {exc.msg}")
+            return
+        if type(record) is not dict:
+            self.fail(number, "schema", "a receipt must be a JSON object")
+            return
+        try:
+            canonical = _dumps(record, option=_SORT) == payload
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
+            canonical = False
         kind, run_id, seq = record.get("kind"), record.get("run_id"), record.get("seq")
+        if not canonical:
+            # The digest covers what a parser reads; the bytes must also be the sealer's own,
+            # or a repeated key could show one reader one value and the digest another.
+            self.fail(number, "canonical", "the line is not in the canonical form the sealer "
+                      "writes (reformatted, reordered, or a key appears twice)", seq,
+                      run_id)  # fmt: skip
+            return
+        record["digest"] = claimed.decode()  # the shape check sees the record as written
         if type(kind) is not str or type(run_id) is not str or type(seq) is not int:
             problem = check_record(record)
             self.fail(number, "schema", problem or "kind, run_id and seq are required", seq,
                       run_id)  # fmt: skip
             return
+        run = self.runs.get(run_id)
         if kind == "open":
             run = self._open(number, record, run_id)
-            if run is None:
-                return
-        else:
-            found = self.runs.get(run_id)
-            if found is None:
-                where = "after its close record" if run_id in self.seen else "with no open record"
-                self.fail(number, "frame", f"a {_clip(kind)} record of run {_clip(run_id)} "
-                          f"{where}", seq, run_id)  # fmt: skip
-                return
-            run = found
-        problem = check_record(record, run.layout)
-        if problem:
-            self.fail(number, "schema", problem, seq, run_id)
+        elif run is None:
+            where = "after its close record" if run_id in self.seen else "with no open record"
+            self.fail(number, "frame", f"a {_clip(kind)} record of run {_clip(run_id)} {where}",
+                      seq, run_id)  # fmt: skip
+        if run is None:
             return
+        fits = run.fits.get(kind)
+        if fits is None:
+            fits = run.fits[kind] = shape_test(kind, run.layout)
+        if fits is None or not fits(record):
+            self.fail(number, "schema", check_record(record, run.layout) or "", seq, run_id)
+            return
+        kinds = report.kinds
         report.records += 1
-        report.kinds[kind] = report.kinds.get(kind, 0) + 1
-        self._seal(number, record, run, payload, claimed)
+        kinds[kind] = kinds.get(kind, 0) + 1
         if kind == "loss":
+            self._seal(number, record, run, payload, claimed)
             self._loss(number, record, run, claimed)
             return
+        if (
+            self.plain
+            and record["alg"] == "sha256" == run.alg
+            and run.key_id is None
+            and "key_id" not in record
+        ):
+            report.unauthenticated += 1  # the common case, inline
+            if _sha256(run.prev + payload).hexdigest().encode() != claimed:
+                self._digest_failed(number, seq, run_id)
+        else:
+            self._seal(number, record, run, payload, claimed)
         self._sequence(number, record, run, claimed)
         if kind == "eviction":
             self._eviction(number, record, run)
@@ -134,56 +183,21 @@ class StreamVerifier:
             self._batch(number, record, run)
         elif kind == "close":
             self._close(number, record, run, claimed)
-        if kind != "close":
-            run.counts[kind] = run.counts.get(kind, 0) + 1
+            return
+        counts = run.counts
+        counts[kind] = counts.get(kind, 0) + 1
 
-    def _parse(self, number: int, raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
-        """The record, its canonical payload and its claimed digest, if the line holds
-        exactly the bytes the sealer writes.
-        """
-        end = len(raw) - 1  # raw ends with b"\n"
+    def _bad_bytes(self, number: int, raw: bytes) -> None:
+        """Say what is wrong with a line that is not the sealer's bytes."""
         if raw.endswith(b"\r\n"):
             self.fail(number, "bytes", "the line ends with CRLF; the sealer writes LF only")
-            return None
-        if not raw[:end].strip():
+        elif not raw.strip():
             self.fail(number, "bytes", "a blank line; the sealer writes none")
-            return None
-        if end > _SIZE_LIMIT:
-            self.fail(number, "bytes", f"a line of {end:,} bytes is no receipt")
-            return None
-        cut = end - DIGEST_SUFFIX_LEN
-        claimed = raw[cut + len(_SUFFIX_HEAD) : end - 2]
-        if (
-            cut < 1
-            or raw[cut : cut + len(_SUFFIX_HEAD)] != _SUFFIX_HEAD
-            or raw[end - 2 : end] != b'"}'
-            or not _HEX.issuperset(claimed)
-        ):
+        elif len(raw) > _SIZE_LIMIT:
+            self.fail(number, "bytes", f"a line of {len(raw):,} bytes is no receipt")
+        else:
             self.fail(number, "canonical", "the line does not end with the sealer's digest "
                       '(,"digest":"<64 hex>"})')  # fmt: skip
-            return None
-        payload = raw[:cut] + b"}"
-        try:
-            record = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            self.fail(number, "json", f"not valid JSON: {exc.msg}")
-            return None
-        if not isinstance(record, dict):
-            self.fail(number, "schema", "a receipt must be a JSON object")
-            return None
-        try:
-            same = orjson.dumps(record, option=_SORT) == payload
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
-            same = False
-        if not same:
-            # The digest covers what a parser reads; the bytes must also be the sealer's own,
-            # or a repeated key could show one reader one value and the digest another.
-            self.fail(number, "canonical", "the line is not in the canonical form the sealer "
-                      "writes (reformatted, reordered, or a key appears twice)",
-                      record.get("seq"), record.get("run_id"))  # fmt: skip
-            return None
-        record["digest"] = claimed.decode()  # the shape check sees the record as written
-        return record, payload, claimed
 
     def _open(self, number: int, record: dict[str, Any], run_id: str) -> _Run | None:
         if run_id in self.runs or run_id in self.seen:
@@ -244,10 +258,13 @@ class StreamVerifier:
         else:
             good = hashlib.sha256(prev + payload).hexdigest().encode() == claimed
         if not good:
-            self.report.digest_failures += 1
-            self.fail(number, "digest", "the digest does not match the record's contents after "
-                      "the previous record's digest (edited, or a record before it is missing "
-                      "or moved)", seq, run_id)  # fmt: skip
+            self._digest_failed(number, seq, run_id)
+
+    def _digest_failed(self, number: int, seq: int, run_id: str) -> None:
+        self.report.digest_failures += 1
+        self.fail(number, "digest", "the digest does not match the record's contents after "
+                  "the previous record's digest (edited, or a record before it is missing or "
+                  "moved)", seq, run_id)  # fmt: skip
 
     def _sequence(self, number: int, record: dict[str, Any], run: _Run, claimed: bytes) -> None:
         seq = record["seq"]
