@@ -335,11 +335,6 @@ WATCH_REMOVALS = 1_000_000
 WATCH_PER_BATCH = 8
 
 
-def _kvreceipts() -> list[str]:
-    exe = Path(sys.executable).with_name("kvreceipts")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "kvreceipts"]
-
-
 def make_watch_recording(path: str, removals: int, per_batch: int = WATCH_PER_BATCH) -> int:
     """A recording as ``watch --record`` writes it: batches of one ``BlockStored`` of
     ``per_batch`` new hashes and ``per_batch`` ``BlockRemoved`` events of one hash each (vLLM's
