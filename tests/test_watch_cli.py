@@ -210,3 +210,16 @@ def test_the_pre_stop_hook_command_fails_cleanly() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_without_the_watch_extra_one_line_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "zmq" else real(name, *rest))  # fmt: skip
+    result = invoke("watch", "tcp://127.0.0.1:5557")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: watch needs pyzmq, which is not installed: pip install 'kvreceipts[watch]'\n"
+    )
