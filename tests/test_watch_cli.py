@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -216,8 +216,11 @@ def test_without_the_watch_extra_one_line_names_it(monkeypatch: pytest.MonkeyPat
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *rest: None if name == "zmq" else real(name, *rest))  # fmt: skip
+
+    def find_spec(name: str, *rest: Any) -> Any:
+        return None if name == "zmq" else real(name, *rest)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     result = invoke("watch", "tcp://127.0.0.1:5557")
     assert result.exit_code == 2
     assert result.stderr == (
