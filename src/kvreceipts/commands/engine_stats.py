@@ -36,7 +36,7 @@ def render_engine(figures: EngineFigures) -> RenderableType:
                  "watch)")  # fmt: skip
     churn, span = data["churn"]["removals_per_s"], data["churn"]["engine_seconds"]
     grid.add_row("churn", "-" if churn is None else
-                 f"{churn:,.1f} removals/s over {span:,.1f} engine s")  # fmt: skip
+                 f"{churn:,.3g} removals/s over {span:,.1f} engine s")  # fmt: skip
     regret = data["regret"]
     share = regret["fraction_of_removals"]
     grid.add_row("regret", f"{regret['restores']:,} stored again within the window"

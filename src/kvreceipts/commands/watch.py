@@ -368,7 +368,7 @@ def _view(core: WatchCore, rate: float, dropped: int, elapsed: float) -> Rendera
 
 def _rows(core: WatchCore) -> Iterator[list[str]]:
     for state in core.engines.values():
-        resident = ", ".join(f"{m} {n:,}" for m, n in sorted(state.resident_by_medium.items()))
+        resident = ", ".join(f"{m} {n:,}" for m, n in sorted(state.resident_by_medium.items()) if n)
         yield [
             state.topic or "''",
             "-" if state.last_seq is None else f"{state.last_seq:,}",
