@@ -14,8 +14,10 @@ import argparse
 import dataclasses
 import functools
 import gc
+import importlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -400,6 +402,115 @@ def bench_arena(requests: int, rows: list[Row], tmp: str) -> None:
                     "req/s", note=f"{result.receipts:,} receipts in {elapsed:.1f} s"))  # fmt: skip
 
 
+WATCH_REMOVALS = 1_000_000
+WATCH_PER_BATCH = 8
+
+
+def make_watch_recording(path: str, removals: int, per_batch: int = WATCH_PER_BATCH) -> int:
+    """A recording as ``watch --record`` writes it: batches of one ``BlockStored`` of
+    ``per_batch`` new hashes and ``per_batch`` ``BlockRemoved`` events of one hash each (vLLM's
+    shape), removing what was stored four batches earlier. Returns the removal events.
+    """
+    import msgspec
+
+    from kvreceipts.engine.recording import FINISH, MESSAGE, Recorder
+
+    start = 1_750_000_000.0
+    header = {"run_id": "bench", "start_s": start, "source": "watch", "endpoint": "bench",
+              "topic": "", "replay_endpoint": None, "regret_window_s": 60.0}  # fmt: skip
+    recorder = Recorder(path, header)
+    encode = msgspec.msgpack.Encoder().encode
+    batches = removals // per_batch + 4
+    for b in range(batches):
+        stored = {"type": "BlockStored", "block_hashes": list(range(b * per_batch,
+                  (b + 1) * per_batch)), "parent_block_hash": None, "token_ids": [],
+                  "block_size": 16, "lora_id": None, "medium": "GPU"}  # fmt: skip
+        gone = range((b - 4) * per_batch, (b - 3) * per_batch) if b >= 4 else range(0)
+        events = [stored, *({"type": "BlockRemoved", "block_hashes": [h], "medium": "GPU"}
+                            for h in gone)]  # fmt: skip
+        ts = start + b / 1000
+        recorder.entry(MESSAGE, ts + 0.0002, [b"", b.to_bytes(8, "big"), encode([ts, events, 0])])
+    recorder.entry(FINISH, start + batches / 1000 + 1, [])
+    recorder.close()
+    return (batches - 4) * per_batch
+
+
+def bench_watch_from(reps: int, rows: list[Row], tmp: str, removals: int) -> None:
+    """``watch --from`` a recording, receipts to a file, as a whole process."""
+    recording = str(Path(tmp) / "watch.kvrec")
+    events = make_watch_recording(recording, removals)
+    out = Path(tmp) / "watch.jsonl"
+
+    def run() -> None:
+        out.unlink(missing_ok=True)
+        subprocess.run([*_kvreceipts(), "watch", "--from", recording, "-o", str(out), "-f",
+                        "table", "-q"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    times, cpu = [], []
+    for _ in range(max(1, reps)):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(_timed(run))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    lines = sum(1 for _ in out.open("rb"))
+    assert lines == events + 2, f"{lines} lines for {events} removals (+ open and close)"
+    rate = events / statistics.median(times)
+    # A busy machine stretches the wall time; the process's own CPU time says what it costs.
+    rows.append(Row(f"watch --from, {events:,} removal events, receipts to a file (process)",
+                    rate, "ev/s", ">= 100,000", rate >= 100_000,
+                    f"median of {len(times)}: {statistics.median(times):.2f} s wall, "
+                    f"{statistics.median(cpu):.2f} s CPU ({events / statistics.median(cpu):,.0f}"
+                    " ev/s of CPU time); load average "
+                    f"{os.getloadavg()[0]:.1f}"))  # fmt: skip
+
+
+def bench_watch_live(rows: list[Row], tmp: str, seconds: float, rate: int) -> None:
+    """A live publisher at ``rate`` batches/s of 8 events for ``seconds``: every batch is
+    processed or declared lost (engine_loss), none vanishes.
+    """
+    import orjson
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    publisher: Any = importlib.import_module("watch_publisher")  # the tests' engine stand-in
+    stored, removed = publisher.stored, publisher.removed
+
+    out = Path(tmp) / "live.jsonl"
+    out.unlink(missing_ok=True)
+    with publisher.Publisher() as pub:
+        proc = subprocess.Popen(
+            [*_kvreceipts(), "watch", pub.endpoint, "--replay-endpoint", str(pub.replay_endpoint),
+             "-o", str(out), "-f", "table", "-q", "--idle-timeout", "3"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        pub.wait_subscribed()
+        total = int(seconds * rate)
+        begin = time.perf_counter()
+        for n in range(total):
+            ahead = begin + n / rate - time.perf_counter()
+            if ahead > 0.001:
+                time.sleep(ahead)
+            new = [stored([4 * n + k]) for k in range(4)]
+            pub.batch([*new, *(removed([4 * (n - 1) + k]) for k in range(4) if n)])
+        sent_s = time.perf_counter() - begin
+        _, stderr = proc.communicate(timeout=600)
+    seen: set[int] = set()
+    declared: set[int] = set()
+    for line in out.open("rb"):
+        record = orjson.loads(line)
+        if record["kind"] == "engine_removal":
+            seen.add(record["engine_seq"])
+        elif record["kind"] == "engine_loss":
+            declared.update(range(record["first_engine_seq"], record["last_engine_seq"] + 1))
+    seen.add(0)  # the first batch removes nothing
+    vanished = total - len(seen | declared)
+    rows.append(Row(f"watch live: {rate:,} batches/s x 8 events for {seconds:g} s, lost",
+                    len(declared), "batch", "0 or declared", vanished == 0,
+                    f"{total:,} sent in {sent_s:.1f} s; {len(declared):,} declared lost, "
+                    f"{vanished:,} unaccounted; exit {proc.returncode}"
+                    + (f": {stderr.decode().strip().splitlines()[-1]}" if proc.returncode
+                       else "")))  # fmt: skip
+
+
 def render(rows: list[Row]) -> str:
     """The results as a plain-text table."""
     width = max(len(r.name) for r in rows)
@@ -419,8 +530,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller runs")
     parser.add_argument("--reps", type=int, default=0, help="repetitions per measure")
     parser.add_argument("--arena-requests", type=int, default=0)
-    parser.add_argument("--only", choices=["sweep"], help="run one group of measures")
+    parser.add_argument("--only", choices=["receipts", "sweep", "watch"],
+                        help="run one group of measures")  # fmt: skip
+    parser.add_argument("--watch", action="store_true",
+                        help="also the watch rows: --from over 1,000,000 removal events, and a "
+                        "live publisher for 30 s (--quick: 100,000 events, 5 s)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.only == "watch":
+        watch_rows = _watch_rows(args)
+        print(json.dumps([dataclasses.asdict(r) for r in watch_rows], indent=2) if args.json
+              else render(watch_rows))  # fmt: skip
+        return 0
     if not CONVERSATION.exists():
         print(f"error: {CONVERSATION} not found (the benchmarks read the real traces)",
               file=sys.stderr)  # fmt: skip
@@ -429,16 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     arena = args.arena_requests or (100_000 if args.quick else 1_000_000)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.only == "sweep":
+        if args.only != "sweep":
+            bench_paged(reps, rows, tmp)
+            bench_receipt_files(reps, rows, tmp)
+        if args.only is None:
+            bench_startup(reps, rows)
+            bench_memory(rows, tmp)
+            bench_arena(arena, rows, tmp)
+        if args.only in (None, "sweep"):
             bench_sweep(reps, rows, grid_reps=max(1, reps // 3))
-            print(render(rows))
-            return 0
-        bench_paged(reps, rows, tmp)
-        bench_receipt_files(reps, rows, tmp)
-        bench_startup(reps, rows)
-        bench_memory(rows, tmp)
-        bench_arena(arena, rows, tmp)
-        bench_sweep(reps, rows, grid_reps=max(1, reps // 3))
+    if args.watch:
+        rows += _watch_rows(args)
     if args.json:
         print(json.dumps({"reps": reps, "python": sys.version.split()[0], "cpu_count":
                           os.cpu_count(), "rows": [dataclasses.asdict(r) for r in rows]},
@@ -451,6 +572,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(render(rows))
     return 0
+
+
+def _watch_rows(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        removals = 100_000 if args.quick else WATCH_REMOVALS
+        bench_watch_from(args.reps or (1 if args.quick else 3), rows, tmp, removals)
+        bench_watch_live(rows, tmp, 5.0 if args.quick else 30.0, 20_000)
+    return rows
 
 
 if __name__ == "__main__":

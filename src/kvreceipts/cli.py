@@ -18,6 +18,7 @@ from kvreceipts.commands import stats as stats_command
 from kvreceipts.commands import sweep as sweep_command
 from kvreceipts.commands import validate as validate_command
 from kvreceipts.commands import verify as verify_command
+from kvreceipts.commands import watch as watch_command
 from kvreceipts.commands.output import Output
 from kvreceipts.errors import KvReceiptsError
 
@@ -122,6 +123,7 @@ app.command(epilog=sweep_command.EXAMPLES)(sweep_command.sweep)
 app.command(epilog=verify_command.EXAMPLES)(verify_command.verify)
 app.command(epilog=stats_command.EXAMPLES)(stats_command.stats)
 app.command(epilog=schema_command.EXAMPLES)(schema_command.schema)
+app.command(epilog=watch_command.EXAMPLES)(watch_command.watch)
 app.add_typer(config_command.app, name="config")
 app.command(epilog=validate_command.EXAMPLES)(validate_command.validate)
 

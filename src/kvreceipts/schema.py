@@ -543,3 +543,12 @@ def _short(value: object) -> str:
     """A value for a message, cut to a readable length (hostile input can be huge)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# A watched engine's receipt kinds (kvreceipts watch): registered here, so that every reader
+# of this module (verify, schema) knows them without the watch extra.
+from kvreceipts.engine.kinds import engine_kinds  # noqa: E402
+
+for _kind, _fields in engine_kinds(_f).items():
+    register_kind(_kind, _fields)
+KIND_NAMES = tuple(KINDS)

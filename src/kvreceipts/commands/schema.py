@@ -27,6 +27,11 @@ class Kind(StrEnum):
     eviction_batch = "eviction_batch"
     snapshot = "snapshot"
     loss = "loss"
+    engine_removal = "engine_removal"
+    engine_clear = "engine_clear"
+    engine_restore = "engine_restore"
+    engine_restart = "engine_restart"
+    engine_loss = "engine_loss"
     all = "all"
 
 

@@ -39,17 +39,27 @@ def stats(
     and after each eviction, as a chart over time. Reads schema /1 and /2, plain, gzip or zstd.
     Exit status: 0 summarized, 1 no records, 2 not a receipts file or unreadable.
     """
+    from kvreceipts.engine.figures import EngineFigures
     from kvreceipts.summarize import summarize_lines
 
     out = Output(json_mode=fmt is ReportFormat.json)
+    engine = EngineFigures()
     with open_receipts(path) as lines:
-        summary = summarize_lines(lines, path=path)
+        summary = summarize_lines(engine.tap(lines), path=path)
+        summary.truncated_tail |= lines.truncated_tail  # the tap hides the reader's flag
     if out.json_mode:
-        out.json(summary.to_dict(top))
+        document = summary.to_dict(top)
+        if engine.records:
+            document["engine"] = engine.to_dict()
+        out.json(document)
     elif summary.records or summary.unreadable_lines:
         from rich.console import Console
 
         out.show(*_render(summary, top, Console().width))
+        if engine.records:
+            from kvreceipts.commands.engine_stats import render_engine
+
+            out.show(render_engine(engine))
     if summary.truncated_tail:
         out.warn(f"{path}: the stream ends in a truncated tail (a torn last line or compressed "
                  "frame, as a killed writer leaves); everything before it was read")  # fmt: skip

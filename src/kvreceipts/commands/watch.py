@@ -1,0 +1,434 @@
+"""``kvreceipts watch``: receipts for what a real serving engine's KV cache removes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kvreceipts.commands.options import HmacKeyOption, QuietOption
+from kvreceipts.commands.output import Output
+from kvreceipts.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from rich.console import RenderableType
+
+    from kvreceipts.engine.core import WatchCore
+    from kvreceipts.engine.session import WatchResult
+    from kvreceipts.sinks.base import BaseSink
+
+__all__ = ["watch"]
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  kvreceipts watch tcp://gpu-host:5557 -o removals.jsonl
+  kvreceipts watch tcp://gpu-host:5557 --replay-endpoint tcp://gpu-host:5558 --format jsonl \\
+      | jq -c 'select(.kind=="engine_removal") | {block_hash, medium, residency_ms}'
+  kvreceipts watch tcp://gpu-host:5557 --metrics-port 9108 --record run.kvrec
+  kvreceipts watch --from run.kvrec -o again.jsonl
+"""
+
+MAX_REPORTED = 50
+"""Problem lines printed; later ones are only counted."""
+
+
+class WatchFormat(StrEnum):
+    """How ``watch`` prints."""
+
+    table = "table"
+    jsonl = "jsonl"
+
+
+class _Problems:
+    """Prints the first problems as one line each, counts the rest."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.count = 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.count <= MAX_REPORTED:
+            self.out.warn(message)
+        elif self.count == MAX_REPORTED + 1:
+            self.out.warn(f"more than {MAX_REPORTED} problems; the rest are only counted")
+
+
+def watch(
+    endpoint: Annotated[
+        str | None,
+        typer.Argument(
+            help="The engine's ZMQ PUB address, e.g. tcp://gpu-host:5557.", show_default=False
+        ),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Topic prefix to subscribe to (default: all).")] = "",
+    replay_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="The engine's replay (ROUTER) address: gaps are asked for there.",
+            show_default=False,
+        ),
+    ] = None,
+    replay_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a replay answer.", min=0.01)
+    ] = 2.0,
+    regret_window: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: a block stored again this soon after its removal is counted as regret.",
+            min=0,
+            show_default="60, or the recording's",
+        ),
+    ] = None,
+    fmt: Annotated[
+        WatchFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table (a live view) or jsonl (receipts on stdout).",
+            show_default="table on a terminal, jsonl otherwise",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the receipts to this JSONL file.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "--append",
+            help="-o FILE exists: add this run after the runs in it.",
+            show_default=False,
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="-o FILE exists: replace it.", show_default=False)
+    ] = False,
+    http_sink: Annotated[
+        str | None,
+        typer.Option(
+            help="Also POST receipts (JSON lines, batched) to this URL.", show_default=False
+        ),
+    ] = None,
+    hmac_key_file: HmacKeyOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port (0: any free port).",
+            min=0,
+            max=65535,
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds.")] = (
+        "127.0.0.1"
+    ),
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop after this many seconds without a message.", min=0, show_default=False
+        ),
+    ] = None,
+    max_batches: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many batches.", min=1, show_default=False),
+    ] = None,
+    allow_loss: Annotated[
+        bool, typer.Option("--allow-loss", help="Exit 0 even when batches were lost.")
+    ] = False,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also keep the raw frames in this file (replay it with --from).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Re-read a recording made by --record instead of a socket.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    queue_size: Annotated[
+        int, typer.Option(help="Messages held between the socket and the receipts.", min=1)
+    ] = 10_000,
+    quiet: QuietOption = False,
+) -> None:
+    """Watch a serving engine's KV-cache events (vLLM, SGLang) and write one sealed receipt
+    per removed block.
+
+    Subscribes to the engine's ZMQ event stream, keeps what each engine holds, and writes
+    engine_removal, engine_clear, engine_restore, engine_restart and engine_loss receipts.
+    Stops on Ctrl-C / SIGTERM, --idle-timeout or --max-batches; exits 1 if batches were lost
+    (unless --allow-loss).
+    """
+    from kvreceipts import engine
+
+    if (endpoint is None) == (source is None):
+        raise UsageError(
+            "give an ENDPOINT to watch, or --from RECORDING, not both"
+            if endpoint
+            else "give an ENDPOINT to watch (or --from RECORDING)"
+        )
+    if source is not None:
+        for name, value in (("--record", record), ("--replay-endpoint", replay_endpoint),
+                            ("--metrics-port", metrics_port)):  # fmt: skip
+            if value is not None:
+                raise UsageError(f"{name} is for live watches, not --from")
+        engine.require("msgspec")
+    else:
+        from kvreceipts.engine.live import check_endpoint
+
+        assert endpoint is not None
+        engine.require("zmq", "msgspec", *(["prometheus_client"] if metrics_port is not None
+                                           else []))  # fmt: skip
+        check_endpoint(endpoint)
+        if replay_endpoint is not None:
+            check_endpoint(replay_endpoint, "--replay-endpoint")
+    _check_output(output, append=append, force=force)
+    chosen = fmt or (WatchFormat.table if Output().stdout_is_terminal else WatchFormat.jsonl)
+    out = Output(quiet=quiet)
+    from kvreceipts.chain import read_hmac_key
+
+    key = read_hmac_key(hmac_key_file) if hmac_key_file else None
+    problems = _Problems(out)
+    sinks = _sinks(out, chosen, output, http_sink, append=append)
+    from kvreceipts.sinks import FanoutSink
+
+    sink = sinks[0] if len(sinks) == 1 else FanoutSink(sinks)  # one sink: no fan-out cost
+    if source is not None:
+        from kvreceipts.engine.session import watch_recording
+
+        result = watch_recording(str(source), sink, key=key, regret_window_s=regret_window,
+                                 report=problems, max_batches=max_batches)  # fmt: skip
+    else:
+        from kvreceipts.engine.session import DEFAULT_REGRET_WINDOW_S, WatchOptions
+
+        assert endpoint is not None
+        options = WatchOptions(
+            endpoint=endpoint, topic=topic, replay_endpoint=replay_endpoint,
+            replay_timeout_s=replay_timeout,
+            regret_window_s=DEFAULT_REGRET_WINDOW_S if regret_window is None else regret_window,
+            idle_timeout_s=idle_timeout, max_batches=max_batches, queue_size=queue_size,
+            record=str(record) if record else None, metrics_host=metrics_host,
+            metrics_port=metrics_port,
+        )  # fmt: skip
+        result = _run_live(options, sink, key, out, chosen, problems)
+    _report(out, chosen, result, sinks, problems.count)
+    if result.lost_batches and not allow_loss:
+        out.error(f"{result.lost_batches:,} engine batch(es) lost (see the engine_loss "
+                  "receipts); --allow-loss accepts that")  # fmt: skip
+        raise typer.Exit(1)
+
+
+def _check_output(output: Path | None, *, append: bool, force: bool) -> None:
+    """``-o`` never overwrites by accident (as ``simulate``)."""
+    if append and force:
+        raise UsageError("--append and --force contradict each other; give one")
+    if output is None:
+        if append or force:
+            raise UsageError("--append and --force are for -o FILE")
+        return
+    if output.is_file() and not (append or force):
+        raise UsageError(f"-o {output}: the file exists; --append adds this run after the "
+                         "runs in it, --force replaces it")  # fmt: skip
+
+
+def _sinks(
+    out: Output, fmt: WatchFormat, output: Path | None, http_sink: str | None, *, append: bool
+) -> list[BaseSink]:
+    from kvreceipts.commands.receipt_sinks import StdoutSink
+    from kvreceipts.sinks import JsonlSink
+
+    sinks: list[BaseSink] = []
+    if fmt is WatchFormat.jsonl:
+        sinks.append(StdoutSink(out))
+    if output is not None:
+        try:
+            file_sink = JsonlSink(output, flush="batch", append=append)
+        except OSError as exc:
+            raise UsageError(f"{output}: cannot write the receipts file: {exc.strerror}") from None
+        file_sink.name = f"file {output}"
+        sinks.append(file_sink)
+    if http_sink:
+        from kvreceipts.sinks import HttpSink
+
+        sinks.append(HttpSink(http_sink))
+    return sinks
+
+
+def _run_live(
+    options: Any, sink: BaseSink, key: bytes | None, out: Output, fmt: WatchFormat,
+    problems: _Problems,
+) -> WatchResult:  # fmt: skip
+    from kvreceipts.engine.session import watch_live
+
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    def ready(metrics: Any) -> None:
+        if metrics is not None:
+            out.note(f"metrics: http://{options.metrics_host}:{metrics.port}/metrics")
+        out.note(f"watching {options.endpoint}" + (f" (topic {options.topic!r})"
+                 if options.topic else "") + "; Ctrl-C stops")  # fmt: skip
+
+    with _signals(on_signal), _live_view(out, fmt) as tick:
+        return watch_live(options, sink, stop=stop, key=key, report=problems, tick=tick,
+                          ready=ready)  # fmt: skip
+
+
+class _signals:  # noqa: N801 - used as a context manager, like a function
+    """SIGINT and SIGTERM stop the watch cleanly (the old handlers come back afterwards)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.old[signum] = signal.signal(signum, self.handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, old in self.old.items():
+            signal.signal(signum, old)
+
+
+class _live_view:  # noqa: N801 - used as a context manager, like a function
+    """In table mode, a live view on stdout, redrawn at each tick of the watch."""
+
+    def __init__(self, out: Output, fmt: WatchFormat) -> None:
+        self.out = out
+        self.enabled = fmt is WatchFormat.table and out.stdout_is_terminal
+        self.live: Any = None
+        self.started = time.monotonic()
+        self.last: tuple[float, int] | None = None
+        self.rate = 0.0
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(), auto_refresh=False, transient=True)
+        self.live.start()
+        return self.tick
+
+    def tick(self, core: WatchCore, sub: Any) -> None:
+        now = time.monotonic()
+        events = sum(sum(s.events.values()) for s in core.engines.values())
+        if self.last is not None and now > self.last[0]:
+            self.rate = (events - self.last[1]) / (now - self.last[0])
+        self.last = (now, events)
+        self.live.update(_view(core, self.rate, sub.dropped, now - self.started), refresh=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _view(core: WatchCore, rate: float, dropped: int, elapsed: float) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title=f"watching · {elapsed:,.0f} s · {rate:,.0f} events/s"
+                  + (f" · {dropped:,} dropped by the queue" if dropped else ""),
+                  title_justify="left")  # fmt: skip
+    for name in ("topic", "last seq", "batches", "resident by medium", "removed", "gaps",
+                 "lost", "regret", "restarts"):  # fmt: skip
+        table.add_column(name, justify="left" if name in ("topic", "resident by medium")
+                         else "right")  # fmt: skip
+    for row in _rows(core):
+        table.add_row(*row)
+    if not core.engines:
+        table.caption = "no message yet"
+    return table
+
+
+def _rows(core: WatchCore) -> Iterator[list[str]]:
+    for state in core.engines.values():
+        resident = ", ".join(f"{m} {n:,}" for m, n in sorted(state.resident_by_medium.items()) if n)
+        yield [
+            state.topic or "''",
+            "-" if state.last_seq is None else f"{state.last_seq:,}",
+            f"{state.batches:,}",
+            resident or "-",
+            f"{sum(state.removals.values()):,}",
+            f"{state.gaps:,}",
+            f"{state.lost_batches:,}",
+            f"{sum(state.regret.values()):,}",
+            f"{state.restarts:,}",
+        ]
+
+
+def _summary(result: WatchResult, sinks: list[BaseSink], problems: int) -> RenderableType:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    core = result.core
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    source = result.header.get("endpoint") or "-"
+    grid.add_row("source", f"{source}" + (f" (topic {result.header['topic']!r})"
+                 if result.header.get("topic") else ""))  # fmt: skip
+    grid.add_row("stopped by", result.stopped_by)
+    handled = sum(s.batches for s in core.engines.values())
+    recovered = sum(s.recovered_batches for s in core.engines.values())
+    grid.add_row("batches", f"{handled:,} processed ({recovered:,} recovered by replay), "
+                 f"{core.bad_messages:,} malformed messages")  # fmt: skip
+    grid.add_row("lost", f"{result.lost_batches:,} batches"
+                 + (f"; {result.queue_dropped:,} dropped by the queue"
+                    if result.queue_dropped else ""))  # fmt: skip
+    delivered = "; ".join(f"{s.name}: {s.counters.delivered:,} delivered"
+                          + (f", {s.counters.failed:,} failed" if s.counters.failed else "")
+                          for s in sinks)  # fmt: skip
+    grid.add_row("receipts", f"{result.receipts:,}" + (f" ({delivered})" if delivered else ""))
+    grid.add_row("chain head", result.writer.last_digest)
+    if problems:
+        grid.add_row("problems", f"{problems:,} (see the warnings above)")
+    grid.add_row("duration", f"{result.duration_s:,.2f} s")
+    table = Table(box=None)
+    for name in ("topic", "last seq", "batches", "resident by medium", "removed", "gaps",
+                 "lost", "regret", "restarts"):  # fmt: skip
+        table.add_column(name)
+    for row in _rows(core):
+        table.add_row(*row)
+    title = f"watch · run {result.run_id[:12]}"
+    body = Group(grid, table) if core.engines else grid
+    return Panel(body, title=title, title_align="left", expand=False)
+
+
+def _report(
+    out: Output, fmt: WatchFormat, result: WatchResult, sinks: list[BaseSink], problems: int
+) -> None:
+    panel = _summary(result, sinks, problems)
+    if fmt is WatchFormat.table:
+        out.show(panel)
+    else:
+        out.flush()
+        out.note(panel)
+    if result.torn_recording:
+        out.warn("the recording ended mid-entry; the receipts cover what was whole")

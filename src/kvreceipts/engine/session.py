@@ -1,0 +1,303 @@
+"""One watch from start to stop: live from a ZMQ endpoint, or offline from a recording.
+
+Both build the same :class:`~kvreceipts.engine.core.WatchCore` and feed it the same inputs, so
+a recording replays to the same receipts byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kvreceipts.engine.core import WatchCore
+from kvreceipts.engine.live import collect_replies
+from kvreceipts.engine.recording import (
+    DROP,
+    END,
+    FINISH,
+    MESSAGE,
+    REPLY,
+    Recorder,
+    RecordingReader,
+)
+from kvreceipts.engine.writer import RunWriter
+from kvreceipts.errors import InputError
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable, Iterator
+
+    from kvreceipts.engine.core import Recovered
+    from kvreceipts.engine.recording import Entry
+    from kvreceipts.sinks.base import BaseSink
+
+__all__ = ["WatchOptions", "WatchResult", "watch_live", "watch_recording"]
+
+DEFAULT_REGRET_WINDOW_S = 60.0
+WORKLOAD = ("endpoint", "topic", "replay_endpoint", "regret_window_s")
+"""What the open record says a watch watches (``workload``)."""
+
+
+@dataclass(slots=True)
+class WatchOptions:
+    """What to watch and when to stop."""
+
+    endpoint: str = ""
+    topic: str = ""
+    replay_endpoint: str | None = None
+    replay_timeout_s: float = 2.0
+    regret_window_s: float = DEFAULT_REGRET_WINDOW_S
+    idle_timeout_s: float | None = None
+    max_batches: int | None = None
+    queue_size: int = 10_000
+    record: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    tick_s: float = 0.25
+
+
+@dataclass(slots=True)
+class WatchResult:
+    """How a watch went."""
+
+    run_id: str
+    core: WatchCore
+    writer: RunWriter
+    stopped_by: str
+    """signal, idle, max-batches, end of recording."""
+    duration_s: float
+    received: int = 0
+    queue_dropped: int = 0
+    torn_recording: bool = False
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lost_batches(self) -> int:
+        """Batches declared lost (engine_loss records)."""
+        return self.core.lost_batches
+
+    @property
+    def receipts(self) -> int:
+        """Receipts written."""
+        return self.writer.next_seq
+
+
+def _core(
+    *,
+    header: dict[str, Any],
+    sink: BaseSink,
+    key: bytes | None,
+    regret_window_s: float,
+    recover: Callable[[bytes, int, int], list[Recovered]] | None,
+    report: Callable[[str], None],
+) -> tuple[WatchCore, RunWriter]:
+    writer = RunWriter(sink, run_id=header["run_id"], start_s=header["start_s"], key=key)
+    core = WatchCore(writer, regret_window_s=regret_window_s, recover=recover, report=report)
+    writer.open(workload={name: header.get(name) for name in WORKLOAD})
+    return core, writer
+
+
+def _close(core: WatchCore, writer: RunWriter, end_s: float) -> None:
+    """Losses our queue left at the end, then the close record."""
+    core.finish(end_s)
+    engines = core.engines.values()
+    writer.close(
+        end_s,
+        resident_blocks=sum(len(s.resident) for s in engines),
+        removals=sum(sum(s.removals.values()) for s in engines),
+    )
+
+
+def watch_live(
+    options: WatchOptions,
+    sink: BaseSink,
+    *,
+    stop: threading.Event,
+    key: bytes | None = None,
+    report: Callable[[str], None] | None = None,
+    tick: Callable[[WatchCore, Any], None] | None = None,
+    ready: Callable[[Any], None] | None = None,
+) -> WatchResult:
+    """Subscribe to ``options.endpoint`` until ``stop`` is set, the idle timeout passes or
+    ``max_batches`` messages were handled. ``tick(core, subscriber)`` runs every
+    ``tick_s``; ``ready(metrics_server or None)`` once the sockets are up.
+    """
+    import zmq
+
+    from kvreceipts.engine.live import ReplayClient, Subscriber
+
+    say = report or (lambda _message: None)
+    started = time.time()
+    run_id = uuid.uuid4().hex
+    header: dict[str, Any] = {
+        "run_id": run_id,
+        "start_s": started,
+        "source": "watch",
+        "endpoint": options.endpoint,
+        "topic": options.topic,
+        "replay_endpoint": options.replay_endpoint,
+        "regret_window_s": options.regret_window_s,
+    }
+    recorder = Recorder(options.record, header) if options.record else None
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    replay = (
+        ReplayClient(context, options.replay_endpoint, timeout_s=options.replay_timeout_s,
+                     report=say, recorder=recorder)
+        if options.replay_endpoint else None
+    )  # fmt: skip
+    core, writer = _core(header=header, sink=sink, key=key, regret_window_s=options.regret_window_s,
+                         recover=replay, report=say)  # fmt: skip
+    sub = Subscriber(context, options.endpoint, options.topic.encode(), options.queue_size)
+    metrics = None
+    try:
+        if options.metrics_port is not None:
+            from kvreceipts.engine.metrics import MetricsServer
+
+            metrics = MetricsServer(core, options.metrics_host, options.metrics_port,
+                                    dropped=lambda: sub.dropped)  # fmt: skip
+        sub.start()
+        if ready is not None:
+            ready(metrics)
+        stopped_by = _loop(options, core=core, sub=sub, stop=stop, recorder=recorder, tick=tick)
+    finally:
+        sub.stop.set()
+        sub.join()
+        if metrics is not None:
+            metrics.close()
+        context.term()
+    end = time.time()
+    _feed_drops(core, sub, recorder)
+    if recorder is not None:
+        recorder.entry(FINISH, end, [])
+        recorder.close()
+    _close(core, writer, end)
+    return WatchResult(header["run_id"], core, writer, stopped_by, end - started,
+                       received=sub.received, queue_dropped=sub.dropped,
+                       header=header)  # fmt: skip
+
+
+def _feed_drops(core: WatchCore, sub: Any, recorder: Recorder | None) -> None:
+    for topic, first, last in sub.take_drops():
+        if recorder is not None:
+            recorder.entry(DROP, 0.0, [topic, first.to_bytes(8, "big"), last.to_bytes(8, "big")])
+        core.dropped(topic, first, last)
+
+
+def _loop(
+    options: WatchOptions,
+    *,
+    core: WatchCore,
+    sub: Any,
+    stop: threading.Event,
+    recorder: Recorder | None,
+    tick: Callable[[WatchCore, Any], None] | None,
+) -> str:
+    get = sub.queue.get
+    idle = options.idle_timeout_s
+    limit = options.max_batches
+    record = recorder.entry if recorder is not None else None
+    last_message = next_tick = time.monotonic()
+    while True:
+        if stop.is_set():
+            reason = "signal"
+            break
+        now = time.monotonic()
+        if tick is not None and now >= next_tick:
+            tick(core, sub)
+            next_tick = now + options.tick_s
+        if sub.dropped:
+            _feed_drops(core, sub, recorder)
+        chunk = get(0.05)
+        if not chunk:
+            if idle is not None and time.monotonic() - last_message >= idle:
+                return "idle"
+            continue
+        last_message = time.monotonic()
+        for frames, at_s in chunk:
+            if record is not None:
+                record(MESSAGE, at_s, frames)
+            core.message(frames, at_s)
+            if limit is not None and core.messages >= limit:
+                return "max-batches"
+    # Stopped by a signal: what was already received is handled, then the watch ends.
+    while chunk := get(None):
+        for frames, at_s in chunk:
+            if record is not None:
+                record(MESSAGE, at_s, frames)
+            core.message(frames, at_s)
+    return reason
+
+
+def watch_recording(
+    path: str,
+    sink: BaseSink,
+    *,
+    key: bytes | None = None,
+    regret_window_s: float | None = None,
+    report: Callable[[str], None] | None = None,
+    max_batches: int | None = None,
+) -> WatchResult:
+    """Re-read a recording made by ``watch --record``: the same receipts as the live run."""
+    say = report or (lambda _message: None)
+    reader = RecordingReader(path)
+    header = reader.header
+    try:
+        window = (
+            regret_window_s
+            if regret_window_s is not None
+            else float(header.get("regret_window_s", DEFAULT_REGRET_WINDOW_S))
+        )
+        entries = reader.entries()
+        recover = _recorded_replay(entries, path, say) if header.get("replay_endpoint") else None
+        core, writer = _core(header=header, sink=sink, key=key, regret_window_s=window,
+                             recover=recover, report=say)  # fmt: skip
+        started = time.perf_counter()
+        end_s: float | None = None
+        stopped_by = "end of recording"
+        for entry in entries:
+            kind = entry.type
+            if kind == MESSAGE:
+                core.message(entry.frames, entry.at_s)
+                if max_batches is not None and core.messages >= max_batches:
+                    stopped_by = "max-batches"
+                    break
+            elif kind == DROP and len(entry.frames) == 3:
+                topic, first, last = entry.frames
+                core.dropped(topic, int.from_bytes(first, "big"), int.from_bytes(last, "big"))
+            elif kind == FINISH:
+                end_s = entry.at_s
+                break
+            else:
+                raise InputError(f"unexpected entry {kind!r} in the recording", path=path)
+        if end_s is None:
+            if reader.torn:
+                say(f"{path}: the recording ends mid-entry (the watch was killed); "
+                    "replayed what is whole")  # fmt: skip
+            end_s = writer.at_s
+        _close(core, writer, end_s)
+    finally:
+        reader.close()
+    return WatchResult(header["run_id"], core, writer, stopped_by,
+                       time.perf_counter() - started, received=core.messages,
+                       torn_recording=reader.torn, header=header)  # fmt: skip
+
+
+def _recorded_replay(
+    entries: Iterator[Entry], path: str, report: Callable[[str], None]
+) -> Callable[[bytes, int, int], list[Recovered]]:
+    """Answers replay requests from the recording: the replies recorded after the message."""
+
+    def recover(topic: bytes, first: int, last: int) -> list[Recovered]:
+        del first  # the recording holds the answer to the request the live run made
+        replies: list[tuple[list[bytes], float]] = []
+        for entry in entries:
+            if entry.type == END:
+                return collect_replies(replies, topic, last, report)
+            if entry.type != REPLY:
+                break
+            replies.append((entry.frames, entry.at_s))
+        raise InputError("the recording lacks the replay answer the watch asked for", path=path)
+
+    return recover
