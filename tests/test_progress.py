@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from kvreceipts.commands.simulate import progress_bar
+from kvreceipts.commands.simulate_report import progress_bar
 from kvreceipts.config import CachingConfig, SimulationConfig
 from kvreceipts.simulation import plan_simulation
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,18 +19,14 @@ from kvreceipts.commands.options import (
     QuietOption,
     ReceiptFormat,
 )
-from kvreceipts.commands.output import Output, human_bytes
+from kvreceipts.commands.output import Output
+from kvreceipts.commands.simulate_report import progress, report, report_losses
 from kvreceipts.config import LoadedConfig, check_capacity_mb, load_config
 from kvreceipts.errors import InputError, UsageError
 from kvreceipts.policies import POLICIES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
-    from rich.table import Table
-
-    from kvreceipts.receipts import Receipt
-    from kvreceipts.simulation import Plan, RunResult
+    from kvreceipts.simulation import Plan
     from kvreceipts.sinks.base import BaseSink
 
 __all__ = ["simulate"]
@@ -95,13 +90,6 @@ _SIM_OPTIONS = {
     "prefill_ms_per_token": "--prefill-ms-per-token", "strict_time": "--strict-time",
     "layout": "--layout", "pin_admitting": "--pin",
 }  # fmt: skip
-
-REJECTION_REASONS = {
-    "too_large": "larger than the whole cache",
-    "all_pinned": "all blocks pinned",
-    "no_contiguous_space": "no contiguous space",
-}
-"""How the summary says each reason of ``requests.rejected_by_reason``."""
 
 
 def _merge(
@@ -190,155 +178,6 @@ def _sinks(
         tracing.logger.setLevel(logging.INFO)
         sinks.append(tracing)
     return sinks, stop
-
-
-def _receipt_table(kept: list[Receipt], total: int, paged: bool) -> Table:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title="KV eviction receipts", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)  # fmt: skip
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("reason", no_wrap=True)
-    table.add_column("session", overflow="fold", min_width=8)
-    table.add_column("trigger", overflow="fold", min_width=8)
-    # Paged entries are blocks: their count sits at capacity, so the column would say nothing.
-    columns = ("block hash", "size", "used") if paged else ("offset", "size", "used", "entries")
-    for name in columns:
-        table.add_column(name, justify="right", no_wrap=True)
-    from kvreceipts.receipts import as_receipt
-
-    for record in kept:
-        table.add_row(*_receipt_row(as_receipt(record), paged))
-    more = total - len(kept)
-    if more > 0:
-        table.caption = f"… {more:,} more (--limit N shows more; --format jsonl prints all)"
-    elif not total:
-        table.caption = "no receipts: nothing was evicted"
-    return table
-
-
-def _receipt_row(record: Any, paged: bool) -> list[str]:
-    kind = record.kind
-    if kind == "eviction":
-        where = str(record.block_hash) if paged else human_bytes(record.block_offset)
-        return [
-            str(record.seq), str(record.reason), record.session_id,
-            record.trigger_session_id or "-", where, human_bytes(record.block_size_bytes),
-            human_bytes(record.after.used_bytes), f"{record.after.total_sessions:,}",
-        ][: 7 if paged else 8]  # fmt: skip
-    if kind == "eviction_batch":
-        row = [
-            str(record.seq),
-            "round",
-            f"{record.count} evicted",
-            "",
-            "",
-            human_bytes(record.total_bytes_freed),
-            human_bytes(record.pool_used_after),
-            "",
-        ]
-    elif kind == "snapshot":
-        row = [
-            str(record.seq),
-            "snapshot",
-            f"as of seq {record.as_of_seq if record.as_of_seq is not None else '-'}",
-            "",
-            "",
-            "",
-            human_bytes(record.pool_used),
-            f"{record.active_sessions:,}",
-        ]
-    else:
-        row = [str(record.seq), kind, "", "", "", "", "", ""]
-    return row[: 7 if paged else 8]
-
-
-def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
-    from rich.panel import Panel
-    from rich.table import Table
-
-    stats = result.stats
-    assert stats is not None
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("requests", f"{result.requests:,} ({result.admitted:,} admitted"
-                 f"{_rejections_text(result)})")  # fmt: skip
-    lookups = "block lookups" if plan.allocator == "paged" else "lookups"
-    grid.add_row(lookups, f"{stats.cache_hits:,} hits, {stats.cache_misses:,} misses "
-                 f"(hit rate {stats.hit_rate:.1%})")  # fmt: skip
-    grid.add_row("evictions", f"{result.evictions:,} ({human_bytes(result.bytes_freed)} freed)")
-    grid.add_row("memory", f"peak {human_bytes(result.peak_used_bytes)} of "
-                 f"{human_bytes(stats.total_bytes)}; at the end {human_bytes(stats.used_bytes)}, "
-                 f"pool efficiency {stats.memory_pool_efficiency:.3f}")  # fmt: skip
-    if plan.caching.enable_receipts:
-        delivered = "; ".join(f"{s.name}: {_counters_text(s)}" for s in sinks)
-        grid.add_row("receipts", f"{result.receipts:,}" + (f" ({delivered})" if delivered else ""))
-    else:
-        grid.add_row("receipts", "off")
-    grid.add_row("simulated", f"{result.sim_time_ms / 1000:,.1f} s, "
-                 f"{result.requests_per_second:,.1f} req/s, mean latency "
-                 f"{result.average_latency_ms:,.1f} ms")  # fmt: skip
-    if result.skipped_lines:
-        grid.add_row("skipped", f"{result.skipped_lines:,} bad trace lines")
-    sim = plan.simulation
-    title = (f"{Path(plan.workload).name} · {plan.allocator} · {sim.policy} · {plan.sizing.name} "
-             f"· run {plan.run_id[:12]}")  # fmt: skip
-    return Panel(grid, title=title, title_align="left", expand=False)
-
-
-def _rejections_text(result: RunResult) -> str:
-    """``, 386 rejected: larger than the whole cache`` (each reason with its count when
-    there are several).
-    """
-    if not result.rejected:
-        return ""
-    reasons = result.rejected_by_reason
-    if len(reasons) == 1:
-        (reason,) = reasons
-        return f", {result.rejected:,} rejected: {REJECTION_REASONS.get(reason, reason)}"
-    parts = [f"{n:,} {REJECTION_REASONS.get(k, k)}" for k, n in reasons.items()]
-    return f", {result.rejected:,} rejected: {'; '.join(parts)}"
-
-
-def _counters_text(sink: Any) -> str:
-    c = sink.counters
-    parts = [f"{c.delivered:,} delivered"]
-    parts += [f"{n:,} {k}" for k, n in (("dropped", c.dropped), ("failed", c.failed)) if n]
-    return ", ".join(parts)
-
-
-def _summary_document(plan: Plan, result: RunResult, sinks: list[Any]) -> dict[str, Any]:
-    stats = result.stats
-    return {
-        "run_id": plan.run_id,
-        "config": {
-            "caching": plan.caching.to_dict(),
-            "simulation": dataclasses.asdict(plan.simulation),
-        },
-        "workload": plan.describe(),
-        "stats": stats.to_dict() if stats is not None else None,
-        "requests": {
-            "total": result.requests,
-            "admitted": result.admitted,
-            "rejected": result.rejected,
-            "rejected_by_reason": result.rejected_by_reason,
-            "skipped_lines": result.skipped_lines,
-            "backwards_timestamps": plan.trace_stats.backwards if plan.trace_stats else 0,
-        },
-        "evictions": result.evictions,
-        "bytes_freed": result.bytes_freed,
-        "peak_used_bytes": result.peak_used_bytes,
-        "receipts": result.receipts,
-        "sinks": {s.name: s.counters.to_dict() for s in sinks if hasattr(s, "counters")},
-        "last_digest": result.last_digest,
-        "performance": {
-            "average_requests_per_second": result.requests_per_second,
-            "average_latency_ms": result.average_latency_ms,
-        },
-        "duration_s": round(result.sim_time_ms / 1000.0, 6),
-    }
 
 
 def simulate(
@@ -597,137 +436,17 @@ def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: boo
         sinks, stop = _sinks(plan, out, fmt, limit, append=append)
         sink = FanoutSink(sinks)
     manager = build_manager(plan, sink=sink, hmac_key=key)
-    with _progress(out, plan) as progress:
+    with progress(out, plan) as advance:
         result = run_simulation(
             manager,
             plan.requests(),
             prefill_ms_per_token=sim.prefill_ms_per_token,
             decode_ms_per_token=sim.decode_ms_per_token,
             trace_stats=plan.trace_stats,
-            progress=progress,
+            progress=advance,
             stop=stop,
         )
     manager.shutdown()
     result.last_digest = manager.last_digest  # the close record's: the run's anchor
-    _report(plan, out, fmt, result, sinks)
-    return _report_losses(out, sinks)
-
-
-def _report_losses(out: Output, sinks: list[BaseSink]) -> int:
-    """One line per sink that dropped or failed to deliver receipts."""
-    lossy = 0
-    for sink in sinks:
-        if sink.name in ("table", "stdout"):
-            continue  # a closed stdout ends the run on purpose
-        c = sink.counters
-        lost = c.dropped + c.failed
-        if lost:
-            lossy += 1
-            out.error(f"sink {sink.name} lost {lost:,} of {c.accepted:,} records ({c.dropped:,} "
-                      f"dropped, {c.failed:,} failed); --allow-sink-loss accepts this")  # fmt: skip
-    return lossy
-
-
-@contextmanager
-def _progress(out: Output, plan: Plan) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr, only when stderr is a terminal and not --quiet."""
-    if out.quiet or not out.err.is_terminal:
-        yield None
-        return
-    bar, update = progress_bar(out.err, plan)
-    with bar:
-        yield update
-
-
-def progress_bar(console: Any, plan: Plan) -> tuple[Any, Callable[[int], None]]:
-    """The bar and its update function (called with the requests done so far). A trace's
-    total is its size on disk and its progress the bytes read (compressed ones too), so the
-    ETA holds from the start; a synthetic workload counts requests. At most 80 columns.
-    """
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    # Bytes for a whole trace; requests for a synthetic workload or a trace cut by --requests.
-    stats = plan.trace_stats if not plan.simulation.requests else None
-    name = Path(plan.workload).name if plan.workload != "-" else "stdin"
-    name = name if len(name) <= 20 else name[:19] + "…"
-    size = _file_size(plan.workload) if stats is not None else None
-    amount = DownloadColumn() if stats is not None else MofNCompleteColumn()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16),
-                   TaskProgressColumn(), amount, TextColumn("{task.fields[requests]}"),
-                   TimeRemainingColumn(), console=console, transient=True,
-                   expand=False)  # fmt: skip
-    total = size if stats is not None else plan.simulation.requests or 2000
-    task = bar.add_task(name, total=total, requests="")
-
-    def update(done: int) -> None:
-        completed = stats.bytes_read if stats is not None else done
-        bar.update(task, completed=completed, requests=f"{done:,} req")
-
-    return bar, update
-
-
-def _file_size(path: str) -> int | None:
-    try:
-        return Path(path).stat().st_size if path != "-" else None
-    except OSError:
-        return None
-
-
-def _report(
-    plan: Plan, out: Output, fmt: ReceiptFormat, result: RunResult, sinks: list[BaseSink]
-) -> None:
-    shown = [s for s in sinks if s.name != "table"]
-    for line in result.skip_errors:
-        out.warn(f"skipped {line}")
-    if result.skipped_lines > len(result.skip_errors):
-        out.warn(f"… {result.skipped_lines - len(result.skip_errors):,} more bad lines skipped")
-    for note in _trace_notes(plan):
-        out.note(note)
-    if fmt is ReceiptFormat.json:
-        out.json(_summary_document(plan, result, shown))
-        return
-    panel = _summary_panel(plan, result, shown)
-    # The chain head in full, on a line of its own: a panel would cut it at 80 columns.
-    head = f"chain head  {result.last_digest}" if plan.caching.enable_receipts else None
-    if fmt is ReceiptFormat.table:
-        table = next((s for s in sinks if s.name == "table"), None)
-        kept = getattr(table, "kept", [])
-        if plan.caching.enable_receipts:
-            out.show(_receipt_table(kept, result.receipts, plan.allocator == "paged"))
-        out.show(panel)
-        if head:
-            out.show(head)
-    else:
-        out.flush()
-        if out.closed:  # `| head -1`: one line about the pipe, not the summary
-            out.note(f"stdout was closed after {result.requests:,} requests; the run stopped "
-                     "there")  # fmt: skip
-            return
-        out.note(panel)
-        if head:
-            out.note(head)
-    out.note(f"[dim]ran in {result.duration_s:.2f} s[/dim]")
-
-
-def _trace_notes(plan: Plan) -> list[str]:
-    """What a reader of the summary should know about the trace itself."""
-    notes = []
-    stats = plan.trace_stats
-    if stats is not None and stats.backwards:
-        rows = "row goes" if stats.backwards == 1 else "rows go"
-        notes.append(
-            f"note: {stats.backwards:,} trace {rows} back in time, served in file "
-            f"order (first: {stats.first_backwards}); --strict-time refuses them"
-        )
-    if plan.trace_format == "azure":
-        notes.append("note: Azure traces carry no prefix hashes or session ids: every request "
-                     "is new to the cache, so every lookup misses by construction")  # fmt: skip
-    return notes
+    report(plan, out, fmt, result, sinks)
+    return report_losses(out, sinks)
