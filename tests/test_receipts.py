@@ -192,7 +192,7 @@ def unsigned(line: bytes) -> bytes:
 
 def test_the_samples_are_named() -> None:
     assert len(samples()) == len(SAMPLE_IDS)
-    assert {type(r).kind for r in samples()} == set(KINDS)
+    assert {type(r).kind for r in samples()} == {k for k in KINDS if not k.startswith("engine_")}
 
 
 @pytest.mark.parametrize("index", range(len(SAMPLE_IDS)), ids=SAMPLE_IDS)

@@ -23,6 +23,8 @@ EXAMPLES = """
 class Kind(StrEnum):
     """Receipt kinds, or all of them."""
 
+    open = "open"
+    close = "close"
     eviction = "eviction"
     eviction_batch = "eviction_batch"
     snapshot = "snapshot"

@@ -98,7 +98,8 @@ class HttpSink(BaseSink):
         with self._cond:
             if self._closing:
                 raise RuntimeError("the HTTP sink is closed")
-            if len(self._buffer) >= self.max_buffer:
+            # A run's open and close records always get room: the close is the run's anchor.
+            if len(self._buffer) >= self.max_buffer and record.kind not in ("open", "close"):
                 self._loss.drop(record)
                 self.count("dropped")
                 return
