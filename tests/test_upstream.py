@@ -12,12 +12,15 @@ from kvreceipts import CachingConfig, KVCacheManager
 
 
 @pytest.mark.needs("receipts")
-def emits_eviction_receipt_with_correct_payload() -> None:
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
+def emits_eviction_receipt_with_correct_payload(layout: str) -> None:
     from kvreceipts.receipts import KvEvictionReport
     from kvreceipts.sinks import ChannelSink
 
     sink = ChannelSink(4)
-    manager = KVCacheManager.with_receipt_sink(CachingConfig(enable_receipts=True), sink)
+    manager = KVCacheManager.with_receipt_sink(
+        CachingConfig(enable_receipts=True), sink, layout=layout
+    )
     entry = manager.get_or_create_cache("session-1", 16)
     assert entry is not None
 
@@ -34,11 +37,14 @@ def emits_eviction_receipt_with_correct_payload() -> None:
 
 
 @pytest.mark.needs("receipts")
-def does_not_emit_receipt_when_disabled() -> None:
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
+def does_not_emit_receipt_when_disabled(layout: str) -> None:
     from kvreceipts.sinks import ChannelSink
 
     sink = ChannelSink(1)
-    manager = KVCacheManager.with_receipt_sink(CachingConfig(enable_receipts=False), sink)
+    manager = KVCacheManager.with_receipt_sink(
+        CachingConfig(enable_receipts=False), sink, layout=layout
+    )
     assert manager.get_or_create_cache("session-1", 16) is not None
 
     assert manager.remove_cache_entry("session-1")
