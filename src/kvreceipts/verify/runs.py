@@ -65,8 +65,11 @@ class _Run:
     last_evictions: int | None = 0
     last_hits: int = 0
     last_misses: int = 0
-    round_freed: dict[int, int] = field(default_factory=dict)
-    """Bytes freed by each eviction since the last batch record, by seq."""
+    streak: dict[int, int] = field(default_factory=dict)
+    """For the evictions with consecutive seqs just before now (an eviction round is one):
+    the bytes the streak had freed before each of them."""
+    streak_bytes: int = 0
+    streak_last: int = -2
     evicted_at_misses: dict[int, int] = field(default_factory=dict)
     fits: dict[str, Callable[[dict[str, Any]], bool] | None] = field(default_factory=dict)
     """The fast shape test of each kind, for this run's layout."""
@@ -331,8 +334,13 @@ class StreamVerifier:
             self.fail(number, "counter", "hit or miss counters went backwards", seq, run_id)
         run.last_evictions, run.last_hits, run.last_misses = evictions, hits, misses
         run.bytes_freed += size
-        if len(run.round_freed) < MAX_TRACKED_BLOCKS:
-            run.round_freed[seq] = size
+        streak = run.streak
+        if seq != run.streak_last + 1 or len(streak) >= MAX_TRACKED_BLOCKS:
+            streak.clear()
+            run.streak_bytes = 0
+        streak[seq] = run.streak_bytes
+        run.streak_bytes += size
+        run.streak_last = seq
         block_hash = record.get("block_hash")
         if block_hash is not None:
             seen = run.evicted_at_misses.get(block_hash)
@@ -356,13 +364,15 @@ class StreamVerifier:
             != record["pool_used_after"]
         ):
             problems.append("pool_used_after_evictions + allocated_bytes != pool_used_after")
-        sizes = [run.round_freed.get(s) for s in range(first, last + 1)] if last - first < (
-            MAX_TRACKED_BLOCKS) else [None]  # fmt: skip
-        if None not in sizes and sum(sizes) != freed:  # type: ignore[arg-type]
-            problems.append(f"its evictions freed {sum(sizes):,} bytes, not {freed:,}")  # type: ignore[arg-type]
+        start = run.streak.get(first)
+        if start is not None and last == run.streak_last:  # else a gap, reported as such
+            summed = run.streak_bytes - start
+            if summed != freed:
+                problems.append(f"its evictions freed {summed:,} bytes, not {freed:,}")
         for problem in problems:
             self.fail(number, "batch", problem, seq, run_id)
-        run.round_freed.clear()
+        run.streak.clear()
+        run.streak_bytes = 0
 
     def _close(self, number: int, record: dict[str, Any], run: _Run, claimed: bytes) -> None:
         seq, run_id = record["seq"], run.run_id
