@@ -320,3 +320,42 @@ def test_one_progress_bar_on_a_terminal_and_none_in_a_pipe() -> None:
     piped = subprocess.run([kvreceipts, *SMALL, "-f", "csv"], capture_output=True, check=False)
     assert b"sweeping grid points" not in piped.stderr
     assert piped.stdout == result.stdout
+
+
+def _mooncake(path: Path, seed: int) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for i in range(200):
+        prefix = rng.randrange(5)  # five shared conversations, each a chain of blocks
+        length = rng.randrange(1, 12)
+        hashes = [prefix * 1000 + k for k in range(length)]
+        lines.append(json.dumps({"timestamp": i * 10, "input_length": 512 * length,
+                                 "output_length": 1, "hash_ids": hashes}))  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_several_traces_give_rows_tables_and_a_plot_each(tmp_path: Path) -> None:
+    a, b = _mooncake(tmp_path / "a.jsonl", 1), _mooncake(tmp_path / "b.jsonl", 2)
+    args = ["sweep", "--trace", str(a), "--trace", str(b), "--points", "4", "--no-pin",
+            "--workers", "1"]  # fmt: skip
+    document = json.loads(run(*args, "-f", "json").stdout)
+    assert [t["name"] for t in document["traces"]] == ["a.jsonl", "b.jsonl"]
+    assert document["trace"] == document["traces"][0]
+    assert [r["trace"] for r in document["rows"]][:: len(document["rows"]) // 2] == [
+        "a.jsonl", "b.jsonl"
+    ]  # fmt: skip
+    assert {r["method"] for r in document["rows"] if r["policy"] == "lru"} == {"exact"}
+    table = run(*args, "-f", "table").stdout
+    assert "miss ratio · a.jsonl" in table
+    assert "miss ratio · b.jsonl" in table
+    svg = tmp_path / "c.svg"
+    assert run(*args, "-q", "--plot", str(svg)).exit_code == 0
+    text = svg.read_text(encoding="utf-8")
+    assert "a.jsonl" in text
+    assert "b.jsonl" in text
+    same = run("sweep", "--trace", str(a), "--trace", str(a), "--points", "2")
+    assert same.exit_code == 2
+    assert "same name" in same.stderr
