@@ -359,3 +359,15 @@ def test_several_traces_give_rows_tables_and_a_plot_each(tmp_path: Path) -> None
     same = run("sweep", "--trace", str(a), "--trace", str(a), "--points", "2")
     assert same.exit_code == 2
     assert "same name" in same.stderr
+
+
+def test_shards_at_rate_1_is_the_full_computation() -> None:
+    base = [*SMALL, "--no-pin", "-f", "csv"]
+    full = csv_rows(run(*base, "--method", "simulate").stdout)
+    sampled = csv_rows(run(*base, "--method", "shards", "--sample-rate", "1").stdout)
+    assert len(full) == len(sampled) == 12
+    for a, b in zip(full, sampled, strict=True):
+        assert (a["policy"], a["capacity_blocks"], a["hits"], a["misses"]) == (
+            b["policy"], b["capacity_blocks"], b["hits"], b["misses"]
+        )  # fmt: skip
+        assert b["method"] == "shards"
