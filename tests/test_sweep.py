@@ -131,7 +131,7 @@ def test_exact_equals_simulate_without_pinning_on_the_real_trace(traces_dir: Pat
 SHARDS_BOUNDS = {
     ("mooncake_synthetic_trace.jsonl", 0.05): 0.01,
     ("mooncake_conversation_trace.jsonl", 0.05): 0.01,
-    ("mooncake_synthetic_trace.jsonl", 0.01): 0.05,
+    ("mooncake_synthetic_trace.jsonl", 0.01): 0.025,
     ("mooncake_conversation_trace.jsonl", 0.01): 0.05,
 }
 
