@@ -371,3 +371,17 @@ def test_shards_at_rate_1_is_the_full_computation() -> None:
             b["policy"], b["capacity_blocks"], b["hits"], b["misses"]
         )  # fmt: skip
         assert b["method"] == "shards"
+
+
+def test_a_trace_at_an_fsspec_url_is_fetched_and_swept(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    local = _mooncake(tmp_path / "t.jsonl", 3)
+    url = f"memory://sweep-test/{tmp_path.name}/t.jsonl"  # fsspec's in-process filesystem
+    with fsspec.open(url, "wb") as remote:
+        remote.write(local.read_bytes())
+    args = ["--points", "4", "--no-pin", "--workers", "1", "-f", "csv"]
+    from_url = run("sweep", "--trace", url, *args)
+    from_file = run("sweep", "--trace", str(local), *args)
+    assert from_url.exit_code == 0, from_url.stderr
+    assert from_url.stdout == from_file.stdout
+    assert from_url.stdout.count("t.jsonl,") == 16
