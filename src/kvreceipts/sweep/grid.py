@@ -175,13 +175,16 @@ def local_path(trace: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _fetched(url: str) -> str:
+    import atexit
     import tempfile
+    from pathlib import Path
 
     try:
         import fsspec
     except ImportError:
         raise UsageError(f"reading {url} needs fsspec: pip install 'kvreceipts[dask]'") from None
     handle, local = tempfile.mkstemp(prefix="kvreceipts-trace-", suffix=".jsonl")
+    atexit.register(Path(local).unlink, missing_ok=True)  # the copy lives as long as the process
     with os.fdopen(handle, "wb") as out, fsspec.open(url, "rb") as remote:
         while chunk := remote.read(1 << 20):
             out.write(chunk)

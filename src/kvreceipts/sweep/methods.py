@@ -68,6 +68,8 @@ class StackDistances:
     """References measured (the sample's size for SHARDS)."""
     scale: float = 1.0
     """Distances were multiplied by this (1/R for SHARDS)."""
+    weight: float = 0.0
+    """The histogram's total weight (SHARDS-adj: R·N); 0 means ``references``."""
 
     def hits_at(self, capacities: Sequence[int]) -> list[float]:
         """Hits of an LRU cache of each capacity (in blocks), in one pass over the histogram."""
@@ -133,8 +135,11 @@ def lru_counts(distances: StackDistances, capacities: Sequence[int], total: int)
     rows = []
     scaled = distances.scale != 1.0
     for capacity, hit_weight in zip(capacities, distances.hits_at(capacities), strict=True):
-        # SHARDS estimates the hit ratio; its hits are that ratio of the whole trace.
-        hits = round(hit_weight / distances.references * total if scaled else hit_weight)
+        # SHARDS estimates the hit ratio; its hits are that ratio of the whole trace (kept in
+        # range: the SHARDS-adj correction can be negative).
+        weight = distances.weight or distances.references
+        hits = round(hit_weight / weight * total if scaled else hit_weight)
+        hits = min(max(hits, 0), total)
         misses = total - hits
         rows.append(Counts(hits, misses, max(0, misses - capacity), 0, distances.references))
     return rows
@@ -198,7 +203,7 @@ def adjusted_distances(sample: list[int], rate: float, references: int) -> Stack
     if len(histogram) < 2:
         histogram = [0.0, 0.0]
     histogram[1] += expected - len(sample)
-    return StackDistances(histogram, measured.cold, round(expected) or 1, measured.scale)
+    return StackDistances(histogram, measured.cold, len(sample), measured.scale, expected or 1.0)
 
 
 def sample_requests(requests: Sequence[Request], keep: set[int]) -> list[Request]:
