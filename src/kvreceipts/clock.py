@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
+from kvreceipts.errors import UsageError
+
 __all__ = ["SIM_EPOCH", "Clock", "SimClock", "WallClock", "format_timestamp"]
 
 SIM_EPOCH = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
@@ -46,8 +48,15 @@ class _Formatter:
         micros = round(epoch_s * 1_000_000)
         second, micro = divmod(micros, 1_000_000)
         if second != self._second:
+            try:
+                when = datetime.fromtimestamp(second, UTC)
+            except (ValueError, OverflowError, OSError):
+                raise UsageError(
+                    f"the clock reached {epoch_s:.0f} s since 1970, past what RFC 3339 can write "
+                    "(year 9999): the simulated costs per token are too large"
+                ) from None
             self._second = second
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._prefix = when.strftime("%Y-%m-%dT%H:%M:%S")
         self._last = f"{self._prefix}.{micro:06d}Z"
         return self._last
 
