@@ -327,7 +327,11 @@ def test_tracing_sink_logs_the_upstream_fields(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.INFO, logger=KV_RECEIPTS_TARGET):
         assert manager.remove_cache_entry("b")
 
-    (record,) = [r for r in caplog.records if r.name == KV_RECEIPTS_TARGET]
+    (record,) = [
+        r
+        for r in caplog.records
+        if r.name == KV_RECEIPTS_TARGET and getattr(r, "kv_event", None) == "eviction"
+    ]
     assert record.levelno == logging.INFO
     assert record.getMessage() == "KV eviction recorded"
     fields = {

@@ -171,12 +171,15 @@ def _sinks(
 
         sinks.append(HttpSink(sim.http_sink))
     if sim.tracing:
+        from kvreceipts.sinks.base import KV_RECEIPTS_TARGET
+
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-        tracing = TracingSink()
-        tracing.logger.addHandler(handler)
-        tracing.logger.setLevel(logging.INFO)
-        sinks.append(tracing)
+        # A logger of the run's own, outside logging's registry: no handler or level is left
+        # behind on the process-wide logger of that name.
+        logger = logging.Logger(KV_RECEIPTS_TARGET, logging.INFO)
+        logger.addHandler(handler)
+        sinks.append(TracingSink(logger))
     return sinks, stop
 
 
