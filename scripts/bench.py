@@ -211,10 +211,50 @@ def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
                     gate.ratio <= 1.02))  # fmt: skip
 
 
+def _kvreceipts() -> list[str]:
+    exe = Path(sys.executable).with_name("kvreceipts")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "kvreceipts"]
+
+
+def bench_receipt_files(reps: int, rows: list[Row], tmp: str) -> None:
+    """Issue 16: lean receipts as a user makes and checks them, whole processes."""
+    out = Path(tmp) / "conversation.jsonl"
+    replay = [*_kvreceipts(), "simulate", "--trace", str(CONVERSATION), "--capacity-blocks",
+              "9139", "-q", "--format", "json"]  # fmt: skip
+
+    def receipts_on() -> None:
+        out.unlink(missing_ok=True)
+        subprocess.run([*replay, "-o", str(out)], check=True, capture_output=True)
+
+    def receipts_off() -> None:
+        subprocess.run([*replay, "--no-receipts"], check=True, capture_output=True)
+
+    pair = paired(receipts_on, receipts_off, reps)
+    lines = sizes = 0
+    with out.open("rb") as stream:
+        for line in stream:
+            if b'"kind":"eviction"' in line:
+                lines += 1
+                sizes += len(line)
+    mean = sizes / lines
+    rows.append(Row("mean bytes per eviction line, lean layout", mean, "B", "<= 600",
+                    mean <= 600, f"{lines:,} eviction lines"))  # fmt: skip
+    rows.append(Row("simulate -o, receipts on (process)", pair.a, "s"))
+    rows.append(Row("simulate --no-receipts (process)", pair.b, "s"))
+    rows.append(Row("ratio: receipts on / off, whole process", pair.ratio, "x", "<= 5",
+                    pair.ratio <= 5))  # fmt: skip
+    records = sum(1 for _ in out.open("rb"))
+    check = [*_kvreceipts(), "verify", str(out), "--format", "json"]
+    times = [_timed(lambda: subprocess.run(check, check=True, capture_output=True))
+             for _ in range(reps + 1)][1:]  # fmt: skip
+    rate = records / statistics.median(times)
+    rows.append(Row("verify, records per second (process)", rate, "/s", ">= 100,000",
+                    rate >= 100_000, f"{records:,} records"))  # fmt: skip
+
+
 def bench_startup(reps: int, rows: list[Row]) -> None:
     """Item 4: `kvreceipts --version` as a whole process."""
-    exe = Path(sys.executable).with_name("kvreceipts")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "kvreceipts"]
+    command = _kvreceipts()
 
     def run(args: list[str]) -> None:
         subprocess.run(args, check=True, capture_output=True)
@@ -318,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         bench_paged(reps, rows, tmp)
+        bench_receipt_files(reps, rows, tmp)
         bench_startup(reps, rows)
         bench_memory(rows, tmp)
         bench_arena(arena, rows, tmp)

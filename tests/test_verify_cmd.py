@@ -1,12 +1,15 @@
-"""``kvreceipts verify`` as a user runs it: exit codes, the violations table, JSON output,
-HMAC keys from a file or the environment, the end-of-chain anchor, standard input.
+"""``kvreceipts verify`` as a user runs it on files in the old ``/1`` format: exit codes, the
+violations table, JSON output, HMAC keys from a file or the environment, the end-of-chain
+anchor, standard input, and the word that the format is old.
 
-Most files here are sealed by hand (plain dicts and the chain functions), so these tests run
+The files here are sealed by hand (plain dicts and the old chain rule), so these tests run
 without the ``receipts`` feature too: a verifier needs no emitter.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +17,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from kvreceipts.chain import HMAC_KEY_ENV, canonical, compute_digest
+from kvreceipts.chain import HMAC_KEY_ENV, canonical
 from kvreceipts.cli import app
-from kvreceipts.schema import SCHEMA_ID, ZERO_DIGEST
+from kvreceipts.schema import SCHEMA_ID_V1 as SCHEMA_ID
+from kvreceipts.schema import ZERO_DIGEST
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,6 +45,13 @@ def _stats(sessions: int, evictions: int) -> dict[str, Any]:
         "hit_rate": 5 / 12, "average_session_length": 16.0, "memory_pool_efficiency": 1.0,
         "evictions": evictions, "used_bytes": used, "total_bytes": total,
     }  # fmt: skip
+
+
+def compute_digest(payload: bytes, key: bytes | None) -> str:
+    """The old format's digest: over the record alone (its prev_digest is a field)."""
+    if key is None:
+        return hashlib.sha256(payload).hexdigest()
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
 
 def _seal(record: dict[str, Any], key: bytes | None) -> bytes:
@@ -118,7 +129,7 @@ def test_a_clean_file_exits_0(tmp_path: Path) -> None:
     path = write(tmp_path / "clean.jsonl", lines)
     result = invoke("verify", path)
     assert result.exit_code == 0, result.output
-    assert result.stderr == ""
+    assert "is in the old format (kvreceipts.eviction/1)" in flat(result.stderr)
     assert "✓" in result.stdout
     assert "30 records (30 eviction) in 1 run(s) verified; chain head " + last in flat(
         result.stdout
@@ -135,7 +146,7 @@ def test_violations_exit_1_and_the_table_names_their_lines_and_checks(tmp_path: 
     assert table_rows(result.stdout) == {(5, "gap"), (12, "digest")}
     assert "2 violation(s)" in result.stdout
     assert "✗" in result.stdout
-    assert result.stderr == ""
+    assert "old format" in result.stderr
 
 
 def test_a_missing_file_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
@@ -163,7 +174,8 @@ def test_json_format_prints_one_document(tmp_path: Path) -> None:
     assert document["records"] == 20
     assert document["violations"] == []
     assert document["violation_count"] == 0
-    assert result.stderr == ""
+    assert document["authentication"] == "unauthenticated"
+    assert "UNAUTHENTICATED" in result.stderr  # said on stderr too: stdout may be a pipe
 
     swapped = lines[:]
     swapped[7], swapped[8] = swapped[8], swapped[7]
@@ -191,8 +203,9 @@ def test_declared_losses_and_a_torn_tail_are_warnings_not_failures(tmp_path: Pat
     assert document["ok"] is True
     assert document["truncated_tail"] is True
     assert document["declared_losses"] == [
-        {"run_id": "handmade-run", "first_seq": 6, "last_seq": 8, "count": 3, "sink": "channel"}
-    ]
+        {"run_id": "handmade-run", "first_seq": 6, "last_seq": 8, "count": 3, "sink": "channel",
+         "line": 7}
+    ]  # fmt: skip
 
 
 def test_an_hmac_key_from_the_option_or_the_environment(tmp_path: Path) -> None:
@@ -208,7 +221,7 @@ def test_an_hmac_key_from_the_option_or_the_environment(tmp_path: Path) -> None:
 
     with_option = invoke("verify", path, "--hmac-key-file", str(key_file))
     assert with_option.exit_code == 0, with_option.output
-    assert "(HMAC-SHA-256)" in with_option.stdout
+    assert "authenticated with the HMAC key" in flat(with_option.stdout)
 
     with_env = invoke("verify", path, "-f", "json", env={HMAC_KEY_ENV: str(key_file)})
     assert with_env.exit_code == 0, with_env.output
@@ -269,11 +282,12 @@ def test_standard_input_is_read_with_a_dash_or_no_path(tmp_path: Path) -> None:
     assert invoke("verify", "-", stdin=tampered).exit_code == 1
 
 
-def test_an_empty_file_verifies_with_no_records(tmp_path: Path) -> None:
+def test_an_empty_file_is_a_failure_with_no_records(tmp_path: Path) -> None:
     path = write(tmp_path / "empty.jsonl", [])
     result = invoke("verify", path)
-    assert result.exit_code == 0
-    assert "0 records (no records) in 0 run(s) verified" in flat(result.stdout)
+    assert result.exit_code == 1
+    assert "no records: the input is empty" in flat(result.stdout)
+    assert invoke("verify", "-", stdin=b"").exit_code == 1
 
 
 @pytest.mark.needs("receipts")
@@ -289,5 +303,5 @@ def test_verify_accepts_what_simulate_signs(tmp_path: Path) -> None:
     good = invoke("verify", str(out), "--hmac-key-file", str(key_file), "--expect-last-digest",
                   summary["last_digest"])  # fmt: skip
     assert good.exit_code == 0, good.stdout
-    assert f"{summary['receipts']:,} records" in flat(good.stdout)
+    assert f"{summary['receipts']:,} eviction" in flat(good.stdout)
     assert invoke("verify", str(out)).exit_code == 1

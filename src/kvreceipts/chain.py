@@ -1,10 +1,10 @@
 """The hash chain that makes a receipt stream tamper-evident.
 
-``digest`` is SHA-256 (HMAC-SHA-256 with a key) over the canonical JSON of the record without
-its ``digest``: keys sorted, no spaces, UTF-8, as orjson writes it. ``prev_digest`` links each
-record to the one before; the first record of a run links to 64 zeros. The line written out is
-the canonical JSON itself with ``digest`` appended as the last key, so writing a receipt costs
-one encode.
+A sealed line is the record's canonical JSON without ``digest`` (keys sorted, no spaces, UTF-8,
+as orjson writes it) with ``"digest":"…"`` appended as the last key. The digest is SHA-256 (or
+HMAC-SHA-256 with a key) over the previous record's digest, as 64 ASCII hex digits, followed by
+that canonical JSON: each record commits to everything before it, so the link needs no field of
+its own in the line. A run's chain starts from 64 zeros.
 """
 
 from __future__ import annotations
@@ -12,19 +12,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from kvreceipts.errors import InputError
 from kvreceipts.schema import ZERO_DIGEST
 
-if TYPE_CHECKING:
-    from kvreceipts.receipts import Receipt
-
-__all__ = ["HMAC_KEY_ENV", "Sealer", "canonical", "compute_digest", "read_hmac_key"]
+__all__ = [
+    "DIGEST_SUFFIX_LEN",
+    "HMAC_KEY_ENV",
+    "Sealer",
+    "canonical",
+    "chain_digest",
+    "key_id",
+    "read_hmac_key",
+]
 
 HMAC_KEY_ENV = "KVRECEIPTS_HMAC_KEY_FILE"
+DIGEST_SUFFIX_LEN = len(b',"digest":"') + 64 + len(b'"}')
+"""Bytes the sealer appends to a record's canonical JSON (its closing brace replaced)."""
 _SORT = orjson.OPT_SORT_KEYS
 
 
@@ -33,11 +40,18 @@ def canonical(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record, option=_SORT)
 
 
-def compute_digest(payload: bytes, key: bytes | None = None) -> str:
-    """Hex SHA-256 of ``payload``, or HMAC-SHA-256 when ``key`` is given."""
+def key_id(key: bytes) -> str:
+    """A short name for an HMAC key that reveals nothing about it: 16 hex digits of an HMAC
+    of a fixed label, so two files name the same key the same way.
+    """
+    return hmac.new(key, b"kvreceipts key id", hashlib.sha256).hexdigest()[:16]
+
+
+def chain_digest(prev_digest: str, payload: bytes, key: bytes | None = None) -> str:
+    """The digest of a record whose canonical JSON is ``payload``, after ``prev_digest``."""
     if key is None:
-        return hashlib.sha256(payload).hexdigest()
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+        return hashlib.sha256(prev_digest.encode() + payload).hexdigest()
+    return hmac.new(key, prev_digest.encode() + payload, hashlib.sha256).hexdigest()
 
 
 def read_hmac_key(path: str | Path) -> bytes:
@@ -53,38 +67,56 @@ def read_hmac_key(path: str | Path) -> bytes:
 
 
 class Sealer:
-    """Seals records in order: sets ``prev_digest`` and ``digest`` and builds the line.
+    """Seals records of one run in order and remembers the chain head.
 
-    Call :meth:`seal` in ``seq`` order (the manager does, under its lock).
+    ``alg`` and ``key_id`` are what every record must state (the digest covers them).
     """
 
-    __slots__ = ("_key", "last_digest")
+    __slots__ = ("_mac", "_prev", "alg", "key_id", "last_digest")
 
     def __init__(self, key: bytes | None = None) -> None:
-        self._key = key
+        self.alg = "sha256" if key is None else "hmac-sha256"
+        self.key_id = None if key is None else key_id(key)
+        # HMAC's keyed state, made once and copied per record.
+        self._mac = None if key is None else hmac.new(key, digestmod=hashlib.sha256)
         self.last_digest = ZERO_DIGEST
+        self._prev = ZERO_DIGEST.encode()
 
-    def seal(self, record: Receipt, body: dict[str, Any] | None = None) -> bytes:
-        """Link ``record`` to the chain; returns (and stores in ``record.line``) its JSON line.
+    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Add the fields that name how ``body`` is sealed."""
+        body["alg"] = self.alg
+        if self.key_id is not None:
+            body["key_id"] = self.key_id
+        return body
 
-        ``body`` is the record's ``to_dict()`` when the caller has already built it.
+    def _digest(self, prev: bytes, payload: bytes) -> bytes:
+        if self._mac is None:
+            return hashlib.sha256(prev + payload).hexdigest().encode()
+        mac = self._mac.copy()
+        mac.update(prev)
+        mac.update(payload)
+        return mac.hexdigest().encode()
+
+    def seal(self, payload: bytes) -> tuple[str, bytes]:
+        """Link the record whose canonical JSON is ``payload`` to the chain: its digest and
+        its line. The caller guarantees ``payload`` is canonical and stamped.
         """
-        record.prev_digest = self.last_digest
-        if body is None:
-            body = record.to_dict()
-        body["prev_digest"] = self.last_digest
-        line = self._sign(record, body)
-        self.last_digest = record.digest
-        return line
+        if self._mac is None:  # inline: this runs once per receipt
+            digest = hashlib.sha256(self._prev + payload).hexdigest().encode()
+        else:
+            digest = self._digest(self._prev, payload)
+        self._prev = digest
+        self.last_digest = text = digest.decode()
+        return text, b'%b,"digest":"%b"}\n' % (payload[:-1], digest)
 
-    def seal_detached(self, record: Receipt) -> bytes:
-        """Seal a record that stands beside the chain (a sink's ``loss`` record): its
-        ``prev_digest`` is already set and the chain does not move.
+    def seal_dict(self, body: dict[str, Any]) -> tuple[str, bytes]:
+        """:meth:`seal` for a record given as a dict (stamped here)."""
+        return self.seal(canonical(self.stamp(body)))
+
+    def seal_beside(self, prev_digest: str, body: dict[str, Any]) -> tuple[str, bytes]:
+        """Seal a record that stands beside the chain (a sink's ``loss`` record): it links
+        to ``prev_digest`` and the chain does not move.
         """
-        return self._sign(record, record.to_dict())
-
-    def _sign(self, record: Receipt, body: dict[str, Any]) -> bytes:
-        payload = orjson.dumps(body, option=_SORT)
-        record.digest = compute_digest(payload, self._key)
-        record.line = b'%b,"digest":"%b"}\n' % (payload[:-1], record.digest.encode())
-        return record.line
+        payload = canonical(self.stamp(body))
+        digest = self._digest(prev_digest.encode(), payload)
+        return digest.decode(), b'%b,"digest":"%b"}\n' % (payload[:-1], digest)

@@ -110,6 +110,9 @@ class SimulationConfig:
     batch_receipts: bool = False
     snapshot_every: int = 0
     """Emit a snapshot receipt after every N requests; 0 turns snapshots off."""
+    layout: str = "lean"
+    """Eviction receipt layout: ``lean`` (the config once, in the open record) or ``upstream``
+    (upstream's full payload, ``current_config`` in every receipt)."""
     output: str = ""
     """Also write receipts to this JSONL file."""
     http_sink: str = ""
@@ -126,6 +129,7 @@ class SimulationConfig:
         _choice("simulation", "workload", self.workload, WORKLOADS)
         _choice("simulation", "trace_format", self.trace_format, TRACE_FORMATS)
         _choice("simulation", "policy", self.policy, tuple(POLICIES))
+        _choice("simulation", "layout", self.layout, ("lean", "upstream"))
         _numbers("simulation", self)
         _positive("simulation", "block_tokens", self.block_tokens)
         for name in ("capacity_blocks", "bytes_per_token", "requests", "snapshot_every"):

@@ -2,7 +2,12 @@
 
 Imported only when the ``receipts`` feature is on and a manager has a sink with
 ``enable_receipts`` set. Every method runs under the manager's lock, so ``seq`` order, chain
-order and delivery order are the same.
+order and delivery order are the same. A run is framed: :meth:`ReceiptEmitter.open` writes its
+``open`` record (seq 0) and :meth:`ReceiptEmitter.finish` its ``close`` record.
+
+Lean eviction receipts are the hot path: their canonical JSON is a bytes template with the keys
+already in sorted order, filled by one formatting call (``tests/test_receipts.py`` checks it
+against :func:`kvreceipts.chain.canonical` on random records).
 """
 
 from __future__ import annotations
@@ -14,8 +19,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.chain import Sealer, canonical
-from kvreceipts.receipts import KvEvictionBatchReceipt, KvEvictionReport, KvPoolSnapshotReceipt
-from kvreceipts.sinks.base import KV_RECEIPTS_TARGET
+from kvreceipts.receipts import (
+    KvEvictionBatchReceipt,
+    KvEvictionReport,
+    KvPoolSnapshotReceipt,
+    Receipt,
+    RunClose,
+    RunOpen,
+    SealedRecord,
+    as_receipt,
+)
+from kvreceipts.sinks.base import KV_RECEIPTS_TARGET, BaseSink
 from kvreceipts.stats import PerformanceReport
 
 if TYPE_CHECKING:
@@ -23,13 +37,27 @@ if TYPE_CHECKING:
 
     from kvreceipts.clock import Clock
     from kvreceipts.config import CachingConfig
-    from kvreceipts.receipts import Receipt
     from kvreceipts.sinks.base import KvEventSink
     from kvreceipts.stats import KVCacheStatistics, ServiceMeter
 
 __all__ = ["ReceiptEmitter"]
 
 log = logging.getLogger(KV_RECEIPTS_TARGET)
+
+_dumps = orjson.dumps
+_COUNTERS = (
+    b'{"cache_hits":%d,"cache_misses":%d,"evictions":%d,"total_sessions":%d,"used_bytes":%d}'
+)
+_BEFORE = b'{"total_sessions":%d,"used_bytes":%d}'
+"""A lean ``before``: what the eviction took away (every other counter is ``after``'s, with
+``evictions`` one lower)."""
+_STRING_CACHE = 100_000
+_PERFORMANCE = b'"performance":{"average_latency_ms":%b,"average_requests_per_second":%b},'
+
+
+def _literal(value: bytes) -> bytes:
+    """``value`` made safe to sit in a %-format template."""
+    return value.replace(b"%", b"%%")
 
 
 class ReceiptEmitter:
@@ -45,27 +73,121 @@ class ReceiptEmitter:
         tuning: bool,
         run_id: str | None = None,
         hmac_key: bytes | None = None,
+        layout: str = "lean",
     ) -> None:
+        if layout not in ("lean", "upstream"):
+            raise ValueError(f"unknown receipt layout {layout!r} (choose from: lean, upstream)")
         self.sink = sink
         self.config = config
         self.clock = clock
         self.meter = meter
         self.tuning = tuning
+        self.layout = layout
+        self.upstream = layout == "upstream"
         self.run_id = run_id or uuid.uuid4().hex
         self.sealer = Sealer(hmac_key)
         self.next_seq = 0
         self.emitted = 0
         self.sink_failures = 0
-        # The config is the same in every receipt: encode it once, splice it in each time.
+        self.counts: dict[str, int] = {}
+        self.evictions = 0
+        self.bytes_freed = 0
+        self.closed = False
+        # The config is the same in every upstream receipt: encode it once, splice it in.
         self._config_json = orjson.Fragment(canonical(config.to_dict()))
-        self._on_eviction = sink.on_eviction
+        self._templates = self._lean_templates()
+        self._perf_key: tuple[int, float] = (-1, 0.0)
+        self._perf = b""
+        self._stamp_ms = -1.0
+        self._stamp = ""
+        self._stamp_json = b""
+        self._strings: dict[str | None, bytes] = {None: b"null"}
+        """JSON of session ids and reasons already seen (a request triggers many evictions)."""
+        self._on_eviction: Callable[[Any], None] = sink.on_eviction
+        if isinstance(sink, BaseSink):
+            if type(sink).on_eviction is BaseSink.on_eviction:  # one call fewer per receipt
+                self._on_eviction = sink.accept
+        else:  # a sink of one's own is promised upstream's report
+            self._on_eviction = lambda record: sink.on_eviction(as_receipt(record))  # type: ignore[arg-type]
         self._on_batch: Callable[[Any], None] | None = getattr(sink, "on_batch", None)
         self._on_snapshot: Callable[[Any], None] | None = getattr(sink, "on_snapshot", None)
+        self._on_frame: Callable[[Any], None] | None = getattr(sink, "on_frame", None)
         bind = getattr(sink, "bind", None)
         if bind is not None:
             bind(self.run_id, self.sealer)
 
-    def _send(self, deliver: Callable[[Any], None] | None, record: Receipt) -> None:
+    def _lean_templates(self) -> tuple[bytes, bytes]:
+        """The lean eviction's canonical JSON as two templates (with and without
+        ``block_hash``), keys in sorted order.
+        """
+        sealer = self.sealer
+        key_id = b'"key_id":"%b",' % sealer.key_id.encode() if sealer.key_id else b""
+        head = (
+            b'{"after":' + _COUNTERS + b',"alg":"' + sealer.alg.encode() + b'","before":'
+            + _BEFORE + b","
+        )  # fmt: skip
+        tail = (
+            b'"block_offset":%d,"block_size_bytes":%d,' + key_id + b'"kind":"eviction",%b'
+            + b'"reason":%b,"run_id":' + _literal(_dumps(self.run_id))
+            + b',"seq":%d,"session_id":%b,"timestamp":"%b","trigger_session_id":%b}'
+        )  # fmt: skip
+        return head + b'"block_hash":%d,' + tail, head + tail
+
+    # -- framing -------------------------------------------------------------------------------
+
+    def open(
+        self,
+        *,
+        source: str,
+        allocator: str | None,
+        policy: str | None,
+        total_bytes: int,
+        workload: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the run's ``open`` record (seq 0)."""
+        now = self.clock.now_ms()
+        self._frame(RunOpen(
+            run_id=self.run_id, seq=self._take_seq(), timestamp=self.clock.timestamp(now),
+            source=source, layout=self.layout, config=self.config.to_dict(), workload=workload,
+            allocator=allocator, policy=policy, total_bytes=total_bytes, tuning=self.tuning,
+            sim_time_ms=round(now, 3),
+        ))  # fmt: skip
+
+    def finish(self, final_stats: KVCacheStatistics) -> None:
+        """Write the run's ``close`` record. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        now = self.clock.now_ms()
+        seq = self._take_seq()
+        counts = dict(self.counts)
+        if self.evictions:
+            counts["eviction"] = self.evictions
+        self._frame(RunClose(
+            run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now),
+            sim_time_ms=round(now, 3), records=seq, counts=dict(sorted(counts.items())),
+            bytes_freed=self.bytes_freed, final_stats=final_stats.to_dict(),
+            head=self.sealer.last_digest,
+        ))  # fmt: skip
+
+    def _frame(self, record: Receipt) -> None:
+        """Seal and deliver an open or close record (not counted in :attr:`emitted`, which
+        counts receipts).
+        """
+        self._count(record.kind)
+        self._seal(record, record.to_dict())
+        self._send(self._on_frame, record)
+        self.emitted -= 1
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _seal(self, record: Receipt, body: dict[str, Any]) -> None:
+        sealer = self.sealer
+        record.alg, record.key_id = sealer.alg, sealer.key_id
+        record.prev_digest = sealer.last_digest
+        record.digest, record.line = sealer.seal_dict(body)
+
+    def _send(self, deliver: Callable[[Any], None] | None, record: Receipt | SealedRecord) -> None:
         self.emitted += 1
         if deliver is None:
             return
@@ -80,6 +202,21 @@ class ReceiptEmitter:
         self.next_seq = seq + 1
         return seq
 
+    def _count(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def _performance(self) -> bytes:
+        """The lean ``performance`` member, re-encoded only when the meter has moved."""
+        meter = self.meter
+        key = (meter.served, meter.latency_ms_total)
+        if key != self._perf_key:
+            self._perf_key = key
+            self._perf = _PERFORMANCE % (
+                _dumps(round(meter.average_latency_ms, 3)),
+                _dumps(round(meter.requests_per_second, 3)),
+            )
+        return self._perf
+
     def eviction(
         self,
         *,
@@ -87,37 +224,104 @@ class ReceiptEmitter:
         session_id: str,
         block_offset: int,
         block_size_bytes: int,
-        before: KVCacheStatistics,
-        after: KVCacheStatistics,
+        sessions: int,
+        used_bytes: int,
+        hits: int,
+        misses: int,
+        evictions: int,
         reason: str,
-        policy: str,
         trigger_session_id: str | None,
         block_hash: int | None = None,
-    ) -> KvEvictionReport:
-        """Emit one eviction receipt."""
+        full: tuple[KVCacheStatistics, KVCacheStatistics] | None = None,
+        policy: str = "",
+    ) -> int:
+        """Emit one eviction receipt; returns its seq.
+
+        ``sessions``, ``used_bytes`` and ``evictions`` are the counters just *before* the
+        eviction; hits and misses do not change. The upstream layout needs ``full``, the
+        before and after statistics.
+        """
+        if not self.upstream:
+            return self.lean_eviction(
+                now_ms, session_id, block_offset, block_size_bytes, sessions, used_bytes, hits,
+                misses, evictions, reason, trigger_session_id, block_hash,
+            )  # fmt: skip
+        assert full is not None
+        seq = self._take_seq()
+        self.evictions += 1
+        self.bytes_freed += block_size_bytes
         report = KvEvictionReport(
-            run_id=self.run_id,
-            seq=self._take_seq(),
-            timestamp=self.clock.timestamp(now_ms),
-            sim_time_ms=round(now_ms, 3),
-            session_id=session_id,
-            block_offset=block_offset,
-            block_size_bytes=block_size_bytes,
-            before=before,
-            after=after,
-            reason=reason,
-            policy=policy,
-            trigger_session_id=trigger_session_id,
-            performance=(
-                PerformanceReport.from_stats(after, self.config, self.meter)
-                if self.tuning
-                else None
-            ),
+            run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now_ms),
+            sim_time_ms=round(now_ms, 3), session_id=session_id, block_offset=block_offset,
+            block_size_bytes=block_size_bytes, before=full[0], after=full[1], reason=reason,
+            policy=policy, trigger_session_id=trigger_session_id,
+            performance=(PerformanceReport.from_stats(full[1], self.config, self.meter)
+                         if self.tuning else None),
             block_hash=block_hash,
-        )
-        self.sealer.seal(report, report.to_dict(self._config_json))
+        )  # fmt: skip
+        self._seal(report, report.to_dict(self._config_json))
         self._send(self._on_eviction, report)
-        return report
+        return seq
+
+    def lean_eviction(  # noqa: PLR0917 - the hot path: positional, no keyword parsing
+        self,
+        now_ms: float,
+        session_id: str,
+        block_offset: int,
+        block_size_bytes: int,
+        sessions: int,
+        used_bytes: int,
+        hits: int,
+        misses: int,
+        evictions: int,
+        reason: str,
+        trigger_session_id: str | None,
+        block_hash: int | None,
+    ) -> int:
+        """:meth:`eviction` in the lean layout, positionally (the replay's hot path)."""
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        self.evictions += 1
+        self.bytes_freed += block_size_bytes
+        if now_ms != self._stamp_ms:  # the evictions of one request share their time
+            self._stamp_ms = now_ms
+            self._stamp = self.clock.timestamp(now_ms)
+            self._stamp_json = self._stamp.encode()
+        strings = self._strings
+        session = strings.get(session_id)
+        if session is None:
+            session = strings[session_id] = _dumps(session_id)
+        trigger = strings.get(trigger_session_id)
+        if trigger is None:
+            trigger = strings[trigger_session_id] = _dumps(trigger_session_id)
+        why = strings.get(reason)
+        if why is None:
+            why = strings[reason] = _dumps(reason)
+        if len(strings) > _STRING_CACHE:
+            strings.clear()
+        perf = self._performance() if self.tuning else b""
+        after = (hits, misses, evictions + 1, sessions - 1, used_bytes - block_size_bytes)
+        if block_hash is None:
+            payload = self._templates[1] % (
+                *after, sessions, used_bytes, block_offset, block_size_bytes, perf,
+                why, seq, session, self._stamp_json, trigger,
+            )  # fmt: skip
+        else:
+            payload = self._templates[0] % (
+                *after, sessions, used_bytes, block_hash, block_offset, block_size_bytes, perf,
+                why, seq, session, self._stamp_json, trigger,
+            )  # fmt: skip
+        sealer = self.sealer
+        prev = sealer.last_digest
+        digest, line = sealer.seal(payload)
+        self.emitted += 1
+        record = SealedRecord("eviction", self.run_id, seq, self._stamp, prev, digest, line)
+        try:
+            self._on_eviction(record)
+        except Exception:
+            self.sink_failures += 1
+            log.warning("receipt sink raised on seq=%s", seq, exc_info=True)
+        return seq
 
     def batch(self, *, now_ms: float, **fields: Any) -> KvEvictionBatchReceipt:
         """Emit one eviction-round receipt (fields as :class:`KvEvictionBatchReceipt`)."""
@@ -128,7 +332,8 @@ class ReceiptEmitter:
             sim_time_ms=round(now_ms, 3),
             **fields,
         )
-        self.sealer.seal(receipt)
+        self._count(receipt.kind)
+        self._seal(receipt, receipt.to_dict())
         self._send(self._on_batch, receipt)
         return receipt
 
@@ -141,7 +346,8 @@ class ReceiptEmitter:
             sim_time_ms=round(now_ms, 3),
             **fields,
         )
-        self.sealer.seal(receipt)
+        self._count(receipt.kind)
+        self._seal(receipt, receipt.to_dict())
         self._send(self._on_snapshot, receipt)
         return receipt
 

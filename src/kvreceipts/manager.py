@@ -21,6 +21,7 @@ from kvreceipts.stats import KVCacheStatistics, ServiceMeter
 
 if TYPE_CHECKING:
     from kvreceipts.emit import ReceiptEmitter
+    from kvreceipts.policies import EvictionPolicy
     from kvreceipts.sinks.base import KvEventSink
     from kvreceipts.workloads.request import Request
 
@@ -57,6 +58,8 @@ class ManagerCore:
     """
 
     allocator: ClassVar[str] = ""
+    policy: EvictionPolicy
+    """Set by each allocator."""
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class ManagerCore:
         hmac_key: bytes | None,
         batch_receipts: bool,
         snapshot_every: int,
+        layout: str = "lean",
     ) -> None:
         self.config = config if config is not None else CachingConfig()
         self.clock: Clock = clock if clock is not None else WallClock()
@@ -88,11 +92,11 @@ class ManagerCore:
         self.batch_receipts = batch_receipts
         self.snapshot_every = snapshot_every
         self._last_eviction_seq: int | None = None
-        self._emitter = self._make_emitter(sink, run_id, hmac_key)
+        self._emitter = self._make_emitter(sink, run_id, hmac_key, layout)
         self._run_id = run_id
 
     def _make_emitter(
-        self, sink: KvEventSink | None, run_id: str | None, hmac_key: bytes | None
+        self, sink: KvEventSink | None, run_id: str | None, hmac_key: bytes | None, layout: str
     ) -> ReceiptEmitter | None:
         if sink is None:
             return None
@@ -109,7 +113,19 @@ class ManagerCore:
             tuning=features.enabled("tuning"),
             run_id=run_id,
             hmac_key=hmac_key,
+            layout=layout,
         )
+
+    def _open_run(self, source: str, workload: dict[str, object] | None) -> None:
+        """Write the run's open record (subclasses call this once they are set up)."""
+        if self._emitter is not None:
+            self._emitter.open(
+                source=source,
+                allocator=self.allocator,
+                policy=self.policy.name,
+                total_bytes=self._pool_total(),
+                workload=workload,
+            )
 
     @property
     def receipts_enabled(self) -> bool:
@@ -133,7 +149,9 @@ class ManagerCore:
 
     @property
     def last_digest(self) -> str | None:
-        """The digest of the last receipt, the head of the chain."""
+        """The digest of the last record, the head of the chain (after :meth:`shutdown`, the
+        close record's: the anchor to publish).
+        """
         return self._emitter.sealer.last_digest if self._emitter is not None else None
 
     # What each allocator supplies.
@@ -190,12 +208,15 @@ class ManagerCore:
         if round_ is None or emitter is None or emitter.next_seq == round_.first_seq:
             return
         now = self.clock.now_ms()
+        used_after = self._pool_used()
         emitter.batch(
             now_ms=now,
             count=emitter.next_seq - round_.first_seq,
             total_bytes_freed=freed,
             pool_used_before=round_.used_before,
-            pool_used_after=self._pool_used(),
+            pool_used_after_evictions=round_.used_before - freed,
+            allocated_bytes=used_after - (round_.used_before - freed),
+            pool_used_after=used_after,
             fragmentation_before=round_.fragmentation_before,
             fragmentation_after=self._fragmentation(),
             duration_ms=round(now - round_.start_ms, 3),
@@ -240,12 +261,15 @@ class ManagerCore:
             self._snapshot_locked()
 
     def shutdown(self) -> None:
-        """Flush and close the sink; later operations raise. Idempotent."""
+        """Write the run's close record, flush and close the sink; later operations raise.
+        Idempotent.
+        """
         with self._lock:
             if self.closed:
                 return
             self.closed = True
             if self._emitter is not None:
+                self._emitter.finish(self._stats())
                 self._emitter.close()
 
 
@@ -285,6 +309,9 @@ class KVCacheManager(ManagerCore):
         hmac_key: bytes | None = None,
         batch_receipts: bool = False,
         snapshot_every: int = 0,
+        layout: str = "lean",
+        source: str = "library",
+        workload: dict[str, object] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -294,6 +321,7 @@ class KVCacheManager(ManagerCore):
             hmac_key=hmac_key,
             batch_receipts=batch_receipts,
             snapshot_every=snapshot_every,
+            layout=layout,
         )
         self.pool = ArenaPool(self.config.kv_cache_size_bytes)
         self.sizing = sizing if sizing is not None else Sizing(BITNET_BYTES_PER_TOKEN)
@@ -303,6 +331,7 @@ class KVCacheManager(ManagerCore):
         self._pinned: set[str] = set()
         self._tokens = 0
         self._next_sweep_ms = TTL_SWEEP_INTERVAL_MS
+        self._open_run(source, workload)
 
     @classmethod
     def with_receipt_sink(
@@ -428,7 +457,8 @@ class KVCacheManager(ManagerCore):
         self, session_id: str, reason: str, trigger: str | None, *, policy_knows: bool
     ) -> int:
         emitter = self._emitter
-        before = self._stats() if emitter is not None else None
+        before = self._stats() if emitter is not None and emitter.upstream else None
+        sessions, used = len(self._entries), self.pool.used_bytes
         entry = self._entries.pop(session_id)
         if policy_knows:
             self.policy.remove(session_id)
@@ -437,19 +467,22 @@ class KVCacheManager(ManagerCore):
         self._tokens -= entry.token_count
         self.evictions += 1
         self.bytes_freed += entry.block_size_bytes
-        if emitter is not None and before is not None:
-            report = emitter.eviction(
+        if emitter is not None:
+            self._last_eviction_seq = emitter.eviction(
                 now_ms=self.clock.now_ms(),
                 session_id=session_id,
                 block_offset=entry.block_offset,
                 block_size_bytes=entry.block_size_bytes,
-                before=before,
-                after=self._stats(),
+                sessions=sessions,
+                used_bytes=used,
+                hits=self.hits,
+                misses=self.misses,
+                evictions=self.evictions - 1,
                 reason=reason,
-                policy=self.policy.name,
                 trigger_session_id=trigger,
+                full=None if before is None else (before, self._stats()),
+                policy=self.policy.name,
             )
-            self._last_eviction_seq = report.seq
         return entry.block_size_bytes
 
     def update_cache(self, session_id: str, tokens: int = 1) -> bool:

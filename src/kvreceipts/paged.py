@@ -78,6 +78,9 @@ class PagedKVCacheManager(ManagerCore):
         batch_receipts: bool = False,
         snapshot_every: int = 0,
         pin_admitting: bool = True,
+        layout: str = "lean",
+        source: str = "library",
+        workload: dict[str, object] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -87,6 +90,7 @@ class PagedKVCacheManager(ManagerCore):
             hmac_key=hmac_key,
             batch_receipts=batch_receipts,
             snapshot_every=snapshot_every,
+            layout=layout,
         )
         if block_tokens <= 0:
             raise UsageError("block_tokens must be positive")
@@ -125,6 +129,7 @@ class PagedKVCacheManager(ManagerCore):
             self._slot_of, self._user_of, self._free_slots, self._held, policy_,
             policy_.access, policy_.insert, policy_.on_miss, policy_.pop_oldest,
         )  # fmt: skip
+        self._open_run(source, workload)
 
     @property
     def num_cached_blocks(self) -> int:
@@ -216,6 +221,7 @@ class PagedKVCacheManager(ManagerCore):
         """
         slot_of, user_of, free, held, policy, access, insert, on_miss, pop_oldest = self._hot
         pin_admitting, batch, emitter = self.pin_admitting, self.batch_receipts, self._emitter
+        lean = emitter.lean_eviction if emitter is not None and not emitter.upstream else None
         free_before = len(free)
         hits = evicted = 0
         round_: _Round | None = None
@@ -247,7 +253,16 @@ class PagedKVCacheManager(ManagerCore):
                         return -1
                     slot = slot_of.pop(victim)  # type: ignore[call-overload]
                 evicted += 1
-                if emitter is not None:
+                if lean is not None:  # the receipt of the block just evicted, inline
+                    blocks = len(slot_of) + 1
+                    self._last_eviction_seq = lean(
+                        self.clock.now_ms(), user_of[slot], slot * self.block_bytes,
+                        self.block_bytes, blocks, blocks * self.block_bytes, self.hits + hits,
+                        self.misses + free_before - len(free) + evicted,  # each miss took a slot
+                        self.evictions + evicted - 1, policy.name, request_id,
+                        victim,  # type: ignore[arg-type]
+                    )  # fmt: skip
+                elif emitter is not None:
                     misses = free_before - len(free) + evicted  # each miss took a slot
                     self._receipt(victim, slot, user_of[slot], request_id,  # type: ignore[arg-type]
                                   hits=self.hits + hits, misses=self.misses + misses,
@@ -303,19 +318,26 @@ class PagedKVCacheManager(ManagerCore):
         emitter = self._emitter
         assert emitter is not None
         blocks = len(self._slot_of)
-        report = emitter.eviction(
+        self._last_eviction_seq = emitter.eviction(
             now_ms=self.clock.now_ms(),
             session_id=user,
             block_offset=slot * self.block_bytes,
             block_size_bytes=self.block_bytes,
-            before=self._stats_at(blocks + 1, hits, misses, evictions - 1),
-            after=self._stats_at(blocks, hits, misses, evictions),
+            sessions=blocks + 1,
+            used_bytes=(blocks + 1) * self.block_bytes,
+            hits=hits,
+            misses=misses,
+            evictions=evictions - 1,
             reason=self.policy.name,
-            policy=self.policy.name,
             trigger_session_id=trigger,
             block_hash=block_hash,
-        )
-        self._last_eviction_seq = report.seq
+            full=(
+                (self._stats_at(blocks + 1, hits, misses, evictions - 1),
+                 self._stats_at(blocks, hits, misses, evictions))
+                if emitter.upstream else None
+            ),
+            policy=self.policy.name,
+        )  # fmt: skip
 
     def release(self, request: Request) -> None:
         """End a held request: unpin its blocks."""

@@ -14,13 +14,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["KIND_NAMES", "SCHEMA_ID", "ZERO_DIGEST", "Field", "check_record", "json_schema"]
+__all__ = [
+    "ALGORITHMS",
+    "KINDS",
+    "KIND_NAMES",
+    "LAYOUTS",
+    "SCHEMA_ID",
+    "SCHEMA_ID_V1",
+    "ZERO_DIGEST",
+    "Field",
+    "check_record",
+    "check_record_v1",
+    "json_schema",
+    "register_kind",
+    "shape_test",
+]
 
-SCHEMA_ID = "kvreceipts.eviction/1"
+SCHEMA_ID = "kvreceipts.eviction/2"
+SCHEMA_ID_V1 = "kvreceipts.eviction/1"
+"""The first format: no run framing, ``prev_digest`` in every line (``verify`` still reads it)."""
 ZERO_DIGEST = "0" * 64
-"""``prev_digest`` of the first record of a run."""
-KIND_NAMES = ("eviction", "eviction_batch", "snapshot", "loss")
+"""The chain value before a run's first record."""
+ALGORITHMS = ("sha256", "hmac-sha256")
+LAYOUTS = ("lean", "upstream")
+"""Eviction receipt layouts: ``lean`` (the default) and upstream's full payload."""
 _HEX64 = "^[0-9a-f]{64}$"
+_HEX16 = "^[0-9a-f]{16}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +75,17 @@ STATISTICS: dict[str, Field] = {
     "used_bytes": _f("integer", "Exact bytes in use.", **_COUNT),
     "total_bytes": _f("integer", "Exact pool size in bytes.", **_COUNT),
 }
+LEAN_STATISTICS: dict[str, Field] = {
+    name: STATISTICS[name]
+    for name in ("cache_hits", "cache_misses", "evictions", "total_sessions", "used_bytes")
+}
+"""The exact counters of upstream's statistics (a lean ``after``); the ratios follow from them
+and the open record's ``total_bytes``."""
+LEAN_BEFORE: dict[str, Field] = {
+    name: STATISTICS[name] for name in ("total_sessions", "used_bytes")
+}
+"""A lean ``before``: what the eviction took away (every other counter is ``after``'s, with
+``evictions`` one lower)."""
 
 CACHING_CONFIG: dict[str, Field] = {
     "model_cache_enabled": _f("boolean", "Upstream CachingConfig field."),
@@ -78,67 +108,164 @@ PERFORMANCE: dict[str, Field] = {
     "current_config": _f("object", "The CachingConfig in force.", fields=CACHING_CONFIG),
     "sample_count": _f("integer", "hits + misses.", **_COUNT),
 }
+LEAN_PERFORMANCE: dict[str, Field] = {
+    name: PERFORMANCE[name] for name in ("average_requests_per_second", "average_latency_ms")
+}
+"""The measured figures only: the config is the open record's, ``sample_count`` is
+``after.cache_hits + after.cache_misses``."""
 
-COMMON: dict[str, Field] = {
-    "schema": _f("string", f'Always "{SCHEMA_ID}".'),
+_SIM_TIME = _f("number", "Milliseconds on the manager's clock.", **_COUNT)
+
+COMMON_V1: dict[str, Field] = {
+    "schema": _f("string", f'Always "{SCHEMA_ID_V1}".'),
     "kind": _f("string", "eviction | eviction_batch | snapshot | loss."),
     "run_id": _f("string", "The run this record belongs to."),
     "seq": _f("integer", "Counts up by one per run across all kinds.", **_COUNT),
     "timestamp": _f("string", "RFC 3339 UTC time of the record."),
-    "sim_time_ms": _f("number", "Milliseconds on the manager's clock.", **_COUNT),
+    "sim_time_ms": _SIM_TIME,
     "prev_digest": _f("string", "Digest of the previous record (64 zeros first).",
                       pattern=_HEX64),
     "digest": _f("string", "SHA-256 / HMAC-SHA-256 of the canonical record without digest.",
                  pattern=_HEX64),
 }  # fmt: skip
 
-KINDS: dict[str, dict[str, Field]] = {
-    "eviction": {
-        "session_id": _f("string", "The session (paged: the request) that last used it."),
-        "block_offset": _f("integer", "Byte offset of the freed block.", **_COUNT),
-        "block_size_bytes": _f("integer", "Bytes freed.", minimum=1),
+COMMON: dict[str, Field] = {
+    "kind": _f("string", "The record's kind."),
+    "run_id": _f("string", "The run this record belongs to."),
+    "seq": _f("integer", "Counts up by one per run across all kinds; the open record is 0.",
+              **_COUNT),
+    "timestamp": _f("string", "RFC 3339 UTC time of the record."),
+    "alg": _f("string", "How the digest was made: sha256 or hmac-sha256."),
+    "key_id": _f("string", "HMAC only: a short digest of the key (never the key).",
+                 optional=True, pattern=_HEX16),
+    "digest": _f("string", "SHA-256 / HMAC-SHA-256 of the previous digest followed by the "
+                 "line's canonical JSON without digest.", pattern=_HEX64),
+}  # fmt: skip
+"""Fields of every ``/2`` record."""
+
+_FRAME: dict[str, Field] = {"schema": _f("string", f'Always "{SCHEMA_ID}".')}
+
+_EVICTION_COMMON: dict[str, Field] = {
+    "session_id": _f("string", "The session (paged: the request) that last used it."),
+    "block_offset": _f("integer", "Byte offset of the freed block.", **_COUNT),
+    "block_size_bytes": _f("integer", "Bytes freed.", minimum=1),
+    "reason": _f("string", "The policy's name, ttl or manual."),
+    "trigger_session_id": _f("string|null", "Request whose allocation caused it."),
+    "block_hash": _f("integer", "Prefix hash of the block (paged only).", optional=True),
+}
+
+EVICTION_LAYOUTS: dict[str, dict[str, Field]] = {
+    "lean": {
+        **_EVICTION_COMMON,
+        "before": _f("object", "Entries and bytes in use just before the eviction.",
+                     fields=LEAN_BEFORE),
+        "after": _f("object", "Counters just after it.", fields=LEAN_STATISTICS),
+        "performance": _f("object", "Measured rates (with the tuning feature).", optional=True,
+                          fields=LEAN_PERFORMANCE),
+    },
+    "upstream": {
+        **_FRAME,
+        **_EVICTION_COMMON,
+        "sim_time_ms": _SIM_TIME,
+        "policy": _f("string", "The eviction policy in force."),
         "before": _f("object", "Statistics just before the eviction.", fields=STATISTICS),
         "after": _f("object", "Statistics just after it.", fields=STATISTICS),
-        "reason": _f("string", "The policy's name, ttl or manual."),
-        "policy": _f("string", "The eviction policy in force."),
-        "trigger_session_id": _f("string|null", "Request whose allocation caused it."),
-        "performance": _f("object", "Present with the tuning feature.", optional=True,
-                          fields=PERFORMANCE),
-        "block_hash": _f("integer", "Prefix hash of the block (paged only).", optional=True),
-    },
-    "eviction_batch": {
-        "count": _f("integer", "Evictions in the round.", minimum=1),
-        "total_bytes_freed": _f("integer", "Bytes the round freed.", **_COUNT),
-        "pool_used_before": _f("integer", "Pool bytes in use before.", **_COUNT),
-        "pool_used_after": _f("integer", "Pool bytes in use after.", **_COUNT),
-        "fragmentation_before": _f("number", "Fragmentation before.", **_COUNT),
-        "fragmentation_after": _f("number", "Fragmentation after.", **_COUNT),
-        "duration_ms": _f("number", "How long the round took on the clock.", **_COUNT),
-        "first_seq": _f("integer", "Seq of the round's first eviction.", **_COUNT),
-        "last_seq": _f("integer", "Seq of its last eviction.", **_COUNT),
-        "required_bytes": _f("integer", "Bytes the allocation needed.", **_COUNT),
-        "satisfied": _f("boolean", "Whether the allocation then succeeded."),
-    },
-    "snapshot": {
-        "pool_used": _f("integer", "Pool bytes in use.", **_COUNT),
-        "pool_total": _f("integer", "Pool size in bytes.", minimum=1),
-        "utilization": _f("number", "pool_used / pool_total.", **_COUNT),
-        "fragmentation": _f("number", "(free regions - 1) / free regions.", **_COUNT),
-        "active_sessions": _f("integer", "Live sessions (paged: running requests).", **_COUNT),
-        "total_sessions_created": _f("integer", "Entries created so far.", **_COUNT),
-        "total_evictions": _f("integer", "Evictions so far.", **_COUNT),
-        "cache_hits": _f("integer", "Hits so far.", **_COUNT),
-        "cache_misses": _f("integer", "Misses so far.", **_COUNT),
-        "as_of_seq": _f("integer|null", "Seq of the last eviction it reflects.", **_COUNT),
-    },
-    "loss": {
-        "sink": _f("string", "The sink that dropped records."),
-        "first_seq": _f("integer", "First dropped seq.", **_COUNT),
-        "last_seq": _f("integer", "Last dropped seq (also this record's seq).", **_COUNT),
-        "count": _f("integer", "How many were dropped.", minimum=1),
-        "last_lost_digest": _f("string", "Digest of the last dropped record.", pattern=_HEX64),
+        "performance": _f("object", "Upstream's PerformanceReport (with the tuning feature).",
+                          optional=True, fields=PERFORMANCE),
     },
 }  # fmt: skip
+
+_BATCH: dict[str, Field] = {
+    "sim_time_ms": _SIM_TIME,
+    "count": _f("integer", "Evictions in the round.", minimum=1),
+    "total_bytes_freed": _f("integer", "Bytes the round freed.", **_COUNT),
+    "pool_used_before": _f("integer", "Pool bytes in use before the round.", **_COUNT),
+    "fragmentation_before": _f("number", "Fragmentation before.", **_COUNT),
+    "fragmentation_after": _f("number", "Fragmentation after.", **_COUNT),
+    "duration_ms": _f("number", "How long the round took on the clock.", **_COUNT),
+    "first_seq": _f("integer", "Seq of the round's first eviction.", **_COUNT),
+    "last_seq": _f("integer", "Seq of its last eviction.", **_COUNT),
+    "required_bytes": _f("integer", "Bytes the allocation needed.", **_COUNT),
+    "satisfied": _f("boolean", "Whether the allocation then succeeded."),
+}
+_SNAPSHOT: dict[str, Field] = {
+    "sim_time_ms": _SIM_TIME,
+    "pool_used": _f("integer", "Pool bytes in use.", **_COUNT),
+    "pool_total": _f("integer", "Pool size in bytes.", minimum=1),
+    "utilization": _f("number", "pool_used / pool_total.", **_COUNT),
+    "fragmentation": _f("number", "(free regions - 1) / free regions.", **_COUNT),
+    "active_sessions": _f("integer", "Live sessions (paged: running requests).", **_COUNT),
+    "total_sessions_created": _f("integer", "Entries created so far.", **_COUNT),
+    "total_evictions": _f("integer", "Evictions so far.", **_COUNT),
+    "cache_hits": _f("integer", "Hits so far.", **_COUNT),
+    "cache_misses": _f("integer", "Misses so far.", **_COUNT),
+    "as_of_seq": _f("integer|null", "Seq of the last eviction it reflects.", **_COUNT),
+}
+_LOSS: dict[str, Field] = {
+    "sink": _f("string", "The sink that dropped records."),
+    "first_seq": _f("integer", "First dropped seq.", **_COUNT),
+    "last_seq": _f("integer", "Last dropped seq (also this record's seq).", **_COUNT),
+    "count": _f("integer", "How many were dropped.", minimum=1),
+    "last_lost_digest": _f("string", "Digest of the last dropped record.", pattern=_HEX64),
+}
+
+KINDS_V1: dict[str, dict[str, Field]] = {
+    "eviction": {
+        **{k: v for k, v in EVICTION_LAYOUTS["upstream"].items() if k not in ("schema",
+           "sim_time_ms")},
+    },
+    "eviction_batch": {
+        **{k: v for k, v in _BATCH.items() if k != "sim_time_ms"},
+        "pool_used_after": _f("integer", "Pool bytes in use after (the allocation included).",
+                              **_COUNT),
+    },
+    "snapshot": {k: v for k, v in _SNAPSHOT.items() if k != "sim_time_ms"},
+    "loss": _LOSS,
+}  # fmt: skip
+"""The ``/1`` kinds, for reading old files."""
+
+KINDS: dict[str, dict[str, Field]] = {
+    "open": {
+        **_FRAME,
+        "source": _f("string", "What wrote the run: simulate, library, watch."),
+        "layout": _f("string", "Eviction receipt layout: lean or upstream."),
+        "config": _f("object", "The CachingConfig in force.", fields=CACHING_CONFIG),
+        "workload": _f("object|null", "What the run replays (free-form)."),
+        "allocator": _f("string|null", "arena or paged (null outside a simulation)."),
+        "policy": _f("string|null", "The eviction policy in force."),
+        "total_bytes": _f("integer", "Exact pool size in bytes.", **_COUNT),
+        "tuning": _f("boolean", "Whether eviction receipts carry performance figures."),
+        "sim_time_ms": _SIM_TIME,
+    },
+    "close": {
+        **_FRAME,
+        "sim_time_ms": _SIM_TIME,
+        "records": _f("integer", "Records of the run before this one (the open record "
+                      "included).", minimum=1),
+        "counts": _f("object", "Records of the run by kind (this one excluded)."),
+        "bytes_freed": _f("integer", "Bytes the run's evictions freed.", **_COUNT),
+        "final_stats": _f("object", "The cache's statistics at the end.", fields=STATISTICS),
+        "head": _f("string", "Digest of the record before this one: the chain head it closes.",
+                   pattern=_HEX64),
+    },
+    "eviction": EVICTION_LAYOUTS["lean"],
+    "eviction_batch": {
+        **_BATCH,
+        "pool_used_after_evictions": _f("integer", "pool_used_before - total_bytes_freed.",
+                                        **_COUNT),
+        "allocated_bytes": _f("integer", "Bytes the allocation then took (0 if it failed).",
+                              **_COUNT),
+        "pool_used_after": _f("integer", "pool_used_after_evictions + allocated_bytes.",
+                              **_COUNT),
+    },
+    "snapshot": _SNAPSHOT,
+    "loss": {
+        **_LOSS,
+        "prev_digest": _f("string", "Digest of the record before the gap.", pattern=_HEX64),
+    },
+}  # fmt: skip
+"""The ``/2`` kinds (``eviction`` in the lean layout; see :data:`EVICTION_LAYOUTS`)."""
+KIND_NAMES = tuple(KINDS)
 
 
 def _json_type(field: Field) -> dict[str, Any]:
@@ -162,17 +289,33 @@ def _object(fields: dict[str, Field]) -> dict[str, Any]:
     }
 
 
+def _kind_schema(kind: str, fields: dict[str, Field]) -> dict[str, Any]:
+    schema = _object({**COMMON, **fields})
+    props = schema["properties"]
+    if "schema" in props:
+        props["schema"]["const"] = SCHEMA_ID
+    props["kind"]["const"] = kind
+    props["timestamp"]["format"] = "date-time"
+    props["alg"]["enum"] = list(ALGORITHMS)
+    return schema
+
+
 def json_schema(kind: str) -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one receipt kind."""
-    schema = _object({**COMMON, **KINDS[kind]})
-    schema["properties"]["schema"]["const"] = SCHEMA_ID
-    schema["properties"]["kind"]["const"] = kind
-    schema["properties"]["timestamp"]["format"] = "date-time"
+    """JSON Schema (draft 2020-12) of one receipt kind; ``eviction`` accepts either layout."""
+    if kind == "eviction":
+        body: dict[str, Any] = {
+            "oneOf": [
+                {"title": f"{layout} layout", **_kind_schema(kind, fields)}
+                for layout, fields in EVICTION_LAYOUTS.items()
+            ]
+        }
+    else:
+        body = _kind_schema(kind, KINDS[kind])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://kvreceipts.dev/schema/{SCHEMA_ID}/{kind}.json",
-        "title": f"kvreceipts {kind} receipt",
-        **schema,
+        "title": f"kvreceipts {kind} record",
+        **body,
     }
 
 
@@ -205,6 +348,9 @@ class _Shape:
     """Fields with a minimum that may be absent or null."""
     hex_fields: tuple[str, ...]
     nested: tuple[tuple[str, _Shape], ...]
+    fits: Callable[[dict[str, Any]], bool]
+    """A straight-line test that says yes to a record that fits (the common case, fast);
+    on no, :func:`_check` finds and words the problem."""
     verdicts: dict[tuple[object, ...], tuple[str, str] | None] = field(default_factory=dict)
 
 
@@ -212,8 +358,8 @@ _MAX_SIGNATURES = 256  # a file of odd records must not grow the cache without b
 
 
 def _compile(fields: dict[str, Field]) -> _Shape:
-    # The checker knows one pattern, 64 hex digits, and tests it without a regex.
-    assert all(f.pattern in (None, _HEX64) for f in fields.values())
+    # The checker knows two patterns, 16 or 64 hex digits, and tests them without a regex.
+    assert all(f.pattern in (None, _HEX64, _HEX16) for f in fields.values())
     strict: dict[float, list[str]] = {}
     loose = []
     for name, f in fields.items():
@@ -231,7 +377,61 @@ def _compile(fields: dict[str, Field]) -> _Shape:
         loose_floors=tuple(loose),
         hex_fields=tuple(n for n, f in fields.items() if f.pattern is not None),
         nested=tuple((n, _compile(f.fields)) for n, f in fields.items() if f.fields is not None),
+        fits=_fits(fields),
     )
+
+
+def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
+    """Generate the fast yes-test of :class:`_Shape` from the same field table."""
+    lines: list[str] = []
+    scope: dict[str, Any] = {"_HEX": _HEX}
+
+    def emit(fields: dict[str, Field], var: str) -> None:
+        required = frozenset(n for n, f in fields.items() if not f.optional)
+        scope[f"_req_{var}"], scope[f"_all_{var}"] = required, frozenset(fields)
+        lines.append(f"if type({var}) is not dict: return False")
+        if required == frozenset(fields):
+            lines.append(f"if {var}.keys() != _req_{var}: return False")
+        else:
+            lines.append(f"if not (_req_{var} <= {var}.keys() <= _all_{var}): return False")
+        for name, f in fields.items():
+            item = f"v{len(scope)}"  # unique across nesting levels
+            get = f"{var}[{name!r}]" if not f.optional else f"{var}.get({name!r})"
+            lines.append(f"{item} = {get}")
+            types = {t for k in f.types for t in _PY_TYPES[k]}
+            if f.optional:
+                types.add(type(None))
+            if len(types) == 1:  # one identity test beats a set lookup
+                (only,) = types
+                scope[f"_t_{item}"] = only
+                lines.append(f"if type({item}) is not _t_{item}: return False")
+            else:
+                scope[f"_t_{item}"] = frozenset(types)
+                lines.append(f"if type({item}) not in _t_{item}: return False")
+            guard = f"{item} is not None and " if type(None) in types else ""
+            if f.minimum is not None:
+                lines.append(f"if {guard}{item} < {f.minimum!r}: return False")
+            if f.pattern is not None:
+                width = 16 if f.pattern == _HEX16 else 64
+                lines.append(f"if {guard}(len({item}) != {width} or {item}.strip(_HEX)): "
+                             "return False")  # fmt: skip
+            if f.fields is not None:
+                if guard:
+                    lines.append(f"if {item} is not None:")
+                    start = len(lines)
+                    emit(f.fields, item)
+                    lines[start:] = ["    " + line for line in lines[start:]]
+                else:
+                    emit(f.fields, item)
+
+    emit(fields, "v")
+    # The constants become the closure of fits: a cell read is cheaper than a global lookup.
+    body = "".join(f"        {line}\n" for line in lines)
+    source = (f"def make({', '.join(scope)}):\n    def fits(v):\n{body}        return True\n"
+              "    return fits\n")  # fmt: skip
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<kvreceipts shape>", "exec"), namespace)  # noqa: S102 - our own tables
+    return namespace["make"](**scope)  # type: ignore[no-any-return]
 
 
 def _tuple_getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -239,7 +439,17 @@ def _tuple_getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...
     return get if len(names) > 1 else lambda value: (get(value),)
 
 
-_SHAPES = {kind: _compile({**COMMON, **fields}) for kind, fields in KINDS.items()}
+_SHAPES: dict[tuple[str, str], _Shape] = {
+    **{(kind, "lean"): _compile({**COMMON, **fields}) for kind, fields in KINDS.items()},
+    ("eviction", "upstream"): _compile({**COMMON, **EVICTION_LAYOUTS["upstream"]}),
+}
+_SHAPES_V1 = {kind: _compile({**COMMON_V1, **fields}) for kind, fields in KINDS_V1.items()}
+
+
+def register_kind(kind: str, fields: dict[str, Field]) -> None:
+    """Add a ``/2`` record kind (a capability of its own, e.g. a live engine's receipts)."""
+    KINDS[kind] = fields
+    _SHAPES[kind, "lean"] = _compile({**COMMON, **fields})
 
 
 def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None:
@@ -251,11 +461,13 @@ def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None
         return min(keys - shape.types.keys()), "is not a field of this kind"
     for name, item in value.items():
         if type(item) not in shape.types[name]:
-            return name, f"must be {' or '.join(shape.fields[name].types)}, not {item!r}"
+            return name, f"must be {' or '.join(shape.fields[name].types)}, not {_short(item)}"
     return None
 
 
 def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+    if shape.fits(value):
+        return None
     signature = (*value, *map(type, value.values()))
     verdicts = shape.verdicts
     if signature in verdicts:
@@ -274,15 +486,18 @@ def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | Non
     for low, names, get in shape.floors:
         if min(get(value)) < low:
             name = next(n for n in names if value[n] < low)
-            return f"field {where + name!r} must be at least {low:g}, not {value[name]!r}"
+            return f"field {where + name!r} must be at least {low:g}, not {_short(value[name])}"
     for name, low in shape.loose_floors:
         item = value.get(name)
         if item is not None and item < low:
-            return f"field {where + name!r} must be at least {low:g}, not {item!r}"
+            return f"field {where + name!r} must be at least {low:g}, not {_short(item)}"
     for name in shape.hex_fields:
-        item = value[name]
-        if len(item) != 64 or item.strip(_HEX):
-            return f"field {where + name!r} must be 64 lowercase hex digits"
+        item = value.get(name)
+        if item is None:  # an optional digest that is absent
+            continue
+        width = 16 if shape.fields[name].pattern == _HEX16 else 64
+        if len(item) != width or item.strip(_HEX):
+            return f"field {where + name!r} must be {width} lowercase hex digits"
     for name, nested in shape.nested:
         if name in value:
             problem = _check(value[name], nested, f"{where}{name}.")
@@ -291,13 +506,40 @@ def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | Non
     return None
 
 
-def check_record(record: object) -> str | None:
-    """What is wrong with the shape of a parsed record, or ``None`` if it fits its kind."""
+def check_record(record: object, layout: str = "lean") -> str | None:
+    """What is wrong with the shape of a parsed ``/2`` record, or ``None`` if it fits its kind
+    (``layout`` picks the eviction layout; other kinds have one shape).
+    """
     if not isinstance(record, dict):
         return "a receipt must be a JSON object"
-    if record.get("schema") != SCHEMA_ID:
-        return f"field 'schema' must be {SCHEMA_ID!r}, not {record.get('schema')!r}"
     kind = record.get("kind")
-    if kind not in _SHAPES:
-        return f"field 'kind' must be one of {', '.join(KIND_NAMES)}, not {kind!r}"
-    return _check(record, _SHAPES[kind], "")
+    if type(kind) is not str or (kind, "lean") not in _SHAPES:
+        return f"field 'kind' must be one of {', '.join(KINDS)}, not {_short(kind)}"
+    shape = _SHAPES.get((kind, layout)) or _SHAPES[kind, "lean"]
+    return _check(record, shape, "")
+
+
+def shape_test(kind: str, layout: str = "lean") -> Callable[[dict[str, Any]], bool] | None:
+    """The fast yes-test of a ``/2`` kind's shape (``None`` for an unknown kind); on no,
+    :func:`check_record` words the problem.
+    """
+    shape = _SHAPES.get((kind, layout)) or _SHAPES.get((kind, "lean"))
+    return shape.fits if shape is not None else None
+
+
+def check_record_v1(record: object) -> str | None:
+    """The same for a ``/1`` record (no run framing, ``prev_digest`` in the line)."""
+    if not isinstance(record, dict):
+        return "a receipt must be a JSON object"
+    if record.get("schema") != SCHEMA_ID_V1:
+        return f"field 'schema' must be {SCHEMA_ID_V1!r}, not {_short(record.get('schema'))}"
+    kind = record.get("kind")
+    if type(kind) is not str or kind not in _SHAPES_V1:
+        return f"field 'kind' must be one of {', '.join(KINDS_V1)}, not {_short(kind)}"
+    return _check(record, _SHAPES_V1[kind], "")
+
+
+def _short(value: object) -> str:
+    """A value for a message, cut to a readable length (hostile input can be huge)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -115,7 +115,7 @@ def derive_run_id(caching: CachingConfig, simulation: SimulationConfig) -> str:
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(material).hexdigest()[:32]
+    return hashlib.sha256(material).hexdigest()[:16]  # 64 bits name a run; the chain proves it
 
 
 def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Plan:
@@ -167,6 +167,9 @@ def build_manager(
         "hmac_key": hmac_key,
         "batch_receipts": sim.batch_receipts,
         "snapshot_every": sim.snapshot_every,
+        "layout": sim.layout,
+        "source": "simulate",
+        "workload": plan.describe(),
     }
     if plan.allocator == "paged":
         return PagedKVCacheManager(

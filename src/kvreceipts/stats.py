@@ -85,8 +85,31 @@ class KVCacheStatistics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """Inverse of :meth:`to_dict`; from a lean record's counters, the ratios it can derive
+        (the pool size is the run's, so those that need it stay 0).
+        """
+        if "hit_rate" in data:
+            return cls(**{f.name: data[f.name] for f in fields(cls)})
+        lookups = data["cache_hits"] + data["cache_misses"]
+        return cls(
+            total_sessions=data["total_sessions"],
+            used_memory_mb=data["used_bytes"] / _MB,
+            cache_hits=data["cache_hits"],
+            cache_misses=data["cache_misses"],
+            hit_rate=data["cache_hits"] / lookups if lookups else 0.0,
+            evictions=data["evictions"],
+            used_bytes=data["used_bytes"],
+        )
+
+    def lean_dict(self) -> dict[str, int]:
+        """The exact counters a lean receipt carries."""
+        return {
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "evictions": self.evictions,
+            "total_sessions": self.total_sessions,
+            "used_bytes": self.used_bytes,
+        }
 
 
 @dataclass(slots=True)
@@ -131,7 +154,8 @@ class PerformanceReport:
 
     average_requests_per_second: float
     average_latency_ms: float
-    current_config: CachingConfig
+    current_config: CachingConfig | None
+    """``None`` when read back from a lean receipt (its config is the open record's)."""
     sample_count: int
 
     @classmethod
@@ -156,7 +180,7 @@ class PerformanceReport:
         return {
             "average_requests_per_second": self.average_requests_per_second,
             "average_latency_ms": self.average_latency_ms,
-            "current_config": config_dict or self.current_config.to_dict(),
+            "current_config": config_dict or _config_dict(self.current_config),
             "sample_count": self.sample_count,
         }
 
@@ -165,9 +189,14 @@ class PerformanceReport:
         """Inverse of :meth:`to_dict`."""
         from kvreceipts.config import CachingConfig
 
+        config = data.get("current_config")
         return cls(
             data["average_requests_per_second"],
             data["average_latency_ms"],
-            CachingConfig(**data["current_config"]),
-            data["sample_count"],
+            CachingConfig(**config) if config is not None else None,
+            data.get("sample_count", 0),
         )
+
+
+def _config_dict(config: CachingConfig | None) -> dict[str, Any] | None:
+    return config.to_dict() if config is not None else None

@@ -11,7 +11,7 @@ from kvreceipts.sinks import BaseSink
 
 if TYPE_CHECKING:
     from kvreceipts.commands.output import Output
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["StdoutSink", "TableSink"]
 
@@ -28,7 +28,7 @@ class StdoutSink(BaseSink):
         self.out = out
         self.stop = threading.Event()
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Write the sealed line."""
         if self.out.write(record.line):
             self.count("delivered")
@@ -44,9 +44,12 @@ class TableSink(BaseSink):
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
-        self.kept: list[Receipt] = []
+        self.kept: list[Record] = []
 
-    def deliver(self, record: Receipt) -> None:
+    def on_frame(self, record: Record) -> None:
+        """The table shows receipts, not the run's open and close records."""
+
+    def deliver(self, record: Record) -> None:
         """Keep the record if there is room."""
         if len(self.kept) < self.limit:
             self.kept.append(record)

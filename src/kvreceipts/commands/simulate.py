@@ -50,6 +50,13 @@ class Workload(StrEnum):
     uniform = "uniform"
 
 
+class Layout(StrEnum):
+    """Eviction receipt layouts."""
+
+    lean = "lean"
+    upstream = "upstream"
+
+
 class Allocator(StrEnum):
     """KV allocators."""
 
@@ -79,7 +86,8 @@ _SIM_OPTIONS = {
     "batch_receipts": "--batch-receipts", "snapshot_every": "--snapshot-every",
     "output": "--output", "http_sink": "--http-sink", "hmac_key_file": "--hmac-key-file",
     "skip_bad_lines": "--skip-bad-lines", "decode_ms_per_token": "--decode-ms-per-token",
-    "prefill_ms_per_token": "--prefill-ms-per-token", "strict_time": "--strict-time",
+    "prefill_ms_per_token": "--prefill-ms-per-token", "layout": "--layout",
+    "strict_time": "--strict-time",
 }  # fmt: skip
 
 REJECTION_REASONS = {
@@ -141,7 +149,7 @@ def _plan(loaded: LoadedConfig, given: set[str]) -> Plan:
 
 
 def _sinks(
-    plan: Plan, out: Output, fmt: ReceiptFormat, limit: int
+    plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool
 ) -> tuple[list[BaseSink], threading.Event | None]:
     """The run's sinks, and the event that says stdout's reader has gone."""
     from kvreceipts.commands.receipt_sinks import StdoutSink, TableSink
@@ -158,7 +166,7 @@ def _sinks(
         sinks.append(TableSink(limit))
     if sim.output:
         try:
-            file_sink = JsonlSink(sim.output, flush="batch", append=False)
+            file_sink = JsonlSink(sim.output, flush="batch", append=append)
         except OSError as exc:
             raise InputError(f"cannot write the receipts file: {exc.strerror}",
                              path=sim.output) from None  # fmt: skip
@@ -192,8 +200,10 @@ def _receipt_table(kept: list[Receipt], total: int, paged: bool) -> Table:
     columns = ("block hash", "size", "used") if paged else ("offset", "size", "used", "entries")
     for name in columns:
         table.add_column(name, justify="right", no_wrap=True)
+    from kvreceipts.receipts import as_receipt
+
     for record in kept:
-        table.add_row(*_receipt_row(record, paged))
+        table.add_row(*_receipt_row(as_receipt(record), paged))
     more = total - len(kept)
     if more > 0:
         table.caption = f"… {more:,} more (--limit N shows more; --format jsonl prints all)"
@@ -449,6 +459,34 @@ def simulate(
             help="Also POST receipts (JSON lines, batched) to this URL.", show_default=False
         ),
     ] = None,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "--append",
+            help="-o FILE exists: add this run after the runs in it.",
+            show_default=False,
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="-o FILE exists: replace it.", show_default=False),
+    ] = False,
+    layout: Annotated[
+        Layout | None,
+        typer.Option(
+            help="Eviction receipt layout: lean (the config once, in the open record) "
+            "or upstream (its full payload in every receipt).",
+            show_default="lean",
+        ),
+    ] = None,
+    allow_sink_loss: Annotated[
+        bool,
+        typer.Option(
+            "--allow-sink-loss",
+            help="Exit 0 even if a sink dropped or failed to deliver receipts.",
+            show_default=False,
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option(help="Receipts shown in the table.", min=0)] = 20,
     hmac_key_file: HmacKeyOption = None,
     skip_bad_lines: Annotated[
@@ -499,6 +537,7 @@ def simulate(
             "hmac_key_file": str(hmac_key_file) if hmac_key_file else None,
             "skip_bad_lines": skip_bad_lines, "decode_ms_per_token": decode_ms_per_token,
             "prefill_ms_per_token": prefill_ms_per_token, "strict_time": strict_time,
+            "layout": layout.value if layout else None,
         }  # fmt: skip
         given = {key for key, value in cli.items() if value is not None}
         loaded = load_config(config) if config else LoadedConfig()
@@ -510,10 +549,33 @@ def simulate(
         out = Output(json_mode=chosen is ReceiptFormat.json, quiet=quiet)
         for note in notes:
             out.note(note)
-        _run(plan, out, chosen, limit)
+        _check_output(plan, append=append, force=force)
+        lost = _run(plan, out, chosen, limit, append=append)
+        if lost and not allow_sink_loss:
+            raise typer.Exit(1)
 
 
-def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int) -> None:
+def _check_output(plan: Plan, *, append: bool, force: bool) -> None:
+    """``-o`` never overwrites by accident, and never goes silently unwritten."""
+    output = plan.simulation.output
+    if append and force:
+        raise UsageError("--append and --force contradict each other; give one")
+    if not output:
+        if append or force:
+            raise UsageError("--append and --force are for -o FILE")
+        return
+    if not plan.caching.enable_receipts:
+        raise UsageError(f"-o {output}: receipts are off in this run (--no-receipts, "
+                         "enable_receipts = false, or the 'receipts' feature), so there is "
+                         "nothing to write")  # fmt: skip
+    path = Path(output)
+    if path.exists() and path.is_file() and not (append or force):
+        raise UsageError(f"-o {output}: the file exists; --append adds this run after the "
+                         "runs in it, --force replaces it")  # fmt: skip
+
+
+def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool) -> int:
+    """Run the plan and report it; returns how many sinks lost receipts."""
     from kvreceipts.simulation import build_manager, run_simulation
 
     sim = plan.simulation
@@ -524,7 +586,7 @@ def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int) -> None:
         from kvreceipts.sinks import FanoutSink
 
         key = read_hmac_key(sim.hmac_key_file) if sim.hmac_key_file else None
-        sinks, stop = _sinks(plan, out, fmt, limit)
+        sinks, stop = _sinks(plan, out, fmt, limit, append=append)
         sink = FanoutSink(sinks)
     manager = build_manager(plan, sink=sink, hmac_key=key)
     with _progress(out, plan) as progress:
@@ -538,7 +600,24 @@ def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int) -> None:
             stop=stop,
         )
     manager.shutdown()
+    result.last_digest = manager.last_digest  # the close record's: the run's anchor
     _report(plan, out, fmt, result, sinks)
+    return _report_losses(out, sinks)
+
+
+def _report_losses(out: Output, sinks: list[BaseSink]) -> int:
+    """One line per sink that dropped or failed to deliver receipts."""
+    lossy = 0
+    for sink in sinks:
+        if sink.name in ("table", "stdout"):
+            continue  # a closed stdout ends the run on purpose
+        c = sink.counters
+        lost = c.dropped + c.failed
+        if lost:
+            lossy += 1
+            out.error(f"sink {sink.name} lost {lost:,} of {c.accepted:,} records ({c.dropped:,} "
+                      f"dropped, {c.failed:,} failed); --allow-sink-loss accepts this")  # fmt: skip
+    return lossy
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from kvreceipts.commands.options import (
 )
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.reading import open_receipts
+from kvreceipts.errors import UsageError
 
 __all__ = ["verify"]
 
@@ -23,33 +24,98 @@ EXAMPLES = """
   kvreceipts simulate -o run.jsonl && kvreceipts verify run.jsonl
   kvreceipts verify run.jsonl --hmac-key-file key.bin --format json | jq .violations
   cat run.jsonl | kvreceipts verify - --expect-last-digest <last_digest from the summary>
+  kvreceipts verify runs.jsonl --expect-last-digest RUN_ID=DIGEST --expect-last-digest ...
 
 Exit status: 0 clean, 1 violations found, 2 unreadable input.
 """
+
+_Flag = Annotated[bool, typer.Option(show_default=False)]
+_AUTH = {
+    "authenticated": "authenticated with the HMAC key",
+    "unauthenticated": "UNAUTHENTICATED: plain SHA-256, anyone who can rewrite the file can "
+    "re-chain it; use HMAC (--hmac-key-file) and an anchor to prove more",
+    "unchecked": "NOT AUTHENTICATED: HMAC-sealed, but no key was given",
+}
+
+
+def _anchors(values: list[str]) -> dict[str, str]:
+    anchors: dict[str, str] = {}
+    for value in values:
+        run_id, _, digest = value.rpartition("=")
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise UsageError(f"--expect-last-digest {value!r}: expected 64 lowercase hex digits, "
+                             "or RUN_ID=DIGEST")  # fmt: skip
+        if run_id in anchors or (anchors and ("" in anchors or run_id == "")):
+            raise UsageError("--expect-last-digest: give one DIGEST for a one-run file, or one "
+                             "RUN_ID=DIGEST per run")  # fmt: skip
+        anchors[run_id] = digest
+    return anchors
 
 
 def verify(
     path: InputArgument = "-",
     hmac_key_file: HmacKeyOption = None,
     expect_last_digest: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="The run's last_digest (from its summary): records cut off the end are caught.",
+            help="The run's last_digest (from its summary), or RUN_ID=DIGEST per run "
+            "(repeatable): records cut off the end are caught.",
             show_default=False,
         ),
     ] = None,
+    allow_incomplete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incomplete",
+            help="Accept runs without a close record (a crashed run's valid prefix).",
+            show_default=False,
+        ),
+    ] = False,
+    allow_loss: Annotated[
+        bool,
+        typer.Option(
+            "--allow-loss",
+            help="Accept records a sink dropped and declared with a loss record.",
+            show_default=False,
+        ),
+    ] = False,
+    require_hmac: Annotated[
+        bool,
+        typer.Option(
+            "--require-hmac", help="Fail any record not sealed with HMAC.", show_default=False
+        ),
+    ] = False,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Check an HMAC-sealed file's structure without its key.",
+            show_default=False,
+        ),
+    ] = False,
     fmt: ReportFormatOption = ReportFormat.table,
 ) -> None:
-    """Verify a receipt stream: schema, seq, hash chain, HMAC, byte conservation, time."""
+    """Verify a receipt stream: bytes, framing, seq, hash chain, HMAC, anchors, byte
+    conservation, time.
+    """
     from kvreceipts.chain import read_hmac_key
-    from kvreceipts.verify import verify_lines
+    from kvreceipts.verify import VerifyOptions, verify_lines
 
     out = Output(json_mode=fmt is ReportFormat.json)
-    key = read_hmac_key(hmac_key_file) if hmac_key_file else None
+    options = VerifyOptions(
+        key=read_hmac_key(hmac_key_file) if hmac_key_file else None,
+        anchors=_anchors(expect_last_digest or []),
+        allow_incomplete=allow_incomplete,
+        allow_loss=allow_loss,
+        require_hmac=require_hmac,
+        no_auth=no_auth,
+    )
     with open_receipts(path) as lines:
-        report = verify_lines(lines, path=path, key=key, expect_last_digest=expect_last_digest)
+        report = verify_lines(lines, path=path, options=options)
     if out.json_mode:
         out.json(report.to_dict())
+        if report.authentication != "authenticated":
+            out.warn(f"{report.path}: {_AUTH[report.authentication]}")
     else:
         _print_report(out, report)
     if not report.ok:
@@ -57,8 +123,10 @@ def verify(
 
 
 def _print_report(out: Output, report: object) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
+    from kvreceipts.schema import SCHEMA_ID_V1
     from kvreceipts.verify import VerifyReport
 
     assert isinstance(report, VerifyReport)
@@ -68,30 +136,37 @@ def _print_report(out: Output, report: object) -> None:
         for column in ("line", "check", "seq", "what is wrong"):
             table.add_column(column, justify="right" if column in ("line", "seq") else "left")
         for v in report.violations:
-            table.add_row(str(v.line), v.check, "" if v.seq is None else str(v.seq), v.message)
+            table.add_row(str(v.line), v.check, "" if v.seq is None else str(v.seq),
+                          escape(v.message))  # fmt: skip
         if report.violation_count > len(report.violations):
             table.caption = f"… {report.violation_count - len(report.violations):,} more"
         out.show(table)
-    kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(report.kinds.items())) or "no records"
-    runs = len(report.runs)
-    signed = " (HMAC-SHA-256)" if report.hmac else ""
-    for gap in report.declared_losses:
-        out.warn(f"{gap.count:,} record(s) of run {gap.run_id[:12]} (seq {gap.first_seq}.."
-                 f"{gap.last_seq}) were dropped by sink {gap.declared_by}; the chain links "
-                 "across the gap")  # fmt: skip
+    if report.format == SCHEMA_ID_V1:
+        out.warn(f"{report.path} is in the old format ({SCHEMA_ID_V1}): no open/close records, "
+                 "so a cut end shows only against --expect-last-digest")  # fmt: skip
+    for loss in report.losses:
+        out.warn(f"{loss.count:,} record(s) of run {loss.run_id} (seq {loss.first_seq}.."
+                 f"{loss.last_seq}) were dropped by sink {escape(loss.sink)}")  # fmt: skip
+    if report.incomplete_runs:
+        out.warn(f"{report.incomplete_runs:,} run(s) have no close record: incomplete (a crash "
+                 "or a cut file); only their valid prefix was checked")  # fmt: skip
     if report.truncated_tail:
-        out.warn("the last line is cut short (a truncated tail, as a crash mid-write leaves); "
-                 "everything before it was checked")  # fmt: skip
+        out.warn("the last line is cut short (a truncated tail, as a crash mid-write leaves)")
+    kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(report.kinds.items())) or "no records"
+    auth = _AUTH[report.authentication]
     if report.ok:
         out.show(
-            f"[green]✓[/green] {report.path}: {report.records:,} records ({kinds}) in "
-            f"{runs} run(s) verified{signed}; chain head {report.last_digest}"
+            f"[green]✓[/green] {escape(report.path)}: {report.records:,} records ({kinds}) in "
+            f"{report.run_count:,} run(s) verified; chain head {report.last_digest}"
         )
     else:
         hint = ""
         if report.digest_failures and report.digest_failures == report.records and not report.hmac:
             hint = " - no digest matched: was the run signed? pass --hmac-key-file"
         out.show(
-            f"[red]✗[/red] {report.path}: {report.violation_count:,} violation(s) in "
-            f"{report.records:,} records{signed}{hint}"
+            f"[red]✗[/red] {escape(report.path)}: {report.violation_count:,} violation(s) in "
+            f"{report.records:,} records{hint}"
         )
+    out.show(f"{'[yellow]' if report.authentication != 'authenticated' else ''}{auth}")
+    if report.authentication != "authenticated" and not out.stdout_is_terminal:
+        out.warn(f"{report.path}: {auth}")  # stdout may be a pipe nobody reads

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
         KvEvictionBatchReceipt,
         KvEvictionReport,
         KvPoolSnapshotReceipt,
-        Receipt,
+        Record,
     )
 
 __all__ = ["KV_RECEIPTS_TARGET", "BaseSink", "KvEventSink", "LossTracker", "SinkCounters"]
@@ -64,21 +64,20 @@ class LossTracker:
     sealer: Sealer | None = None
     ready: list[LossReceipt] = field(default_factory=list)
 
-    def drop(self, record: Receipt) -> None:
+    def drop(self, record: Record) -> None:
         """Count ``record`` as dropped: extend the open range, or open a new one."""
         loss = self.pending
         if loss is not None and record.seq == loss.last_seq + 1:
             loss.last_seq = loss.seq = record.seq
             loss.count += 1
             loss.last_lost_digest = record.digest
-            loss.timestamp, loss.sim_time_ms = record.timestamp, record.sim_time_ms
+            loss.timestamp = record.timestamp
             return
         self.close_range()
         self.pending = LossReceipt(
             run_id=record.run_id,
             seq=record.seq,
             timestamp=record.timestamp,
-            sim_time_ms=record.sim_time_ms,
             prev_digest=record.prev_digest,
             sink=self.sink,
             first_seq=record.seq,
@@ -89,10 +88,12 @@ class LossTracker:
 
     def close_range(self) -> None:
         """End the open range (a record got through after it): seal it and make it ready."""
-        if self.pending is not None:
+        loss = self.pending
+        if loss is not None:
             if self.sealer is not None:
-                self.sealer.seal_detached(self.pending)
-            self.ready.append(self.pending)
+                loss.alg, loss.key_id = self.sealer.alg, self.sealer.key_id
+                loss.digest, loss.line = self.sealer.seal_beside(loss.prev_digest, loss.to_dict())
+            self.ready.append(loss)
             self.pending = None
 
     def take(self) -> list[LossReceipt]:
@@ -127,7 +128,11 @@ class BaseSink:
         """Receive one pool snapshot."""
         self.accept(receipt)
 
-    def accept(self, record: Receipt) -> None:
+    def on_frame(self, record: Record) -> None:
+        """Receive a run's ``open`` or ``close`` record."""
+        self.accept(record)
+
+    def accept(self, record: Record) -> None:
         """Take one record of any kind: count it, deliver it, contain any failure."""
         self.counters.accepted += 1
         try:
@@ -138,7 +143,7 @@ class BaseSink:
                 "sink %s failed to deliver receipt seq=%s", self.name, record.seq, exc_info=True
             )
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Send one record on; raise to report a failure."""
         raise NotImplementedError
 

@@ -6,12 +6,12 @@ import queue
 from collections import deque
 from typing import TYPE_CHECKING, Literal
 
-from kvreceipts.receipts import LossReceipt
+from kvreceipts.receipts import LossReceipt, as_receipt
 from kvreceipts.sinks.base import BaseSink, LossTracker
 
 if TYPE_CHECKING:
     from kvreceipts.chain import Sealer
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Receipt, Record
 
 __all__ = ["ChannelSink", "Overflow"]
 
@@ -35,17 +35,24 @@ class ChannelSink(BaseSink):
             raise ValueError("a channel needs room for at least one record")
         if overflow not in ("drop_newest", "drop_oldest"):
             raise ValueError(f"unknown overflow policy {overflow!r}")
-        self.queue: queue.Queue[Receipt] = queue.Queue(maxsize=capacity)
+        self.queue: queue.Queue[Record] = queue.Queue(maxsize=capacity)
         self.capacity = capacity
         self.overflow = overflow
         self.losses: list[LossReceipt] = []
         """Every loss record this sink made, queued or not."""
+        self.frames: list[Receipt] = []
+        """The run's ``open`` and ``close`` records: kept here, not queued, so that readers
+        of the channel see upstream's receipts only."""
         self._loss = LossTracker(self.name)
         self._unqueued: deque[LossReceipt] = deque()
 
     def bind(self, run_id: str, sealer: Sealer) -> None:  # noqa: ARG002 - protocol signature
         """Seal loss records with the run's key."""
         self._loss.sealer = sealer
+
+    def on_frame(self, record: Record) -> None:
+        """Keep a run's open or close record in :attr:`frames`."""
+        self.frames.append(as_receipt(record))
 
     def _free_slots(self) -> int:
         # Only this sink puts (under the manager's lock); consumers only take, so the real
@@ -61,7 +68,7 @@ class ChannelSink(BaseSink):
         while self._unqueued and self._free_slots() > reserve:
             self.queue.put_nowait(self._unqueued.popleft())
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Queue ``record`` without blocking, dropping by the overflow policy when full."""
         if self._loss.pending is not None or self._unqueued:
             self._queue_losses(reserve=1)
@@ -85,13 +92,13 @@ class ChannelSink(BaseSink):
     def try_recv(self) -> Receipt | None:
         """The next record, or ``None`` when the queue is empty."""
         try:
-            return self.queue.get_nowait()
+            return as_receipt(self.queue.get_nowait())
         except queue.Empty:
             return None
 
     def recv(self, timeout: float | None = None) -> Receipt:
         """The next record, waiting up to ``timeout`` seconds (raises ``queue.Empty``)."""
-        return self.queue.get(timeout=timeout)
+        return as_receipt(self.queue.get(timeout=timeout))
 
     def drain(self) -> list[Receipt]:
         """Every record queued right now."""

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from kvreceipts.chain import Sealer
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["FanoutSink"]
 
@@ -31,7 +31,19 @@ class FanoutSink(BaseSink):
         for sink in self.sinks:
             sink.bind(run_id, sealer)
 
-    def deliver(self, record: Receipt) -> None:
+    def on_frame(self, record: Record) -> None:
+        """Hand a run's open or close record to each child's own ``on_frame``."""
+        self.counters.accepted += 1
+        for sink in self.sinks:
+            try:
+                sink.on_frame(record)
+            except Exception:  # noqa: BLE001 - keep going with the others
+                sink.count("failed")
+                log.warning("sink %s failed to take the %s record", sink.name, record.kind,
+                            exc_info=True)  # fmt: skip
+        self.counters.delivered += 1
+
+    def deliver(self, record: Record) -> None:
         """Give ``record`` to each child (each contains its own failures)."""
         for sink in self.sinks:
             sink.accept(record)

@@ -16,7 +16,7 @@ from kvreceipts.sinks.base import KV_RECEIPTS_TARGET, BaseSink, LossTracker
 
 if TYPE_CHECKING:
     from kvreceipts.chain import Sealer
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["HttpSink"]
 
@@ -74,7 +74,7 @@ class HttpSink(BaseSink):
         self.batches_sent = 0
         self.attempts = 0
         self._run_id = "unbound"
-        self._buffer: deque[Receipt] = deque()
+        self._buffer: deque[Record] = deque()
         self._loss = LossTracker(self.name)
         self._cond = threading.Condition()
         self._counter_lock = threading.Lock()
@@ -93,7 +93,7 @@ class HttpSink(BaseSink):
         self._run_id = run_id
         self._loss.sealer = sealer
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Buffer ``record`` for the sender thread; never waits for the network."""
         with self._cond:
             if self._closing:
@@ -106,7 +106,7 @@ class HttpSink(BaseSink):
             if len(self._buffer) >= self.batch_size:
                 self._cond.notify()
 
-    def _next_batch(self) -> list[Receipt] | None:
+    def _next_batch(self) -> list[Record] | None:
         """Wait for a full batch, the flush interval, or close; ``None`` when done."""
         with self._cond:
             if len(self._buffer) < self.batch_size and not self._closing:
@@ -116,9 +116,14 @@ class HttpSink(BaseSink):
             pending = self._loss.pending
             if pending is not None and self._buffer and self._buffer[-1].seq > pending.last_seq:
                 self._loss.close_range()  # a record got through after the drops
-            batch: list[Receipt] = list(self._loss.take())
-            while self._buffer and len(batch) < self.batch_size:
-                batch.append(self._buffer.popleft())
+            # In seq order: a loss record goes after the records buffered before its gap.
+            losses, buffer = self._loss.ready, self._buffer
+            batch: list[Record] = []
+            while (buffer or losses) and len(batch) < self.batch_size:
+                if losses and (not buffer or losses[0].first_seq < buffer[0].seq):
+                    batch.append(losses.pop(0))
+                else:
+                    batch.append(buffer.popleft())
             if not batch and self._closing:
                 self._loss.close_range()
                 batch = list(self._loss.take())
@@ -133,7 +138,7 @@ class HttpSink(BaseSink):
             if batch:
                 self._send(batch)
 
-    def _send(self, batch: list[Receipt]) -> None:
+    def _send(self, batch: list[Record]) -> None:
         body = b"".join(record.line for record in batch)
         seqs = [r.seq for r in batch]
         key = f"{self._run_id}:{min(seqs)}-{max(seqs)}"

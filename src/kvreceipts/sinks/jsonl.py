@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
 from kvreceipts.sinks.base import BaseSink, log
 
 if TYPE_CHECKING:
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["FlushPolicy", "JsonlSink"]
 
@@ -54,7 +55,7 @@ class JsonlSink(BaseSink):
         self.batch_lines = max(1, batch_lines)
         self._pending: list[bytes] = []
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Write (or batch) the record's sealed line."""
         if self.flush_policy == "line":
             self._stream.write(record.line)
@@ -85,8 +86,8 @@ class JsonlSink(BaseSink):
             return
         try:
             self.flush()
-            if self._owned:
-                os.fsync(self._stream.fileno())
+            if self._owned and stat.S_ISREG(os.fstat(self._stream.fileno()).st_mode):
+                os.fsync(self._stream.fileno())  # a device such as /dev/null cannot be synced
             else:
                 self._stream.flush()
         finally:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from kvreceipts.receipts import KvEvictionReport
+from kvreceipts.receipts import KvEvictionReport, as_receipt
 from kvreceipts.sinks.base import KV_RECEIPTS_TARGET, BaseSink
 
 if TYPE_CHECKING:
-    from kvreceipts.receipts import Receipt
+    from kvreceipts.receipts import Record
 
 __all__ = ["TracingSink"]
 
@@ -27,12 +27,14 @@ class TracingSink(BaseSink):
         super().__init__()
         self.logger = logger or logging.getLogger(KV_RECEIPTS_TARGET)
 
-    def deliver(self, record: Receipt) -> None:
+    def deliver(self, record: Record) -> None:
         """Log ``record`` if INFO is enabled for the logger."""
         if not self.logger.isEnabledFor(logging.INFO):
             self.count("delivered")
             return
-        if isinstance(record, KvEvictionReport):
+        if record.kind == "eviction":
+            record = as_receipt(record)
+            assert isinstance(record, KvEvictionReport)
             self.logger.info(
                 "KV eviction recorded",
                 extra={

@@ -1,39 +1,28 @@
-"""Checking a receipt stream: shape, sequence, hash chain, HMAC, byte conservation, time.
-
-Streams: it keeps a few fields per run, the pending gaps, and (paged runs) one number per
-evicted block hash, never the records themselves.
+"""Checking a file in the old ``kvreceipts.eviction/1`` format: shape, sequence, hash chain
+(``prev_digest`` in every line), HMAC, byte conservation, time. The format has no run framing,
+so a cut end shows only against an anchor.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kvreceipts.chain import canonical, compute_digest
-from kvreceipts.schema import ZERO_DIGEST, check_record
+from kvreceipts.chain import canonical
+from kvreceipts.schema import ZERO_DIGEST, check_record_v1
+from kvreceipts.verify.report import DeclaredLoss, RunOutcome, Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["MAX_KEPT_VIOLATIONS", "Gap", "VerifyReport", "Violation", "verify_lines"]
+    from kvreceipts.verify import VerifyOptions
+    from kvreceipts.verify.report import VerifyReport
 
-MAX_KEPT_VIOLATIONS = 1000
-"""Violations kept in the report; the rest are only counted."""
-
-
-@dataclass(slots=True)
-class Violation:
-    """One thing wrong, at one line."""
-
-    line: int
-    check: str
-    """Short name of the check that failed: json, schema, seq, chain, digest, bytes, ..."""
-    message: str
-    seq: int | None = None
-    run_id: str | None = None
+__all__ = ["verify_v1"]
 
 
 @dataclass(slots=True)
@@ -72,7 +61,7 @@ class _Run:
 
 
 @dataclass(slots=True)
-class VerifyReport:
+class _LegacyReport:
     """The outcome of verifying one stream."""
 
     path: str
@@ -103,7 +92,7 @@ class VerifyReport:
     def add(self, violation: Violation) -> None:
         """Record a violation (keeping the first :data:`MAX_KEPT_VIOLATIONS`)."""
         self.violation_count += 1
-        if len(self.violations) < MAX_KEPT_VIOLATIONS:
+        if len(self.violations) < 1000:
             self.violations.append(violation)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +121,7 @@ class VerifyReport:
 
 
 class _Verifier:
-    def __init__(self, report: VerifyReport, key: bytes | None) -> None:
+    def __init__(self, report: _LegacyReport, key: bytes | None) -> None:
         self.report = report
         self.key = key
         self.runs: dict[str, _Run] = {}
@@ -153,7 +142,7 @@ class _Verifier:
             else:
                 self.fail(number, "json", f"not valid JSON: {exc.msg}", None)
             return
-        problem = check_record(record)
+        problem = check_record_v1(record)
         if problem:
             self.fail(number, "schema", problem, record if isinstance(record, dict) else None)
             return
@@ -189,7 +178,7 @@ class _Verifier:
         claimed = record.pop("digest")
         payload = canonical(record)
         record["digest"] = claimed
-        if not hmac.compare_digest(claimed, compute_digest(payload, self.key)):
+        if not hmac.compare_digest(claimed, _compute_digest(payload, self.key)):
             self.report.digest_failures += 1
             self.fail(number, "digest", "digest does not match the record's contents"
                       + (" (HMAC)" if self.key else ""), record)  # fmt: skip
@@ -286,19 +275,16 @@ class _Verifier:
         run.next_seq, run.last_digest = end[1] + 1, last_lost
 
 
-def verify_lines(
-    lines: Iterable[bytes],
-    *,
-    path: str = "-",
-    key: bytes | None = None,
-    expect_last_digest: str | None = None,
-) -> VerifyReport:
-    """Verify a stream of JSON lines (bytes, newline included).
+def _compute_digest(payload: bytes, key: bytes | None) -> str:
+    if key is None:
+        return hashlib.sha256(payload).hexdigest()
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
-    ``key`` checks HMAC digests. ``expect_last_digest`` (a run summary's ``last_digest``)
-    anchors the end of the chain, so that records cut off the end are caught too.
-    """
-    report = VerifyReport(path, hmac=key is not None)
+
+def verify_v1(lines: Iterable[bytes], out: VerifyReport, options: VerifyOptions) -> VerifyReport:
+    """Verify a ``/1`` stream into ``out``; a single anchor (``""``) checks the chain's end."""
+    key = options.key
+    report = _LegacyReport(out.path, hmac=key is not None)
     verifier = _Verifier(report, key)
     pending: tuple[int, bytes] | None = None
     number = 0
@@ -309,10 +295,23 @@ def verify_lines(
     if pending is not None:
         verifier.line(*pending, last=True)
     verifier.finish()
-    if expect_last_digest is not None and report.last_digest != expect_last_digest:
-        report.add(Violation(
-            number, "anchor", f"the chain ends at {report.last_digest or 'nothing'}, not at the "
-            f"expected {expect_last_digest}: records are missing from the end",
-        ))  # fmt: skip
-    report.violations.sort(key=lambda v: v.line)
-    return report
+    for run_id, expected in options.anchors.items():
+        if report.last_digest != expected:
+            report.add(Violation(
+                number, "anchor", f"the chain ends at {report.last_digest or 'nothing'}, not at "
+                f"the expected {expected}: records are missing from the end", None, run_id or None,
+            ))  # fmt: skip
+    out.lines, out.records, out.kinds = report.lines, report.records, report.kinds
+    out.truncated_tail, out.last_digest = report.truncated_tail, report.last_digest
+    out.digest_failures = report.digest_failures
+    out.violation_count, out.violations = report.violation_count, report.violations
+    for run_id, records in report.runs.items():
+        out.add_run(RunOutcome(run_id, records, "hmac-sha256" if key else "sha256", False,
+                               report.last_digest or ""))  # fmt: skip
+    for gap in report.declared_losses:
+        out.add_loss(DeclaredLoss(gap.run_id, gap.first_seq, gap.last_seq, gap.declared_by or "",
+                                  gap.line))  # fmt: skip
+    if key is None:
+        out.unauthenticated = report.records
+    out.violations.sort(key=lambda v: v.line)
+    return out
