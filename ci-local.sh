@@ -13,7 +13,7 @@ TARGETS="receipts all quick"
 
 usage() {
     cat <<'EOF'
-usage: ./ci-local.sh [receipts|all|quick] [--fresh] [--jobs N] [--print] [nox args...]
+usage: ./ci-local.sh [receipts|all|quick] [--fresh] [--no-cache] [--jobs N] [--print] [nox args...]
 
 targets:
   receipts   upstream's nine steps: baseline, lint, format, docs, msrv, the feature combos,
@@ -23,6 +23,7 @@ targets:
 
 options:
   --fresh    recreate the session venvs (default: reuse them; installs still run, as no-ops)
+  --no-cache run every session, also those that passed with the same inputs before
   --jobs N   sessions at once (default: the number of CPUs, at most 4; 1 runs them in order)
   --print    show what would be bootstrapped and run, and run nothing
   --bootstrap  only make .venv-ci/ ready (kvreceipts validate uses it when nox is missing)
@@ -49,6 +50,7 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
 fi
 
 fresh=0
+no_cache=0
 print_only=0
 bootstrap_only=0
 jobs="${KVRECEIPTS_CI_JOBS:-}"
@@ -57,6 +59,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
         --fresh) fresh=1 ;;
+        --no-cache) no_cache=1 ;;
         --print) print_only=1 ;;
         --bootstrap) bootstrap_only=1 ;;
         --jobs | -j)
@@ -126,7 +129,8 @@ fi
 
 report="$OUT/validate-$target.json"
 validate=("$VENV/bin/kvreceipts" validate "$target" --jobs "$jobs" --output "$report")
-((fresh)) || validate+=(--reuse)
+if ((fresh)); then validate+=(--fresh); else validate+=(--reuse); fi
+((no_cache)) && validate+=(--no-cache)
 for arg in "${nox_args[@]+"${nox_args[@]}"}"; do
     validate+=("--nox-arg=$arg")
 done

@@ -87,6 +87,10 @@ def test_default_target_is_all(tmp_path: Path) -> None:
 def test_fresh_and_jobs(tmp_path: Path) -> None:
     command = planned(run("quick", "--fresh", "--jobs", "1", "--print", venv=tmp_path / "v"))
     assert "--reuse" not in command
+    assert "--fresh" in command  # validate reuses by default: fresh must be said
+    assert "--no-cache" not in command
+    cached = planned(run("quick", "--no-cache", "--print", venv=tmp_path / "v"))
+    assert "--no-cache" in cached
     assert command[command.index("--jobs") + 1] == "1"
 
 

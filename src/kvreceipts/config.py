@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from kvreceipts.errors import InputError, UsageError
-from kvreceipts.numbers import MAX_BLOCKS, check_number
+from kvreceipts.numbers import MAX_BLOCKS, MAX_SYNTHETIC_REQUESTS, check_number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -141,6 +141,9 @@ class SimulationConfig:
             _at_least("simulation", name, getattr(self, name), 0)
         check_number("[simulation] capacity_blocks", self.capacity_blocks, high=MAX_BLOCKS,
                      key="capacity_blocks")  # fmt: skip
+        if not self.trace:  # a trace is streamed: --requests only cuts it
+            check_number("[simulation] requests (of a synthetic workload)", self.requests,
+                         high=MAX_SYNTHETIC_REQUESTS, key="requests")  # fmt: skip
         if self.http_sink:
             _http_url("simulation", "http_sink", self.http_sink)
         for name in ("trace", "output", "hmac_key_file"):

@@ -12,13 +12,18 @@ import math
 
 from kvreceipts.errors import UsageError
 
-__all__ = ["INT64_MAX", "MAX_BLOCKS", "check_number"]
+__all__ = ["INT64_MAX", "MAX_BLOCKS", "MAX_SYNTHETIC_REQUESTS", "check_number"]
 
 INT64_MAX = 2**63 - 1
 """The largest integer a receipt, a summary or a config file can carry (signed 64 bits)."""
 
-MAX_BLOCKS = 2**24
-"""The largest paged cache, in blocks: the allocator keeps a slot table of that length."""
+MAX_BLOCKS = 2**22
+"""The largest paged cache, in blocks (4,194,304; 23 times the distinct blocks of the Mooncake
+conversation trace): the allocator keeps slot tables of that length, ~40 bytes a slot."""
+
+MAX_SYNTHETIC_REQUESTS = 10_000_000
+"""The longest synthetic workload: its session table grows with the request count (one
+session per 2 to 10 requests), so 10 million requests take ~100 MiB before the first one."""
 
 
 def check_number(

@@ -349,13 +349,12 @@ def simulate(
         float | None,
         typer.Option(
             help="Decode time per output token; above 0 requests hold their KV until done.",
-            min=0,
             show_default=False,
         ),
     ] = None,
     prefill_ms_per_token: Annotated[
         float | None,
-        typer.Option(help="Prefill time per uncached input token.", min=0, show_default="0.05"),
+        typer.Option(help="Prefill time per uncached input token.", show_default="0.05"),
     ] = None,
     strict_time: Annotated[
         bool | None,
