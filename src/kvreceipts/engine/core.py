@@ -288,12 +288,14 @@ class WatchCore:
         resident = state.resident
         removed = state.removed
         writer = self.writer
-        put = writer.put_payload
         timestamp = writer.stamp(at_s)
         stamp = timestamp.encode()
         template = self._removal_template
-        head = (dumps(ts), dumps(medium))
+        engine_ts, medium_json = dumps(ts), dumps(medium)
         topic = self._topic_json(state)
+        receipt_seq = writer.next_seq
+        payloads = []
+        gone = 0
         for block_hash in hashes:
             key = (medium, block_hash)
             held = resident.pop(key, None)
@@ -302,15 +304,17 @@ class WatchCore:
             else:
                 stored_ts, parent = held
                 residency = round((ts - stored_ts) * 1000.0, 3)
-                state.resident_by_medium[name] -= 1
-            receipt_seq = writer.next_seq
-            payload = template % (
-                dumps(block_hash), seq, head[0], head[1], dumps(parent), dumps(residency),
+                gone += 1
+            payloads.append(template % (
+                dumps(block_hash), seq, engine_ts, medium_json, dumps(parent), dumps(residency),
                 receipt_seq, dumps(stored_ts), stamp, topic,
-            )  # fmt: skip
-            put("engine_removal", timestamp, payload)
+            ))  # fmt: skip
             removed.pop(key, None)
             removed[key] = (ts, receipt_seq)
+            receipt_seq += 1
+        writer.put_payloads("engine_removal", timestamp, payloads)
+        if gone:
+            state.resident_by_medium[name] -= gone
         state.removals[name] += len(hashes)
 
     def _stored(self, state: EngineState, seq: int, ts: float, event: Stored, at_s: float) -> None:
