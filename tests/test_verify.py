@@ -83,7 +83,9 @@ def run(tmp_path: Path, key: bytes | None) -> tuple[list[bytes], str]:
     return run_lines(tmp_path / "run.jsonl", key=key)
 
 
-def test_a_genuine_run_verifies_with_its_anchor(run: tuple[list[bytes], str], key: bytes | None):
+def test_a_genuine_run_verifies_with_its_anchor(
+    run: tuple[list[bytes], str], key: bytes | None
+) -> None:
     lines, anchor = run
     report = verify(lines, key=key, anchors={"": anchor})
     assert report.ok, report.violations[:3]
@@ -107,7 +109,7 @@ def _loss(record_before: dict[str, Any], lost: list[dict[str, Any]]) -> dict[str
     }  # fmt: skip
 
 
-def test_a_forged_loss_at_the_end_does_not_reach_the_anchor(run: tuple[list[bytes], str]):
+def test_a_forged_loss_at_the_end_does_not_reach_the_anchor(run: tuple[list[bytes], str]) -> None:
     lines, anchor = run
     records = parsed(lines)
     kept, lost = records[:-50], records[-50:]  # the close record among them
@@ -117,7 +119,7 @@ def test_a_forged_loss_at_the_end_does_not_reach_the_anchor(run: tuple[list[byte
     assert {"incomplete", "anchor"} <= checks(report)
 
 
-def test_a_forged_loss_in_the_middle_is_a_failure_and_is_named(tmp_path: Path):
+def test_a_forged_loss_in_the_middle_is_a_failure_and_is_named(tmp_path: Path) -> None:
     lines, anchor = run_lines(tmp_path / "r.jsonl")
     records = parsed(lines)
     forged = reseal([*records[:100], _loss(records[99], records[100:120]), *records[120:]], None)
@@ -132,7 +134,7 @@ def test_a_forged_loss_in_the_middle_is_a_failure_and_is_named(tmp_path: Path):
     assert report.losses[0].sink == "http"
 
 
-def test_with_hmac_a_loss_record_cannot_be_forged_without_the_key(tmp_path: Path):
+def test_with_hmac_a_loss_record_cannot_be_forged_without_the_key(tmp_path: Path) -> None:
     lines, anchor = run_lines(tmp_path / "r.jsonl", key=KEY)
     records = parsed(lines)
     forged = reseal([*records[:100], _loss(records[99], records[100:120]), *records[120:]],
@@ -153,7 +155,7 @@ def _downgrade(lines: list[bytes]) -> list[bytes]:
     return reseal(records, None)
 
 
-def test_an_hmac_file_rechained_with_sha256_says_it_is_unauthenticated(tmp_path: Path):
+def test_an_hmac_file_rechained_with_sha256_says_it_is_unauthenticated(tmp_path: Path) -> None:
     lines, _ = run_lines(tmp_path / "r.jsonl", key=KEY)
     downgraded = _downgrade(lines)
     report = verify(downgraded)
@@ -163,7 +165,7 @@ def test_an_hmac_file_rechained_with_sha256_says_it_is_unauthenticated(tmp_path:
     assert checks(verify(downgraded, require_hmac=True)) == {"auth"}
 
 
-def test_an_hmac_file_without_the_key_is_not_authenticated(tmp_path: Path):
+def test_an_hmac_file_without_the_key_is_not_authenticated(tmp_path: Path) -> None:
     lines, _ = run_lines(tmp_path / "r.jsonl", key=KEY)
     report = verify(lines)
     assert checks(report) == {"auth"}
@@ -172,7 +174,7 @@ def test_an_hmac_file_without_the_key_is_not_authenticated(tmp_path: Path):
     assert checks(verify(lines, key=OTHER_KEY)) == {"auth"}
 
 
-def test_every_record_names_its_algorithm_and_key(tmp_path: Path):
+def test_every_record_names_its_algorithm_and_key(tmp_path: Path) -> None:
     lines, _ = run_lines(tmp_path / "r.jsonl", key=KEY)
     for record in parsed(lines):
         assert record["alg"] == "hmac-sha256"
@@ -186,7 +188,7 @@ def test_every_record_names_its_algorithm_and_key(tmp_path: Path):
 @pytest.mark.parametrize("cut", [1, 2, 50])
 def test_a_cut_end_is_incomplete_without_an_anchor(
     run: tuple[list[bytes], str], key: bytes | None, cut: int
-):
+) -> None:
     lines, _ = run
     report = verify(lines[:-cut], key=key)
     assert checks(report) == {"incomplete"}
@@ -194,7 +196,7 @@ def test_a_cut_end_is_incomplete_without_an_anchor(
     assert verify(lines[:-cut], key=key, allow_incomplete=True).ok
 
 
-def test_empty_input_is_no_records():
+def test_empty_input_is_no_records() -> None:
     report = verify([])
     assert not report.ok
     assert checks(report) == {"empty"}
@@ -215,7 +217,7 @@ def test_empty_input_is_no_records():
 )
 def test_bytes_the_sealer_never_writes_are_violations(
     run: tuple[list[bytes], str], key: bytes | None, where: str, edit: Any
-):
+) -> None:
     lines, anchor = run
     report = verify(edit(list(lines)), key=key, anchors={"": anchor})
     assert not report.ok, where
@@ -225,7 +227,7 @@ def test_bytes_the_sealer_never_writes_are_violations(
 # 5. Several runs in one file --------------------------------------------------------------------
 
 
-def test_runs_are_anchored_one_by_one(tmp_path: Path, key: bytes | None):
+def test_runs_are_anchored_one_by_one(tmp_path: Path, key: bytes | None) -> None:
     one, anchor_one = run_lines(tmp_path / "a.jsonl", key=key, seed=1)
     two, anchor_two = run_lines(tmp_path / "b.jsonl", key=key, seed=2)
     run_one, run_two = parsed(one)[0]["run_id"], parsed(two)[0]["run_id"]
@@ -243,7 +245,7 @@ def test_runs_are_anchored_one_by_one(tmp_path: Path, key: bytes | None):
     }
 
 
-def test_the_same_run_twice_is_caught(run: tuple[list[bytes], str], key: bytes | None):
+def test_the_same_run_twice_is_caught(run: tuple[list[bytes], str], key: bytes | None) -> None:
     lines, _ = run
     assert "frame" in checks(verify([*lines, *lines], key=key))
 
@@ -266,7 +268,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 @given(index=st.integers(1, 39), field=st.text(max_size=12), value=_json, reseal_it=st.booleans())
 def test_any_value_in_any_field_gives_violations_not_a_crash(
     genuine: list[bytes], index: int, field: str, value: Any, reseal_it: bool
-):
+) -> None:
     records = parsed(genuine)
     names = sorted(records[index])
     records[index][names[hash(field) % len(names)] if field else field] = value
@@ -281,14 +283,22 @@ def test_any_value_in_any_field_gives_violations_not_a_crash(
     orjson.dumps(report.to_dict())
 
 
-@pytest.mark.parametrize("line", [b"{}\n", b"[1,2]\n", b'{"schema":"x"}\n', b"\x00\xff\n",
-                                  b'{"timestamp": 0, "input_length": 1, "hash_ids": [1]}\n'])
-def test_a_file_that_is_not_receipts_is_one_error(line: bytes):
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"{}\n",
+        b"[1,2]\n",
+        b'{"schema":"x"}\n',
+        b"\x00\xff\n",
+        b'{"timestamp": 0, "input_length": 1, "hash_ids": [1]}\n',
+    ],
+)
+def test_a_file_that_is_not_receipts_is_one_error(line: bytes) -> None:
     with pytest.raises(InputError, match="not a kvreceipts receipts file"):
         verify([line, line])
 
 
-def test_an_old_format_file_with_a_hostile_record_is_reported_not_raised():
+def test_an_old_format_file_with_a_hostile_record_is_reported_not_raised() -> None:
     report = verify([b'{"schema":"kvreceipts.eviction/1","kind":[]}\n'])
     assert report.format == "kvreceipts.eviction/1"
     assert checks(report) == {"schema"}
@@ -308,7 +318,7 @@ def _one_record_runs(count: int) -> list[bytes]:
     return lines
 
 
-def test_many_runs_take_bounded_memory():
+def test_many_runs_take_bounded_memory() -> None:
     peaks = []
     for count in (2_000, 20_000):
         lines = _one_record_runs(count)
@@ -361,7 +371,7 @@ def _mutations(rng: random.Random, lines: list[bytes], key: bytes | None) -> lis
 
 
 @pytest.mark.slow
-def test_every_single_mutation_is_caught(tmp_path: Path, key: bytes | None):
+def test_every_single_mutation_is_caught(tmp_path: Path, key: bytes | None) -> None:
     lines, anchor = run_lines(tmp_path / "r.jsonl", key=key)
     rng = random.Random(12)
     caught = 0
@@ -373,3 +383,24 @@ def test_every_single_mutation_is_caught(tmp_path: Path, key: bytes | None):
         assert not report.ok, "a mutation went unnoticed"
         caught += 1
     assert caught >= 500
+
+
+# Everything simulate writes verifies -------------------------------------------------------------
+
+
+@pytest.mark.traces
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
+@pytest.mark.parametrize("policy", ["lru", "fifo", "lfu", "s3fifo"])
+@pytest.mark.parametrize("allocator", ["arena", "paged"])
+def test_every_file_simulate_writes_verifies(
+    tmp_path: Path, traces_dir: Path, allocator: str, policy: str, layout: str
+) -> None:
+    key = KEY if policy in ("lfu", "s3fifo") else None
+    lines, anchor = run_lines(
+        tmp_path / "r.jsonl", key=key, trace=str(traces_dir / "mooncake_synthetic_trace.jsonl"),
+        allocator=allocator, policy=policy, layout=layout,
+    )  # fmt: skip
+    report = verify(lines, key=key, anchors={"": anchor})
+    assert report.ok, report.violations[:3]
+    assert report.kinds["eviction"] > 0
+    assert report.authentication == ("authenticated" if key else "unauthenticated")

@@ -52,6 +52,7 @@ _BEFORE = b'{"total_sessions":%d,"used_bytes":%d}'
 """A lean ``before``: what the eviction took away (every other counter is ``after``'s, with
 ``evictions`` one lower)."""
 _STRING_CACHE = 100_000
+_PERFORMANCE = b'"performance":{"average_latency_ms":%b,"average_requests_per_second":%b},'
 
 
 def _literal(value: bytes) -> bytes:
@@ -102,11 +103,12 @@ class ReceiptEmitter:
         self._stamp_json = b""
         self._strings: dict[str | None, bytes] = {None: b"null"}
         """JSON of session ids and reasons already seen (a request triggers many evictions)."""
-        self._on_eviction = sink.on_eviction
-        if type(sink).on_eviction is BaseSink.on_eviction:  # one call fewer per receipt
-            self._on_eviction = sink.accept  # type: ignore[attr-defined]
-        elif not isinstance(sink, BaseSink):  # a sink of one's own is promised upstream's report
-            self._on_eviction = lambda record: sink.on_eviction(as_receipt(record))
+        self._on_eviction: Callable[[Any], None] = sink.on_eviction
+        if isinstance(sink, BaseSink):
+            if type(sink).on_eviction is BaseSink.on_eviction:  # one call fewer per receipt
+                self._on_eviction = sink.accept
+        else:  # a sink of one's own is promised upstream's report
+            self._on_eviction = lambda record: sink.on_eviction(as_receipt(record))  # type: ignore[arg-type]
         self._on_batch: Callable[[Any], None] | None = getattr(sink, "on_batch", None)
         self._on_snapshot: Callable[[Any], None] | None = getattr(sink, "on_snapshot", None)
         self._on_frame: Callable[[Any], None] | None = getattr(sink, "on_frame", None)
@@ -209,9 +211,10 @@ class ReceiptEmitter:
         key = (meter.served, meter.latency_ms_total)
         if key != self._perf_key:
             self._perf_key = key
-            self._perf = b'"performance":{"average_latency_ms":%b,"average_requests_per_second"' \
-                b':%b},' % (_dumps(round(meter.average_latency_ms, 3)),
-                            _dumps(round(meter.requests_per_second, 3)))  # fmt: skip
+            self._perf = _PERFORMANCE % (
+                _dumps(round(meter.average_latency_ms, 3)),
+                _dumps(round(meter.requests_per_second, 3)),
+            )
         return self._perf
 
     def eviction(

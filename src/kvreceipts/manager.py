@@ -21,6 +21,7 @@ from kvreceipts.stats import KVCacheStatistics, ServiceMeter
 
 if TYPE_CHECKING:
     from kvreceipts.emit import ReceiptEmitter
+    from kvreceipts.policies import EvictionPolicy
     from kvreceipts.sinks.base import KvEventSink
     from kvreceipts.workloads.request import Request
 
@@ -57,6 +58,8 @@ class ManagerCore:
     """
 
     allocator: ClassVar[str] = ""
+    policy: EvictionPolicy
+    """Set by each allocator."""
 
     def __init__(
         self,

@@ -436,8 +436,11 @@ def simulate(
     ] = None,
     append: Annotated[
         bool,
-        typer.Option("--append", help="-o FILE exists: add this run after the runs in it.",
-                     show_default=False),
+        typer.Option(
+            "--append",
+            help="-o FILE exists: add this run after the runs in it.",
+            show_default=False,
+        ),
     ] = False,
     force: Annotated[
         bool,
@@ -445,13 +448,19 @@ def simulate(
     ] = False,
     layout: Annotated[
         Layout | None,
-        typer.Option(help="Eviction receipt layout: lean (the config once, in the open record) "
-                     "or upstream (its full payload in every receipt).", show_default="lean"),
+        typer.Option(
+            help="Eviction receipt layout: lean (the config once, in the open record) "
+            "or upstream (its full payload in every receipt).",
+            show_default="lean",
+        ),
     ] = None,
     allow_sink_loss: Annotated[
         bool,
-        typer.Option("--allow-sink-loss", help="Exit 0 even if a sink dropped or failed to "
-                     "deliver receipts.", show_default=False),
+        typer.Option(
+            "--allow-sink-loss",
+            help="Exit 0 even if a sink dropped or failed to deliver receipts.",
+            show_default=False,
+        ),
     ] = False,
     limit: Annotated[int, typer.Option(help="Receipts shown in the table.", min=0)] = 20,
     hmac_key_file: HmacKeyOption = None,

@@ -45,7 +45,7 @@ def _anchors(values: list[str]) -> dict[str, str]:
         if len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise UsageError(f"--expect-last-digest {value!r}: expected 64 lowercase hex digits, "
                              "or RUN_ID=DIGEST")  # fmt: skip
-        if run_id in anchors or ("" in anchors or run_id == "") and anchors:
+        if run_id in anchors or (anchors and ("" in anchors or run_id == "")):
             raise UsageError("--expect-last-digest: give one DIGEST for a one-run file, or one "
                              "RUN_ID=DIGEST per run")  # fmt: skip
         anchors[run_id] = digest
@@ -168,3 +168,5 @@ def _print_report(out: Output, report: object) -> None:
             f"{report.records:,} records{hint}"
         )
     out.show(f"{'[yellow]' if report.authentication != 'authenticated' else ''}{auth}")
+    if report.authentication != "authenticated" and not out.stdout_is_terminal:
+        out.warn(f"{report.path}: {auth}")  # stdout may be a pipe nobody reads

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["verify_v1"]
 
 
-
 @dataclass(slots=True)
 class Gap:
     """Seqs missing from a run, explained by a ``loss`` record or not."""

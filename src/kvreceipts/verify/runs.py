@@ -1,4 +1,4 @@
-"""Checking a ``kvreceipts.eviction/2`` stream, line by line, run by run.
+r"""Checking a ``kvreceipts.eviction/2`` stream, line by line, run by run.
 
 Per line: only the sealer's bytes (canonical JSON with the digest last, one ``\\n``), the
 record's shape for its run's layout, the algorithm and key the run declares, the digest
@@ -99,7 +99,7 @@ class StreamVerifier:
 
     # -- one line ------------------------------------------------------------------------------
 
-    def line(self, number: int, raw: bytes) -> None:  # noqa: PLR0911, PLR0912 - one pass
+    def line(self, number: int, raw: bytes) -> None:  # noqa: PLR0911, PLR0912, PLR0915
         """Check one line that ends with a newline."""
         report = self.report
         report.lines += 1
@@ -351,9 +351,10 @@ class StreamVerifier:
                             "just before it")  # fmt: skip
         if record["pool_used_before"] - freed != record["pool_used_after_evictions"]:
             problems.append("pool_used_before - total_bytes_freed != pool_used_after_evictions")
-        if record["pool_used_after_evictions"] + record["allocated_bytes"] != record[
-            "pool_used_after"
-        ]:
+        if (
+            record["pool_used_after_evictions"] + record["allocated_bytes"]
+            != record["pool_used_after"]
+        ):
             problems.append("pool_used_after_evictions + allocated_bytes != pool_used_after")
         sizes = [run.round_freed.get(s) for s in range(first, last + 1)] if last - first < (
             MAX_TRACKED_BLOCKS) else [None]  # fmt: skip
