@@ -226,3 +226,17 @@ def test_without_the_watch_extra_one_line_names_it(monkeypatch: pytest.MonkeyPat
     assert result.stderr == (
         "error: watch needs pyzmq, which is not installed: pip install 'kvreceipts[watch]'\n"
     )
+
+
+def test_a_metrics_port_in_use_is_one_error_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("watch", "tcp://127.0.0.1:1", "--idle-timeout", "1", "--metrics-port",
+                        str(port))  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --metrics-port: cannot serve on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
