@@ -109,7 +109,7 @@ def _close(core: WatchCore, writer: RunWriter, end_s: float) -> None:
     engines = core.engines.values()
     writer.close(
         end_s,
-        resident_blocks=sum(len(s.resident) for s in engines),
+        resident_blocks=sum(s.held for s in engines),
         removals=sum(sum(s.removals.values()) for s in engines),
     )
 
@@ -225,14 +225,14 @@ def _loop(
         if tick is not None and now >= next_tick:
             tick(core, sub)
             next_tick = now + options.tick_s
-        if sub.dropped:
-            _feed_drops(core, sub, recorder)
         chunk = get(0.05)
         if not chunk:
             if idle is not None and time.monotonic() - last_message >= idle:
                 return "idle"
             continue
         last_message = time.monotonic()
+        if sub.dropped:  # after the get: a drop is taken before the message that follows it
+            _feed_drops(core, sub, recorder)
         for frames, at_s in chunk:
             if record is not None:
                 record(MESSAGE, at_s, frames)
