@@ -7,6 +7,7 @@ text on stderr.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -36,11 +37,18 @@ def test_default_run_outside_a_terminal_prints_json_lines_and_a_summary_on_stder
     result = run("simulate")
     assert result.exit_code == 0, result.stderr
     records = jsonl(result.stdout)
-    assert records, "the built-in workload must produce evictions"
-    assert {r["kind"] for r in records} == {"eviction"}
+    # One run: its open record, the eviction receipts, its close record.
+    assert [records[0]["kind"], records[-1]["kind"]] == ["open", "close"]
+    evictions = records[1:-1]
+    assert evictions, "the built-in workload must produce evictions"
+    assert {r["kind"] for r in evictions} == {"eviction"}
     assert [r["seq"] for r in records] == list(range(len(records)))
+    assert len({r["run_id"] for r in records}) == 1
+    assert re.fullmatch("[0-9a-f]{16}", records[0]["run_id"])
+    assert (records[0]["source"], records[0]["layout"]) == ("simulate", "lean")
+    assert records[-1]["counts"] == {"eviction": len(evictions), "open": 1}
     assert "evictions" in result.stderr
-    assert f"{len(records):,}" in result.stderr
+    assert f"{len(evictions):,}" in result.stderr
 
 
 @receipts
@@ -49,14 +57,26 @@ def test_every_jsonl_line_validates_against_the_printed_schema(tmp_path: Path) -
         kind: jsonschema.Draft202012Validator(schema)
         for kind, schema in json.loads(run("schema").stdout).items()
     }
+    assert set(validators) == {"open", "close", "eviction", "eviction_batch", "snapshot", "loss"}
     result = run("simulate", "--requests", "600", "--batch-receipts", "--snapshot-every", "100")
     records = jsonl(result.stdout)
-    assert {r["kind"] for r in records} == {"eviction", "eviction_batch", "snapshot"}
+    assert {r["kind"] for r in records} == {"open", "eviction", "eviction_batch", "snapshot",
+                                            "close"}  # fmt: skip
     paged = jsonl(run("simulate", "--allocator", "paged", "--capacity-mb", "96",
                       "--requests", "600").stdout)  # fmt: skip
     assert any("block_hash" in r for r in paged)
-    for record in records + paged:
+    upstream = jsonl(run("simulate", "--layout", "upstream", "--requests", "600").stdout)
+    assert upstream[0]["layout"] == "upstream"
+    for record in records + paged + upstream:
         validators[record["kind"]].validate(record)
+    # The lean layout says the run's config and policy once, in the open record; upstream's
+    # layout says them in every receipt.
+    lean_eviction = next(r for r in records if r["kind"] == "eviction")
+    upstream_eviction = next(r for r in upstream if r["kind"] == "eviction")
+    assert not {"schema", "policy", "sim_time_ms", "prev_digest"} & lean_eviction.keys()
+    assert {"schema", "policy", "sim_time_ms"} <= upstream_eviction.keys()
+    assert "prev_digest" not in upstream_eviction
+    assert records[0]["policy"] == upstream_eviction["policy"] == "lru"
 
 
 @receipts
@@ -68,7 +88,8 @@ def test_json_summary_is_one_document_whose_evictions_match_the_receipts() -> No
     lines = jsonl(run("simulate", "--format", "jsonl").stdout)
     evictions = [r for r in lines if r["kind"] == "eviction"]
     assert document["evictions"] == len(evictions) == document["stats"]["evictions"]
-    assert document["last_digest"] == lines[-1]["digest"]
+    assert lines[-1]["kind"] == "close"
+    assert document["last_digest"] == lines[-1]["digest"]  # the close record's: the anchor
     stats = document["stats"]
     assert stats["hit_rate"] == pytest.approx(
         stats["cache_hits"] / (stats["cache_hits"] + stats["cache_misses"])
@@ -103,9 +124,38 @@ def test_same_command_twice_prints_identical_bytes() -> None:
 def test_output_file_gets_the_same_receipts_as_stdout(tmp_path: Path) -> None:
     target = tmp_path / "run.jsonl"
     result = run("simulate", "-o", str(target))
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.encode() == target.read_bytes()
-    again = run("simulate", "-o", str(target))  # -o replaces the file, it does not append
-    assert again.stdout.encode() == target.read_bytes()
+    written = target.read_bytes()
+    # -o never overwrites by accident: an existing file is an error unless told.
+    refused = run("simulate", "--seed", "3", "-o", str(target))
+    assert refused.exit_code == 2
+    assert refused.stdout == ""
+    assert "the file exists" in refused.stderr
+    assert "--append" in refused.stderr
+    assert "--force" in refused.stderr
+    assert target.read_bytes() == written
+    again = run("simulate", "--seed", "3", "-o", str(target), "--force")  # replaces it
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.encode() == target.read_bytes() != written
+    more = run("simulate", "-o", str(target), "--append")  # adds a run after it
+    assert more.exit_code == 0, more.stderr
+    assert target.read_bytes() == again.stdout.encode() + more.stdout.encode()
+    runs = [r["run_id"] for r in jsonl(target.read_text()) if r["kind"] == "open"]
+    assert len(runs) == len(set(runs)) == 2
+    both = run("simulate", "-o", str(target), "--append", "--force")
+    assert both.exit_code == 2
+    assert "contradict" in both.stderr
+
+
+@receipts
+def test_output_file_with_receipts_off_is_an_error(tmp_path: Path) -> None:
+    target = tmp_path / "run.jsonl"
+    result = run("simulate", "--no-receipts", "-o", str(target))
+    assert result.exit_code == 2
+    assert "receipts are off" in result.stderr
+    assert not target.exists()
+    assert run("simulate", "--force").exit_code == 2  # --force and --append are for -o
 
 
 @receipts
@@ -184,12 +234,19 @@ def test_config_show_prints_the_resolved_config(tmp_path: Path) -> None:
 
 def test_schema_prints_each_kind() -> None:
     everything = json.loads(run("schema").stdout)
-    assert set(everything) == {"eviction", "eviction_batch", "snapshot", "loss"}
+    assert set(everything) == {"open", "close", "eviction", "eviction_batch", "snapshot", "loss"}
     eviction = json.loads(run("schema", "--kind", "eviction").stdout)
     assert eviction == everything["eviction"]
-    assert "block_offset" in eviction["required"]
-    assert "performance" not in eviction["required"]
-    jsonschema.Draft202012Validator.check_schema(eviction)
+    layouts = {branch["title"]: branch for branch in eviction["oneOf"]}
+    assert set(layouts) == {"lean layout", "upstream layout"}
+    for branch in layouts.values():
+        assert {"block_offset", "alg", "digest"} <= set(branch["required"])
+        assert "performance" not in branch["required"]
+        assert "prev_digest" not in branch["properties"]
+    assert "policy" in layouts["upstream layout"]["required"]
+    assert "policy" not in layouts["lean layout"]["properties"]
+    for schema in everything.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
 
 
 @pytest.mark.parametrize(

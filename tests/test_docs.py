@@ -119,11 +119,19 @@ def receipt_fields() -> str:
     """The Markdown of the field tables in ``docs/receipts.md``."""
     parts: list[str] = ["### Fields of every record", "", *_field_table(schema.COMMON), ""]
     for kind, fields in schema.KINDS.items():
-        parts += [f"### `{kind}`", "", *_field_table(fields), ""]
+        title = f"`{kind}`" + (" (lean layout, the default)" if kind == "eviction" else "")
+        parts += [f"### {title}", "", *_field_table(fields), ""]
+    parts += [
+        "### `eviction` (upstream layout)", "", *_field_table(schema.EVICTION_LAYOUTS["upstream"]),
+        "",
+    ]  # fmt: skip
     nested = (
-        ("Statistics (`before`, `after`)", schema.STATISTICS),
-        ("Performance (`performance`, with the tuning feature)", schema.PERFORMANCE),
-        ("Caching config (`performance.current_config`)", schema.CACHING_CONFIG),
+        ("Lean `before`", schema.LEAN_BEFORE),
+        ("Lean `after`", schema.LEAN_STATISTICS),
+        ("Lean `performance` (with the tuning feature)", schema.LEAN_PERFORMANCE),
+        ("Statistics (upstream `before`, `after`; `final_stats`)", schema.STATISTICS),
+        ("Upstream `performance` (with the tuning feature)", schema.PERFORMANCE),
+        ("Caching config (`config`, `performance.current_config`)", schema.CACHING_CONFIG),
     )
     for title, fields in nested:
         parts += [f"### {title}", "", *_field_table(fields), ""]

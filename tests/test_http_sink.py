@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from kvreceipts.cli import app
 from kvreceipts.config import CachingConfig
-from kvreceipts.verify import verify_lines
+from kvreceipts.verify import VerifyOptions, verify_lines
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -179,7 +179,9 @@ class Run:
 
     @property
     def lines(self) -> list[bytes]:
-        """Every receipt the manager emitted, as sealed lines."""
+        """Every record the manager emitted (its open and close frame included), as sealed
+        lines.
+        """
         return self.copy.getvalue().splitlines(keepends=True)
 
 
@@ -198,13 +200,22 @@ def start_run(sink: HttpSink) -> Run:
     return run
 
 
+def anchored(digest: str | None, *, allow_loss: bool = False) -> VerifyOptions:
+    """Verify options that pin the file's one run to the digest it closed with."""
+    assert digest is not None
+    return VerifyOptions(anchors={"": digest}, allow_loss=allow_loss)
+
+
 def assert_exactly_once_in_order(server: Server, run: Run) -> None:
     got = server.stream()
     assert got == run.lines
-    seqs = [orjson.loads(line)["seq"] for line in got]
-    assert seqs == list(range(len(run.lines)))
-    report = verify_lines(iter(got), expect_last_digest=run.manager.last_digest)
+    records = [orjson.loads(line) for line in got]
+    assert [r["seq"] for r in records] == list(range(len(run.lines)))
+    assert (records[0]["kind"], records[-1]["kind"]) == ("open", "close")
+    report = verify_lines(iter(got), options=anchored(run.manager.last_digest))
     assert report.ok, report.violations[:3]
+    assert report.run_count == 1
+    assert report.runs[0].complete
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +226,8 @@ def test_a_healthy_server_gets_every_receipt_once_in_order(server: Server) -> No
     run.evict(150)
     run.close()
     sink = run.sink
-    assert sink.counters.to_dict() == {"accepted": 150, "delivered": 150, "dropped": 0,
+    # 150 receipts, and the run's open and close records.
+    assert sink.counters.to_dict() == {"accepted": 152, "delivered": 152, "dropped": 0,
                                        "failed": 0}  # fmt: skip
     assert_exactly_once_in_order(server, run)
     assert len(server.attempts) == sink.batches_sent == sink.attempts
@@ -237,7 +249,7 @@ def test_a_failing_server_gets_everything_after_retries(server: Server) -> None:
     run.evict(60)
     run.close()
     counters = run.sink.counters
-    assert counters.delivered == counters.accepted == 60
+    assert counters.delivered == counters.accepted == 60 + 2  # with the open and close
     assert counters.failed == counters.dropped == 0
     assert_exactly_once_in_order(server, run)
     statuses = [a.status for a in server.attempts]
@@ -260,7 +272,7 @@ def test_a_slow_server_never_blocks_the_manager(server: Server) -> None:
     server.behaviour.delay_first = len(server.attempts)  # fast from now on
     run.close()
     counters = run.sink.counters
-    assert counters.delivered == counters.accepted == 400
+    assert counters.delivered == counters.accepted == 400 + 2  # with the open and close
     assert counters.failed == 0
     assert run.sink.attempts > run.sink.batches_sent  # the slow answers were retried
     assert_exactly_once_in_order(server, run)
@@ -274,7 +286,7 @@ def test_retries_reuse_the_idempotency_key_so_a_deduplicating_server_keeps_one_c
     run.evict(40)
     run.close()
     counters = run.sink.counters
-    assert counters.delivered == counters.accepted == 40
+    assert counters.delivered == counters.accepted == 40 + 2  # with the open and close
     assert counters.failed == 0
     # Every batch went twice, in a row, under one key and with the very same body.
     attempts = server.attempts
@@ -303,9 +315,11 @@ def test_a_full_buffer_drops_and_declares_the_loss(server: Server, batch_size: i
     run = start_run(make_sink(server.url, batch_size=batch_size, max_buffer=12))
     run.evict(1)
     _wait(server.arrived.is_set)  # the sender is stuck on the first batch
-    run.evict(60)  # 12 fit in the buffer, the rest are dropped
+    # The open record went first; the eviction is in that batch or still buffered.
+    waiting = len(run.sink._buffer)
+    run.evict(60)  # what fits in the buffer of 12 stays, the rest are dropped
     dropped = run.sink.counters.dropped
-    assert dropped == 60 - 12
+    assert dropped == 60 - (12 - waiting)
     second = threading.Event()
     how.release.set()
     # Let the next batch in and hold it, then drop some more.
@@ -314,10 +328,11 @@ def test_a_full_buffer_drops_and_declares_the_loss(server: Server, batch_size: i
     run.evict(30)
     second.set()
     _wait(lambda: len(run.sink._buffer) == 0)
-    run.evict(20)  # room again: these get through
-    run.close()
+    run.evict(10)  # room again: these get through (fewer than the buffer holds)
+    _wait(lambda: len(run.sink._buffer) == 0)
+    run.close()  # and so does the close record
     counters = run.sink.counters
-    assert counters.accepted == 111
+    assert counters.accepted == 101 + 2  # with the open and close
     assert counters.delivered + counters.dropped == counters.accepted
     assert counters.failed == 0
 
@@ -325,13 +340,16 @@ def test_a_full_buffer_drops_and_declares_the_loss(server: Server, batch_size: i
     losses = [orjson.loads(line) for line in got if b'"kind":"loss"' in line]
     assert losses
     assert sum(loss["count"] for loss in losses) == counters.dropped
-    report = verify_lines(iter(got), expect_last_digest=run.manager.last_digest)
+    # Declared losses fail verification unless the auditor accepts them.
+    strict = verify_lines(iter(got), options=anchored(run.manager.last_digest))
+    assert not strict.ok
+    report = verify_lines(iter(got), options=anchored(run.manager.last_digest, allow_loss=True))
     assert report.ok, report.violations
-    declared = {s for gap in report.declared_losses for s in range(gap.first_seq, gap.last_seq + 1)}
+    declared = {s for gap in report.losses for s in range(gap.first_seq, gap.last_seq + 1)}
     kept = {orjson.loads(line)["seq"] for line in got if b'"kind":"loss"' not in line}
     assert declared == set(range(len(run.lines))) - kept
-    assert len(declared) == counters.dropped
-    assert {gap.declared_by for gap in report.declared_losses} == {"http"}
+    assert len(declared) == counters.dropped == report.lost_records
+    assert {gap.sink for gap in report.losses} == {"http"}
 
 
 def test_close_gives_up_at_its_deadline_and_counts_what_it_could_not_deliver(
@@ -347,11 +365,11 @@ def test_close_gives_up_at_its_deadline_and_counts_what_it_could_not_deliver(
     assert taken <= close_timeout_s + timeout_s + 0.3, taken
     sink = run.sink
     assert sink.counters.delivered == 0
-    assert sink.counters.failed == sink.counters.accepted == 80
+    assert sink.counters.failed == sink.counters.accepted == 80 + 2  # with the open and close
     assert sink.undelivered > 0
     sink._thread.join(timeout_s + 1)
     assert not sink._thread.is_alive()
-    assert sink.counters.failed == 80  # and nothing is counted twice afterwards
+    assert sink.counters.failed == 82  # and nothing is counted twice afterwards
 
 
 def test_simulate_posts_to_an_http_sink_and_reports_its_counters(server: Server) -> None:
@@ -364,10 +382,27 @@ def test_simulate_posts_to_an_http_sink_and_reports_its_counters(server: Server)
     summary = orjson.loads(result.stdout)
     receipts = summary["receipts"]
     assert receipts > 50
-    assert summary["sinks"]["http"] == {"accepted": receipts, "delivered": receipts,
+    records = receipts + 2  # the run's open and close records too
+    assert summary["sinks"]["http"] == {"accepted": records, "delivered": records,
                                         "dropped": 0, "failed": 0}  # fmt: skip
     got = server.stream()
-    assert len(got) == receipts
-    report = verify_lines(iter(got), expect_last_digest=summary["last_digest"])
+    assert len(got) == records
+    report = verify_lines(iter(got), options=anchored(summary["last_digest"]))
     assert report.ok, report.violations[:3]
+    assert report.records == records
     assert {a.key.split(":")[0] for a in server.attempts} == {summary["run_id"]}
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_simulate_fails_when_its_http_sink_loses_receipts(server: Server, allow: bool) -> None:
+    server.behaviour.fail_first = 10**9  # every POST is refused: nothing gets through
+    args = ["simulate", "--workload", "burst", "--requests", "60", "--capacity-mb", "4",
+            "--http-sink", server.url, "-f", "json", "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--allow-sink-loss"] if allow else args)
+    assert result.exit_code == (0 if allow else 1), result.stderr
+    summary = orjson.loads(result.stdout)
+    counters = summary["sinks"]["http"]
+    assert counters["delivered"] == 0
+    assert counters["failed"] == counters["accepted"] == summary["receipts"] + 2
+    assert "sink http lost" in result.stderr
+    assert server.stream() == []

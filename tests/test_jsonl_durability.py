@@ -1,5 +1,5 @@
-"""A process killed mid-run leaves a receipts file that verifies: a valid prefix, at most a
-torn last line.
+"""A process killed mid-run leaves a receipts file that verifies as a crashed run's valid
+prefix (no close record, at most a torn last line).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import pytest
 
-from kvreceipts.verify import VerifyReport, verify_lines
+from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,10 +45,20 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def _verify_file(path: Path) -> VerifyReport:
+    # The run never wrote its close record: only an auditor who accepts a crashed run's valid
+    # prefix passes the file, and the report says the run is incomplete.
     with path.open("rb") as handle:
-        report = verify_lines(handle, path=str(path))
+        strict = verify_lines(handle, path=str(path))
+    assert not strict.ok
+    assert {v.check for v in strict.violations} == {"incomplete"}, strict.violations[:5]
+    with path.open("rb") as handle:
+        report = verify_lines(handle, path=str(path), options=VerifyOptions(allow_incomplete=True))
     assert report.ok, report.violations[:5]
     assert report.records > 0
+    assert report.incomplete_runs == report.run_count == 1
+    assert not report.runs[0].complete
+    assert report.kinds["open"] == 1
+    assert "close" not in report.kinds
     return report
 
 
@@ -123,6 +133,7 @@ def test_jsonl_sink_flushing_each_line_loses_nothing_emitted_when_killed(
         assert process.stderr is not None
         assert b"Traceback" not in process.stderr.read()
     report = _verify_file(out)
-    # flush="line": every receipt emitted before the last progress line is in the file.
-    assert report.records >= reported > 0
-    assert report.kinds == {"eviction": report.records}
+    # flush="line": every receipt emitted before the last progress line is in the file (after
+    # the run's open record).
+    assert report.records - 1 >= reported > 0
+    assert report.kinds == {"open": 1, "eviction": report.records - 1}

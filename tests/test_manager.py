@@ -16,7 +16,7 @@ from kvreceipts.simulation import run_simulation
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
-    from kvreceipts.receipts import KvEvictionReport, Receipt
+    from kvreceipts.receipts import KvEvictionReport, Receipt, Record, RunOpen
     from kvreceipts.sinks import ChannelSink
 
 ENTRY = 8192
@@ -29,13 +29,16 @@ def make(
     clock: SimClock | None = None,
     sink: Any = None,
     policy: str = "lru",
+    layout: str = "lean",
     **config: Any,
 ) -> KVCacheManager:
     """A manager whose arena holds exactly ``slots`` entries of context 16."""
     caching = CachingConfig(
         kv_cache_size_mb=slots * ENTRY / MIB, enable_receipts=sink is not None, **config
     )
-    return KVCacheManager(caching, sink=sink, clock=clock or SimClock(), policy=policy)
+    return KVCacheManager(
+        caching, sink=sink, clock=clock or SimClock(), policy=policy, layout=layout
+    )
 
 
 def channel() -> ChannelSink:
@@ -48,6 +51,15 @@ def eviction_receipts(records: list[Receipt]) -> list[KvEvictionReport]:
     from kvreceipts.receipts import KvEvictionReport
 
     return [record for record in records if isinstance(record, KvEvictionReport)]
+
+
+def opened(sink: ChannelSink) -> RunOpen:
+    """The run's open record (the channel keeps it apart from the receipts)."""
+    from kvreceipts.receipts import RunOpen
+
+    record = sink.frames[0]
+    assert isinstance(record, RunOpen)
+    return record
 
 
 def fill(manager: KVCacheManager, *sessions: str) -> None:
@@ -198,7 +210,7 @@ def test_miss_path_with_eviction_does_not_deadlock() -> None:
     seen: list[int] = []
 
     class StatsReadingSink(BaseSink):
-        def deliver(self, record: Receipt) -> None:
+        def deliver(self, record: Record) -> None:
             seen.append(manager.get_statistics().evictions)
 
     manager = make(slots=2, sink=StatsReadingSink())
@@ -264,13 +276,15 @@ def test_ttl_eviction_receipts() -> None:
     ]
     assert [r.block_offset for r in receipts] == [0, ENTRY]
     assert [r.after.used_bytes for r in receipts] == [ENTRY, 0]
-    assert all(r.sim_time_ms == 20_000.0 for r in receipts)
+    assert [r.before.used_bytes for r in receipts] == [2 * ENTRY, ENTRY]
+    assert all(r.timestamp == clock.timestamp(20_000.0) for r in receipts)
 
 
 @pytest.mark.needs("receipts")
-def test_manual_and_policy_eviction_receipts() -> None:
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
+def test_manual_and_policy_eviction_receipts(layout: str) -> None:
     sink = channel()
-    manager = make(slots=2, sink=sink)
+    manager = make(slots=2, sink=sink, layout=layout)
     fill(manager, "a", "b", "c")  # c evicts a
 
     assert manager.remove_cache_entry("b")
@@ -278,10 +292,14 @@ def test_manual_and_policy_eviction_receipts() -> None:
     assert not manager.remove_cache_entry("never")
 
     receipts = eviction_receipts(sink.drain())
-    assert [(r.session_id, r.reason, r.policy, r.trigger_session_id) for r in receipts] == [
-        ("a", "lru", "lru", "c"),
-        ("b", "manual", "lru", None),
+    assert [(r.session_id, r.reason, r.trigger_session_id) for r in receipts] == [
+        ("a", "lru", "c"),
+        ("b", "manual", None),
     ]
+    # The policy in force: in each upstream receipt, or once in the lean run's open record.
+    assert len(sink.frames) == 1
+    assert opened(sink).policy == "lru"
+    assert [r.policy for r in receipts] == (["lru", "lru"] if layout == "upstream" else ["", ""])
     assert manager.evictions == 2
 
 
@@ -373,7 +391,7 @@ def test_shutdown_closes_the_sink_once() -> None:
     closes: list[int] = []
 
     class ClosingSink(BaseSink):
-        def deliver(self, record: Receipt) -> None:
+        def deliver(self, record: Record) -> None:
             pass
 
         def close(self) -> None:
@@ -435,10 +453,11 @@ def test_performance_report_without_a_meter_is_upstreams_zero() -> None:
 
 
 @pytest.mark.needs("receipts", "tuning")
-def test_receipts_carry_the_performance_report() -> None:
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
+def test_receipts_carry_the_performance_report(layout: str) -> None:
     clock = SimClock()
     sink = channel()
-    manager = make(slots=1, clock=clock, sink=sink)
+    manager = make(slots=1, clock=clock, sink=sink, layout=layout)
     for t, session in enumerate("abc"):
         clock.advance_to(t * 500.0)
         fill(manager, session)
@@ -449,8 +468,15 @@ def test_receipts_carry_the_performance_report() -> None:
     last = receipts[-1].performance
     assert last is not None
     assert last.average_requests_per_second == pytest.approx(2 / 0.5)  # 2 served by 500 ms
-    assert last.sample_count == 3  # the miss that caused the eviction is counted already
-    assert last.current_config == manager.config
+    # The miss that caused the eviction is counted already.
+    assert receipts[-1].after.cache_hits + receipts[-1].after.cache_misses == 3
+    assert opened(sink).tuning is True
+    assert opened(sink).config == manager.config.to_dict()
+    if layout == "upstream":
+        assert last.sample_count == 3
+        assert last.current_config == manager.config
+    else:  # lean: the config is the open record's, the count follows from the counters
+        assert last.current_config is None
 
 
 @pytest.mark.needs("receipts")
@@ -474,22 +500,27 @@ def test_batch_receipts_cover_each_eviction_round() -> None:
         "eviction",
         "eviction_batch",
     ]
-    assert [r.seq for r in records] == [0, 1, 2, 3, 4]
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]  # the open record is seq 0
     first, second = (r for r in records if isinstance(r, KvEvictionBatchReceipt))
-    assert (first.first_seq, first.last_seq, first.count) == (0, 0, 1)
+    assert (first.first_seq, first.last_seq, first.count) == (1, 1, 1)
     assert (first.total_bytes_freed, first.required_bytes, first.satisfied) == (
         ENTRY,
         ENTRY,
         True,
     )
     assert (first.pool_used_before, first.pool_used_after) == (4 * ENTRY, 4 * ENTRY)
-    assert (second.first_seq, second.last_seq, second.count) == (2, 3, 2)
+    assert (first.pool_used_after_evictions, first.allocated_bytes) == (3 * ENTRY, ENTRY)
+    assert (second.first_seq, second.last_seq, second.count) == (3, 4, 2)
     assert (second.total_bytes_freed, second.required_bytes, second.satisfied) == (
         2 * ENTRY,
         2 * ENTRY,
         False,
     )
     assert (second.pool_used_before, second.pool_used_after) == (4 * ENTRY, 2 * ENTRY)
+    assert (second.pool_used_after_evictions, second.allocated_bytes) == (2 * ENTRY, 0)
+    for batch in (first, second):
+        assert batch.pool_used_before - batch.total_bytes_freed == batch.pool_used_after_evictions
+        assert batch.pool_used_after_evictions + batch.allocated_bytes == batch.pool_used_after
     assert (second.fragmentation_before, second.fragmentation_after) == (0.0, 0.5)
     assert [r.session_id for r in eviction_receipts(records)] == ["a", "b", "d"]
 
@@ -508,16 +539,16 @@ def test_snapshot_receipts_every_n_requests() -> None:
     records = sink.drain()
 
     assert [(r.kind, r.seq) for r in records] == [
-        ("snapshot", 0),
-        ("eviction", 1),
+        ("snapshot", 1),
         ("eviction", 2),
-        ("snapshot", 3),
+        ("eviction", 3),
+        ("snapshot", 4),
     ]
     first, second = (r for r in records if isinstance(r, KvPoolSnapshotReceipt))
     assert first.as_of_seq is None
     assert (first.pool_used, first.pool_total, first.utilization) == (2 * ENTRY, 2 * ENTRY, 1.0)
     assert (first.cache_hits, first.cache_misses, first.total_evictions) == (1, 2, 0)
-    assert second.as_of_seq == 2
+    assert second.as_of_seq == 3
     assert (second.active_sessions, second.total_sessions_created, second.total_evictions) == (
         2,
         4,
@@ -553,7 +584,8 @@ def test_receipts_name_the_policy_as_the_reason() -> None:
     manager = make(slots=1, sink=sink, policy="fifo")
     fill(manager, "a", "b")
     (receipt,) = eviction_receipts(sink.drain())
-    assert (receipt.reason, receipt.policy) == ("fifo", "fifo")
+    assert receipt.reason == "fifo"
+    assert opened(sink).policy == "fifo"
 
 
 def test_unknown_policy_lists_the_choices() -> None:
@@ -571,12 +603,27 @@ def test_receipt_seq_and_digests_chain_across_kinds() -> None:
         caching, sink=sink, clock=SimClock(), batch_receipts=True, snapshot_every=2
     )
     fill(manager, "a", "b", "c", "d", "e")
-
     records = sink.drain()
-
-    assert [r.seq for r in records] == list(range(len(records)))
-    assert records[0].prev_digest == "0" * 64
-    for previous, record in itertools.pairwise(records):
-        assert record.prev_digest == previous.digest
     assert manager.last_digest == records[-1].digest
-    assert manager.receipts_emitted == len(records)
+    manager.shutdown()
+
+    from kvreceipts.receipts import RunClose
+
+    first, closed = sink.frames
+    assert isinstance(closed, RunClose)
+    stream = [first, *records, closed]
+    assert {r.kind for r in records} == {"eviction", "eviction_batch", "snapshot"}
+    assert [r.seq for r in stream] == list(range(len(stream)))
+    assert first.prev_digest == "0" * 64
+    for previous, record in itertools.pairwise(stream):
+        assert record.prev_digest == previous.digest
+    assert closed.head == records[-1].digest
+    assert closed.records == len(records) + 1
+    counts = {"open": 1}
+    for record in records:
+        counts[record.kind] = counts.get(record.kind, 0) + 1
+    assert closed.counts == dict(sorted(counts.items()))
+    assert closed.bytes_freed == manager.bytes_freed
+    assert closed.final_stats == manager.get_statistics().to_dict()
+    assert manager.last_digest == closed.digest
+    assert manager.receipts_emitted == len(records)  # the open and close frame are not counted

@@ -15,6 +15,7 @@ from kvreceipts.clock import SimClock
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
+    from kvreceipts.manager import ManagerCore
     from kvreceipts.receipts import Receipt
     from kvreceipts.sinks import ChannelSink
 
@@ -60,19 +61,43 @@ def check_arena_invariants(manager: KVCacheManager) -> None:
     assert order == sorted(order)
 
 
-def check_receipt_stream(manager: KVCacheManager, received: list[Receipt]) -> None:
-    """Everything the manager emitted arrived, numbered from 0 and chained."""
-    from kvreceipts.receipts import ZERO_DIGEST, KvEvictionReport
+def check_receipt_stream(
+    manager: ManagerCore, received: list[Receipt], frames: list[Receipt]
+) -> None:
+    """Everything the manager emitted arrived: the run's open record (seq 0), the receipts
+    numbered on from 1 and chained to it, and, once the manager is shut down, the close
+    record that sums the run up and is the chain's head.
+    """
+    from kvreceipts.receipts import ZERO_DIGEST, KvEvictionReport, RunClose, RunOpen
 
-    assert [record.seq for record in received] == list(range(len(received)))
+    opened, *closed = frames
+    assert isinstance(opened, RunOpen)
+    assert (opened.seq, opened.prev_digest, opened.run_id) == (0, ZERO_DIGEST, manager.run_id)
+    assert (opened.allocator, opened.layout) == (manager.allocator, "lean")
+    assert opened.config == manager.config.to_dict()
+    assert [record.seq for record in received] == list(range(1, len(received) + 1))
     assert manager.receipts_emitted == len(received)
-    previous = ZERO_DIGEST
+    previous = opened.digest
     for record in received:
+        assert record.run_id == manager.run_id
         assert record.prev_digest == previous
         previous = record.digest
+    if closed:
+        (close,) = closed
+        assert isinstance(close, RunClose)
+        assert close.seq == close.records == len(received) + 1
+        assert close.prev_digest == close.head == previous
+        counts: dict[str, int] = {"open": 1}
+        for record in received:
+            counts[record.kind] = counts.get(record.kind, 0) + 1
+        assert close.counts == counts
+        assert close.bytes_freed == manager.bytes_freed
+        assert close.final_stats == manager.get_statistics().to_dict()
+        previous = close.digest
     assert manager.last_digest == previous
     evictions = [record for record in received if isinstance(record, KvEvictionReport)]
     assert len(evictions) == manager.evictions
+    assert sum(report.block_size_bytes for report in evictions) == manager.bytes_freed
     for report in evictions:
         assert report.after.used_bytes == report.before.used_bytes - report.block_size_bytes
         assert report.after.total_sessions == report.before.total_sessions - 1
@@ -170,7 +195,14 @@ class ArenaMachine(RuleBasedStateMachine):
             return
         self.received.extend(self.sink.drain())
         assert self.sink.counters.dropped == 0
-        check_receipt_stream(self.manager, self.received)
+        check_receipt_stream(self.manager, self.received, self.sink.frames)
+
+    def teardown(self) -> None:
+        self.manager.shutdown()
+        if self.sink is not None:
+            self.received.extend(self.sink.drain())
+            assert [record.kind for record in self.sink.frames] == ["open", "close"]
+            check_receipt_stream(self.manager, self.received, self.sink.frames)
 
 
 TestArenaMachine = ArenaMachine.TestCase

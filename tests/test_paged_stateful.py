@@ -64,7 +64,8 @@ class PagedMachine(RuleBasedStateMachine):
         self.rejected = 0
         self.hits = 0
         self.misses = 0
-        self.next_seq = 0
+        self.next_seq = 1  # the run's open record is seq 0
+        self.head = ""
 
     @initialize(policy=st.sampled_from(sorted(POLICIES)), capacity=st.integers(8, 16))
     def start(self, policy: str, capacity: int) -> None:
@@ -81,6 +82,14 @@ class PagedMachine(RuleBasedStateMachine):
             sink=self.sink,
             clock=self.clock,
         )
+        from kvreceipts.receipts import RunOpen
+
+        (opened,) = self.sink.frames
+        assert isinstance(opened, RunOpen)
+        assert opened.seq == 0
+        assert (opened.allocator, opened.policy) == ("paged", policy)
+        assert opened.total_bytes == capacity * self.manager.block_bytes
+        self.head = opened.digest
 
     def _receipts(self) -> list[KvEvictionReport]:
         records = self.sink.drain()
@@ -157,9 +166,17 @@ class PagedMachine(RuleBasedStateMachine):
         assert receipt.block_size_bytes == block_bytes
         assert receipt.session_id == self.last_user.pop(victim)
         assert receipt.trigger_session_id == request.request_id
-        assert receipt.policy == self.manager.policy.name
         assert receipt.seq == self.next_seq
+        assert receipt.prev_digest == self.head
+        # The counters as the model has them at this eviction (the miss that caused it
+        # counted already).
+        assert receipt.before.total_sessions == len(self.cached)
         assert receipt.before.total_sessions == receipt.after.total_sessions + 1
+        assert receipt.before.used_bytes == len(self.cached) * block_bytes
+        assert receipt.after.used_bytes == receipt.before.used_bytes - block_bytes
+        assert (receipt.after.cache_hits, receipt.after.cache_misses) == (self.hits, self.misses)
+        assert receipt.after.evictions == self.evictions + 1
+        self.head = receipt.digest
         self.next_seq += 1
         self.evictions += 1
         self.cached.remove(victim)
@@ -219,6 +236,22 @@ class PagedMachine(RuleBasedStateMachine):
         stats = manager.get_statistics()
         assert stats.total_sessions == len(self.cached)
         assert stats.used_bytes == len(self.cached) * manager.block_bytes
+
+    def teardown(self) -> None:
+        manager = getattr(self, "manager", None)
+        if manager is None:
+            return
+        from kvreceipts.receipts import RunClose
+
+        manager.shutdown()
+        _, closed = self.sink.frames
+        assert isinstance(closed, RunClose)
+        assert closed.seq == self.next_seq
+        assert closed.head == closed.prev_digest == self.head
+        evictions = {"eviction": self.evictions} if self.evictions else {}
+        assert closed.counts == {**evictions, "open": 1}
+        assert closed.bytes_freed == self.evictions * manager.block_bytes
+        assert manager.last_digest == closed.digest
 
 
 TestPagedAllocator = pytest.mark.needs("receipts")(PagedMachine.TestCase)

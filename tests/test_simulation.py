@@ -73,6 +73,7 @@ def test_replay_of_a_real_trace_adds_up(
     manager = build_manager(plan, sink=sink)
     assert isinstance(manager, PagedKVCacheManager if allocator == "paged" else KVCacheManager)
     result = _run(plan, manager)
+    head = manager.last_digest
     manager.shutdown()
 
     assert result.requests == REQUESTS
@@ -85,11 +86,28 @@ def test_replay_of_a_real_trace_adds_up(
     receipts: list[KvEvictionReport] = sink.drain()  # type: ignore[assignment]
     assert sink.counters.dropped == 0
     assert len(receipts) == result.evictions == result.receipts
-    assert [r.seq for r in receipts] == list(range(len(receipts)))
+    assert [r.seq for r in receipts] == list(range(1, len(receipts) + 1))
     assert {r.run_id for r in receipts} == {plan.run_id}
-    assert {r.policy for r in receipts} == {policy}
     assert sum(r.block_size_bytes for r in receipts) == result.bytes_freed
-    assert result.last_digest == receipts[-1].digest
+    assert result.last_digest == head == receipts[-1].digest
+    # The run is framed: what it replays, how, with which policy; and what it wrote.
+    from kvreceipts.receipts import RunClose, RunOpen
+
+    opened, closed = sink.frames
+    assert isinstance(opened, RunOpen)
+    assert isinstance(closed, RunClose)
+    assert (opened.seq, opened.run_id) == (0, plan.run_id)
+    assert (opened.source, opened.layout) == ("simulate", "lean")
+    assert (opened.allocator, opened.policy) == (allocator, policy)
+    assert opened.workload == plan.describe()
+    assert opened.config == plan.caching.to_dict()
+    assert opened.total_bytes == manager.get_statistics().total_bytes
+    assert receipts[0].prev_digest == opened.digest
+    assert closed.seq == len(receipts) + 1
+    assert closed.counts == {"eviction": result.evictions, "open": 1}
+    assert closed.bytes_freed == result.bytes_freed
+    assert closed.head == head
+    assert manager.last_digest == closed.digest
     assert 0 < result.peak_used_bytes <= manager.get_statistics().total_bytes
     assert result.requests_per_second > 0
     if allocator == "paged":
@@ -173,19 +191,20 @@ def test_decode_time_holds_kv_until_each_request_ends(
 
 @pytest.mark.traces
 @pytest.mark.needs("receipts")
+@pytest.mark.parametrize("layout", ["lean", "upstream"])
 @pytest.mark.parametrize(
     ("name", "allocator"),
     [("mooncake_synthetic_trace.jsonl", "paged"), ("azure_llm_2023_conv.csv", "arena")],
 )
 def test_same_plan_gives_byte_identical_receipts(
-    traces_dir: Path, tmp_path: Path, name: str, allocator: str
+    traces_dir: Path, tmp_path: Path, name: str, allocator: str, layout: str
 ) -> None:
     from kvreceipts.sinks import JsonlSink
 
     outputs = []
     run_ids = set()
     for attempt in range(2):
-        plan = _plan(traces_dir / name, allocator=allocator, policy="s3fifo", seed=5)
+        plan = _plan(traces_dir / name, allocator=allocator, policy="s3fifo", seed=5, layout=layout)
         run_ids.add(plan.run_id)
         path = tmp_path / f"run{attempt}.jsonl"
         manager = build_manager(plan, sink=JsonlSink(path))
@@ -195,9 +214,14 @@ def test_same_plan_gives_byte_identical_receipts(
         assert result.receipts > 0
     assert outputs[0] == outputs[1]
     assert len(run_ids) == 1
-    lines = outputs[0].splitlines()
-    assert len(lines) == result.receipts
-    assert orjson.loads(lines[0])["run_id"] == run_ids.pop()
+    records = [orjson.loads(line) for line in outputs[0].splitlines()]
+    assert len(records) == result.receipts + 2  # between the run's open and close records
+    assert [records[0]["kind"], records[-1]["kind"]] == ["open", "close"]
+    assert records[0]["layout"] == layout
+    assert records[0]["run_id"] == run_ids.pop()
+    evictions = [r for r in records if r["kind"] == "eviction"]
+    assert evictions
+    assert all(("policy" in r) == (layout == "upstream") for r in evictions)
     # A different seed is a different run.
     other = _plan(traces_dir / name, allocator=allocator, policy="s3fifo", seed=6)
     assert other.run_id != plan.run_id

@@ -92,4 +92,6 @@ def test_threads_keep_every_invariant() -> None:
     if sink is not None:
         received: list[Receipt] = sink.drain()
         assert sink.counters.dropped == 0
-        check_receipt_stream(manager, received)
+        check_receipt_stream(manager, received, sink.frames)
+        manager.shutdown()
+        check_receipt_stream(manager, received, sink.frames)

@@ -104,7 +104,9 @@ class Receipt:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build the record back from :meth:`to_dict` output."""
-        return cls(**cls._common_kwargs(data), **{name: data[name] for name in cls.body_fields})
+        kwargs = cls._common_kwargs(data)
+        kwargs.update((name, data[name]) for name in cls.body_fields)  # loss: its prev_digest
+        return cls(**kwargs)
 
 
 @dataclass(slots=True, kw_only=True)

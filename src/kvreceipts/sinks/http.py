@@ -116,9 +116,14 @@ class HttpSink(BaseSink):
             pending = self._loss.pending
             if pending is not None and self._buffer and self._buffer[-1].seq > pending.last_seq:
                 self._loss.close_range()  # a record got through after the drops
-            batch: list[Record] = list(self._loss.take())
-            while self._buffer and len(batch) < self.batch_size:
-                batch.append(self._buffer.popleft())
+            # In seq order: a loss record goes after the records buffered before its gap.
+            losses, buffer = self._loss.ready, self._buffer
+            batch: list[Record] = []
+            while (buffer or losses) and len(batch) < self.batch_size:
+                if losses and (not buffer or losses[0].first_seq < buffer[0].seq):
+                    batch.append(losses.pop(0))
+                else:
+                    batch.append(buffer.popleft())
             if not batch and self._closing:
                 self._loss.close_range()
                 batch = list(self._loss.take())
