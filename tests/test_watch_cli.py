@@ -240,3 +240,16 @@ def test_a_metrics_port_in_use_is_one_error_line() -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: --metrics-port: cannot serve on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
+
+
+def test_output_refuses_an_existing_file_unless_told(tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    out.write_text("keep me\n")
+    args = ["watch", "--from", str(RECORDING), "-f", "jsonl", "--allow-loss", "-o", str(out)]
+    refused = invoke(*args)
+    assert refused.exit_code == 2
+    assert "the file exists; --append adds this run" in refused.stderr
+    assert out.read_text() == "keep me\n"
+    assert invoke(*args, "--force").exit_code == 0
+    assert out.read_bytes() == EXPECTED.read_bytes()
+    assert invoke(*args, "--append", "--force").exit_code == 2
