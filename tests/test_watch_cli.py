@@ -253,3 +253,18 @@ def test_output_refuses_an_existing_file_unless_told(tmp_path: Path) -> None:
     assert invoke(*args, "--force").exit_code == 0
     assert out.read_bytes() == EXPECTED.read_bytes()
     assert invoke(*args, "--append", "--force").exit_code == 2
+
+
+def test_a_torn_recording_replays_what_is_whole(tmp_path: Path) -> None:
+    torn = tmp_path / "torn.kvrec"
+    torn.write_bytes(RECORDING.read_bytes()[:-40])  # killed mid-write: no end entry, a cut one
+    result = invoke("watch", "--from", str(torn), "-f", "jsonl", "--allow-loss")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("the recording ends mid-entry") == 1
+    lines = result.stdout.encode().splitlines(keepends=True)
+    expected = EXPECTED.read_bytes().splitlines(keepends=True)
+    assert lines[:-1] == expected[: len(lines) - 1]  # the same receipts up to the cut
+    assert orjson.loads(lines[-1])["kind"] == "close"
+    replayed = tmp_path / "replayed.jsonl"
+    replayed.write_bytes(result.stdout.encode())
+    assert invoke("verify", str(replayed), "--allow-loss").exit_code == 0  # a complete run
