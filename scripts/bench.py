@@ -464,7 +464,9 @@ def bench_watch_from(reps: int, rows: list[Row], tmp: str, removals: int) -> Non
                     f"{os.getloadavg()[0]:.1f}"))  # fmt: skip
 
 
-def bench_watch_live(rows: list[Row], tmp: str, seconds: float, rate: int) -> None:
+def bench_watch_live(
+    rows: list[Row], tmp: str, seconds: float, rate: int, *, replay: bool = True
+) -> None:
     """A live publisher at ``rate`` batches/s of 8 events for ``seconds``: every batch is
     processed or declared lost (engine_loss), none vanishes.
     """
@@ -478,8 +480,9 @@ def bench_watch_live(rows: list[Row], tmp: str, seconds: float, rate: int) -> No
     out.unlink(missing_ok=True)
     with publisher.Publisher() as pub:
         proc = subprocess.Popen(
-            [*_kvreceipts(), "watch", pub.endpoint, "--replay-endpoint", str(pub.replay_endpoint),
-             "-o", str(out), "-f", "table", "-q", "--idle-timeout", "3"],
+            [*_kvreceipts(), "watch", pub.endpoint, "-o", str(out), "-f", "table", "-q",
+             "--idle-timeout", "3",
+             *(["--replay-endpoint", str(pub.replay_endpoint)] if replay else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         pub.wait_subscribed()
@@ -503,7 +506,8 @@ def bench_watch_live(rows: list[Row], tmp: str, seconds: float, rate: int) -> No
             declared.update(range(record["first_engine_seq"], record["last_engine_seq"] + 1))
     seen.add(0)  # the first batch removes nothing
     vanished = total - len(seen | declared)
-    rows.append(Row(f"watch live: {rate:,} batches/s x 8 events for {seconds:g} s, lost",
+    rows.append(Row(f"watch live{'' if replay else ' (no replay socket)'}: {rate:,} batches/s"
+                    f" x 8 events for {seconds:g} s, lost",
                     len(declared), "batch", "0 or declared", vanished == 0,
                     f"{total:,} sent in {sent_s:.1f} s; {len(declared):,} declared lost, "
                     f"{vanished:,} unaccounted; exit {proc.returncode}"

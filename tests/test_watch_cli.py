@@ -137,7 +137,7 @@ def test_a_live_watch_on_the_command_line(tmp_path: Path) -> None:
         pub.wait_subscribed()
         pub.batch([stored([1])], ts=1.0)
         pub.batch([removed([1])], ts=2.0)
-        thread.join(20)
+        thread.join(60)
     (result,) = results
     assert result.exit_code == 0, result.stderr
     assert out.read_text() == result.stdout
@@ -179,7 +179,7 @@ def test_sigterm_mid_stream_leaves_a_file_that_verifies(tmp_path: Path) -> None:
         publisher = threading.Thread(target=publish)
         publisher.start()
         try:
-            wait_until(lambda: out.exists() and out.stat().st_size > 100_000)
+            wait_until(lambda: out.exists() and out.stat().st_size > 50_000, timeout=90)
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=30)
         finally:
@@ -226,3 +226,45 @@ def test_without_the_watch_extra_one_line_names_it(monkeypatch: pytest.MonkeyPat
     assert result.stderr == (
         "error: watch needs pyzmq, which is not installed: pip install 'kvreceipts[watch]'\n"
     )
+
+
+def test_a_metrics_port_in_use_is_one_error_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("watch", "tcp://127.0.0.1:1", "--idle-timeout", "1", "--metrics-port",
+                        str(port))  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --metrics-port: cannot serve on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
+
+
+def test_output_refuses_an_existing_file_unless_told(tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    out.write_text("keep me\n")
+    args = ["watch", "--from", str(RECORDING), "-f", "jsonl", "--allow-loss", "-o", str(out)]
+    refused = invoke(*args)
+    assert refused.exit_code == 2
+    assert "the file exists; --append adds this run" in refused.stderr
+    assert out.read_text() == "keep me\n"
+    assert invoke(*args, "--force").exit_code == 0
+    assert out.read_bytes() == EXPECTED.read_bytes()
+    assert invoke(*args, "--append", "--force").exit_code == 2
+
+
+def test_a_torn_recording_replays_what_is_whole(tmp_path: Path) -> None:
+    torn = tmp_path / "torn.kvrec"
+    torn.write_bytes(RECORDING.read_bytes()[:-40])  # killed mid-write: no end entry, a cut one
+    result = invoke("watch", "--from", str(torn), "-f", "jsonl", "--allow-loss")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("the recording ends mid-entry") == 1
+    lines = result.stdout.encode().splitlines(keepends=True)
+    expected = EXPECTED.read_bytes().splitlines(keepends=True)
+    assert lines[:-1] == expected[: len(lines) - 1]  # the same receipts up to the cut
+    assert orjson.loads(lines[-1])["kind"] == "close"
+    replayed = tmp_path / "replayed.jsonl"
+    replayed.write_bytes(result.stdout.encode())
+    assert invoke("verify", str(replayed), "--allow-loss").exit_code == 0  # a complete run

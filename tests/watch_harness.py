@@ -49,7 +49,7 @@ class Watch:
         self.options = WatchOptions(
             endpoint=pub.endpoint,
             replay_endpoint=pub.replay_endpoint if replay else None,
-            replay_timeout_s=options.pop("replay_timeout_s", 2.0),
+            replay_timeout_s=options.pop("replay_timeout_s", 10.0),  # a busy machine is slow
             **options,
         )
         self.sink = sink or Lines()

@@ -425,10 +425,8 @@ def _report(
     out: Output, fmt: WatchFormat, result: WatchResult, sinks: list[BaseSink], problems: int
 ) -> None:
     panel = _summary(result, sinks, problems)
-    if fmt is WatchFormat.table:
+    if fmt is WatchFormat.table and out.stdout_is_terminal:
         out.show(panel)
     else:
         out.flush()
         out.note(panel)
-    if result.torn_recording:
-        out.warn("the recording ended mid-entry; the receipts cover what was whole")

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EngineState", "Recovered", "WatchCore"]
 
-Key = tuple[str | None, "Hash"]
 Recovered = tuple[int, bytes, float]
 """A batch the replay socket gave back: (seq, payload, receive time)."""
 
@@ -47,11 +46,11 @@ class EngineState:
     topic: str
     next_seq: int | None = None
     last_seq: int | None = None
-    resident: dict[Key, tuple[float, Hash | None]] = field(default_factory=dict)
-    """(medium, hash) -> (engine time stored, parent hash)."""
-    removed: OrderedDict[Key, tuple[float, int]] = field(default_factory=OrderedDict)
-    """(medium, hash) -> (engine time removed, removal receipt seq), inside the regret window."""
-    resident_by_medium: Counter[str] = field(default_factory=Counter)
+    resident: dict[str | None, dict[Hash, tuple[float, Hash | None]]] = field(default_factory=dict)
+    """medium -> hash -> (engine time stored, parent hash). A table per medium: no key tuple
+    to build per event."""
+    removed: dict[str | None, OrderedDict[Hash, tuple[float, int]]] = field(default_factory=dict)
+    """medium -> hash -> (engine time removed, removal receipt seq), inside the regret window."""
     events: Counter[str] = field(default_factory=Counter)
     removals: Counter[str] = field(default_factory=Counter)
     stores: Counter[str] = field(default_factory=Counter)
@@ -68,12 +67,21 @@ class EngineState:
     topic_json: bytes = b""
     """Seq ranges our own queue dropped, not yet declared lost."""
 
+    @property
+    def held(self) -> int:
+        """Blocks resident on every medium."""
+        return sum(len(blocks) for blocks in self.resident.values())
+
+    @property
+    def resident_by_medium(self) -> dict[str, int]:
+        """Blocks resident per medium (``unknown`` when the engine named none)."""
+        return {_medium_name(m): len(blocks) for m, blocks in list(self.resident.items())}
+
     def forget(self) -> int:
         """Drop all resident state (a restart); returns how many blocks were held."""
-        held = len(self.resident)
+        held = self.held
         self.resident.clear()
         self.removed.clear()
-        self.resident_by_medium.clear()
         return held
 
 
@@ -285,55 +293,63 @@ class WatchCore:
     ) -> None:  # fmt: skip
         name = _medium_name(medium)
         state.events["BlockRemoved"] += events
-        resident = state.resident
-        removed = state.removed
+        resident = state.resident.get(medium) or {}
+        removed = state.removed.get(medium)
+        if removed is None:
+            removed = state.removed[medium] = OrderedDict()
+        elif removed:
+            self._prune(removed, ts)
         writer = self.writer
-        put = writer.put_payload
         timestamp = writer.stamp(at_s)
         stamp = timestamp.encode()
         template = self._removal_template
-        head = (dumps(ts), dumps(medium))
+        engine_ts, medium_json = dumps(ts), dumps(medium)
         topic = self._topic_json(state)
+        receipt_seq = writer.next_seq
+        payloads = []
         for block_hash in hashes:
-            key = (medium, block_hash)
-            held = resident.pop(key, None)
+            held = resident.pop(block_hash, None)
             if held is None:
                 stored_ts = parent = residency = None
             else:
                 stored_ts, parent = held
                 residency = round((ts - stored_ts) * 1000.0, 3)
-                state.resident_by_medium[name] -= 1
-            receipt_seq = writer.next_seq
-            payload = template % (
-                dumps(block_hash), seq, head[0], head[1], dumps(parent), dumps(residency),
+            payloads.append(template % (
+                dumps(block_hash), seq, engine_ts, medium_json, dumps(parent), dumps(residency),
                 receipt_seq, dumps(stored_ts), stamp, topic,
-            )  # fmt: skip
-            put("engine_removal", timestamp, payload)
-            removed.pop(key, None)
-            removed[key] = (ts, receipt_seq)
+            ))  # fmt: skip
+            removed.pop(block_hash, None)
+            removed[block_hash] = (ts, receipt_seq)
+            receipt_seq += 1
+        writer.put_payloads("engine_removal", timestamp, payloads)
         state.removals[name] += len(hashes)
+
+    def _prune(self, removed: OrderedDict[Hash, tuple[float, int]], ts: float) -> None:
+        """Forget removals older than the regret window: they can no longer be regretted (and
+        the table stays as small as the window).
+        """
+        horizon = ts - self.regret_window_s
+        while removed:
+            oldest = next(iter(removed.values()))
+            if oldest[0] >= horizon:
+                return
+            removed.popitem(last=False)
 
     def _stored(self, state: EngineState, seq: int, ts: float, event: Stored, at_s: float) -> None:
         medium = event.medium
         name = _medium_name(medium)
         state.events["BlockStored"] += 1
-        removed = state.removed
-        horizon = ts - self.regret_window_s
-        while removed:  # removals older than the window can no longer be regretted
-            oldest = next(iter(removed.values()))
-            if oldest[0] >= horizon:
-                break
-            removed.popitem(last=False)
-        resident = state.resident
+        removed = state.removed.get(medium)
+        if removed:
+            self._prune(removed, ts)
+        resident = state.resident.get(medium)
+        if resident is None:
+            resident = state.resident[medium] = {}
         parent = event.parent
-        fresh = 0
         for block_hash in event.hashes:
-            key = (medium, block_hash)
-            if key not in resident:
-                fresh += 1
-            resident[key] = (ts, parent)
+            resident[block_hash] = (ts, parent)
             parent = block_hash
-            gone = removed.pop(key, None) if removed else None
+            gone = removed.pop(block_hash, None) if removed else None
             if gone is not None:
                 state.regret[name] += 1
                 self.writer.emit(
@@ -342,14 +358,12 @@ class WatchCore:
                     removed_ts=gone[0], gap_ms=round((ts - gone[0]) * 1000.0, 3),
                 )  # fmt: skip
         state.stores[name] += len(event.hashes)
-        state.resident_by_medium[name] += fresh
 
     def _cleared(self, state: EngineState, seq: int, ts: float, at_s: float) -> None:
         state.events["AllBlocksCleared"] += 1
         state.clears += 1
-        held = len(state.resident)
+        held = state.held
         state.resident.clear()
-        state.resident_by_medium.clear()
         self.writer.emit(
             EngineClearReceipt, at_s, topic=state.topic, engine_seq=seq, engine_ts=ts, count=held
         )

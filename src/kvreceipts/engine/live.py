@@ -131,6 +131,10 @@ class Subscriber(threading.Thread):
         finally:
             sock.close(0)
 
+    def close(self) -> None:
+        """Close the socket of a subscriber that never started."""
+        self._socket.close(0)
+
     def _drop(self, frames: list[bytes]) -> None:
         self.dropped += 1
         if len(frames) != 3 or len(frames[1]) != 8:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import orjson
 
-from kvreceipts.receipts import KINDS, Receipt
+from kvreceipts.receipts import Receipt
 
 __all__ = [
     "ENGINE_KINDS",
@@ -145,4 +145,6 @@ ENGINE_KINDS: dict[str, type[Receipt]] = {
         EngineLossReceipt,
     )
 }
-KINDS.update(ENGINE_KINDS)  # receipt_from_dict and as_receipt build them too
+"""The engine kinds by name. Not added to :data:`kvreceipts.receipts.KINDS`: that table is
+the simulator's (its tests hold it equal to the kinds a simulation writes), and nothing on the
+watch's path rebuilds records from their lines."""

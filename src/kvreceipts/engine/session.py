@@ -23,7 +23,7 @@ from kvreceipts.engine.recording import (
     RecordingReader,
 )
 from kvreceipts.engine.writer import RunWriter
-from kvreceipts.errors import InputError
+from kvreceipts.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import threading
@@ -95,8 +95,12 @@ def _core(
 ) -> tuple[WatchCore, RunWriter]:
     writer = RunWriter(sink, run_id=header["run_id"], start_s=header["start_s"], key=key)
     core = WatchCore(writer, regret_window_s=regret_window_s, recover=recover, report=report)
-    writer.open(workload={name: header.get(name) for name in WORKLOAD})
     return core, writer
+
+
+def _open(writer: RunWriter, header: dict[str, Any]) -> None:
+    """The run's open record, once everything that can fail has been set up."""
+    writer.open(workload={name: header.get(name) for name in WORKLOAD})
 
 
 def _close(core: WatchCore, writer: RunWriter, end_s: float) -> None:
@@ -105,7 +109,7 @@ def _close(core: WatchCore, writer: RunWriter, end_s: float) -> None:
     engines = core.engines.values()
     writer.close(
         end_s,
-        resident_blocks=sum(len(s.resident) for s in engines),
+        resident_blocks=sum(s.held for s in engines),
         removals=sum(sum(s.removals.values()) for s in engines),
     )
 
@@ -140,32 +144,46 @@ def watch_live(
         "replay_endpoint": options.replay_endpoint,
         "regret_window_s": options.regret_window_s,
     }
-    recorder = Recorder(options.record, header) if options.record else None
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    replay = (
-        ReplayClient(context, options.replay_endpoint, timeout_s=options.replay_timeout_s,
-                     report=say, recorder=recorder)
-        if options.replay_endpoint else None
-    )  # fmt: skip
-    core, writer = _core(header=header, sink=sink, key=key, regret_window_s=options.regret_window_s,
-                         recover=replay, report=say)  # fmt: skip
-    sub = Subscriber(context, options.endpoint, options.topic.encode(), options.queue_size)
+    recorder: Recorder | None = None
+    sub: Subscriber | None = None
     metrics = None
+    done = False
     try:
+        recorder = Recorder(options.record, header) if options.record else None
+        replay = (
+            ReplayClient(context, options.replay_endpoint, timeout_s=options.replay_timeout_s,
+                         report=say, recorder=recorder)
+            if options.replay_endpoint else None
+        )  # fmt: skip
+        core, writer = _core(header=header, sink=sink, key=key, recover=replay, report=say,
+                             regret_window_s=options.regret_window_s)  # fmt: skip
         if options.metrics_port is not None:
             from kvreceipts.engine.metrics import MetricsServer
 
             metrics = MetricsServer(core, options.metrics_host, options.metrics_port,
-                                    dropped=lambda: sub.dropped)  # fmt: skip
+                                    dropped=lambda: sub.dropped if sub else 0)  # fmt: skip
+        try:
+            sub = Subscriber(context, options.endpoint, options.topic.encode(), options.queue_size)
+        except zmq.ZMQError as exc:
+            raise UsageError(f"cannot subscribe to {options.endpoint}: {exc}") from None
+        _open(writer, header)
         sub.start()
         if ready is not None:
             ready(metrics)
         stopped_by = _loop(options, core=core, sub=sub, stop=stop, recorder=recorder, tick=tick)
+        done = True
     finally:
-        sub.stop.set()
-        sub.join()
+        if sub is not None:
+            sub.stop.set()
+            if sub.is_alive():
+                sub.join()
+            else:
+                sub.close()
         if metrics is not None:
             metrics.close()
+        if recorder is not None and not done:
+            recorder.close()
         context.term()
     end = time.time()
     _feed_drops(core, sub, recorder)
@@ -207,14 +225,14 @@ def _loop(
         if tick is not None and now >= next_tick:
             tick(core, sub)
             next_tick = now + options.tick_s
-        if sub.dropped:
-            _feed_drops(core, sub, recorder)
         chunk = get(0.05)
         if not chunk:
             if idle is not None and time.monotonic() - last_message >= idle:
                 return "idle"
             continue
         last_message = time.monotonic()
+        if sub.dropped:  # after the get: a drop is taken before the message that follows it
+            _feed_drops(core, sub, recorder)
         for frames, at_s in chunk:
             if record is not None:
                 record(MESSAGE, at_s, frames)
@@ -253,6 +271,7 @@ def watch_recording(
         recover = _recorded_replay(entries, path, say) if header.get("replay_endpoint") else None
         core, writer = _core(header=header, sink=sink, key=key, regret_window_s=window,
                              recover=recover, report=say)  # fmt: skip
+        _open(writer, header)
         started = time.perf_counter()
         end_s: float | None = None
         stopped_by = "end of recording"

@@ -101,6 +101,21 @@ class RunWriter:
         self.sink.accept(SealedRecord(kind, self.run_id, seq, timestamp, prev, digest, line))
         return seq
 
+    def put_payloads(self, kind: str, timestamp: str, payloads: list[bytes]) -> None:
+        """:meth:`put_payload` for records of one kind and time, in one tight loop (the
+        payloads hold seqs ``next_seq``, ``next_seq + 1``, ...).
+        """
+        seal, accept, run_id = self.sealer.seal, self.sink.accept, self.run_id
+        seq = self.next_seq
+        prev = self.sealer.last_digest
+        for payload in payloads:
+            digest, line = seal(payload)
+            accept(SealedRecord(kind, run_id, seq, timestamp, prev, digest, line))
+            prev = digest
+            seq += 1
+        self.next_seq = seq
+        self.counts[kind] = self.counts.get(kind, 0) + len(payloads)
+
     def emit(self, cls: type[Receipt], at_s: float, **fields: Any) -> Receipt:
         """Build, seal and deliver one record of kind ``cls``; returns it (``seq`` set)."""
         return self.put(cls(run_id=self.run_id, seq=-1, timestamp=self.stamp(at_s), **fields))
