@@ -60,8 +60,9 @@ def test_local_cluster_of_processes_gives_the_local_rows(traces_dir: Path) -> No
 
     trace = traces_dir / "mooncake_synthetic_trace.jsonl"
     expected = _local(trace, "--policy", "lru,fifo,s3fifo")
+    # The dashboard on a free port: another cluster (a parallel session) may hold 8787.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:  # fmt: skip
+                      dashboard_address=":0") as cluster:  # fmt: skip
         result = runner.invoke(
             app, [*_grid(trace, "--policy", "lru,fifo,s3fifo"), "--dask", cluster.scheduler_address]
         )
