@@ -221,3 +221,28 @@ def test_the_removal_template_is_the_canonical_json(  # noqa: PLR0917 - drawn by
     )  # fmt: skip
     assert payload == canonical(record.to_dict())
     assert check_record({**orjson.loads(payload), "digest": "0" * 64}) is None
+
+
+def test_batches_our_queue_dropped_are_not_asked_of_the_replay_socket() -> None:
+    asked: list[tuple[int, int]] = []
+
+    def recover(_topic: bytes, first: int, last: int) -> list[tuple[int, bytes, float]]:
+        asked.append((first, last))
+        return []
+
+    lines = Lines()
+    core = WatchCore(RunWriter(lines, run_id="r", start_s=0.0), recover=recover)
+
+    def message(seq: int) -> list[bytes]:
+        return [b"", seq.to_bytes(8, "big"), encode([])]
+
+    core.message(message(0), 1.0)
+    core.dropped(b"", 1, 3)  # the watch's own queue overflowed
+    core.message(message(4), 1.0)
+    core.dropped(b"", 5, 5)
+    core.message(message(7), 1.0)  # 5 dropped here, 6 lost on the way: ask for 5..6
+    assert asked == [(5, 6)]
+    losses = [(r["first_engine_seq"], r["last_engine_seq"], r["cause"], r["replay_attempted"])
+              for r in lines.records if r["kind"] == "engine_loss"]  # fmt: skip
+    assert losses == [(1, 3, "queue_full", False), (5, 5, "queue_full", True),
+                      (6, 6, "not_received", True)]  # fmt: skip

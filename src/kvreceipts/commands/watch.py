@@ -169,7 +169,7 @@ def watch(
     ] = None,
     queue_size: Annotated[
         int, typer.Option(help="Messages held between the socket and the receipts.", min=1)
-    ] = 10_000,
+    ] = 100_000,
     quiet: QuietOption = False,
 ) -> None:
     """Watch a serving engine's KV-cache events (vLLM, SGLang) and write one sealed receipt

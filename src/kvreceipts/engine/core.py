@@ -195,8 +195,10 @@ class WatchCore:
     def _gap(self, topic: bytes, state: EngineState, first: int, last: int, at_s: float) -> None:
         state.gaps += 1
         got: dict[int, tuple[bytes, float]] = {}
-        attempted = self.recover is not None
-        if self.recover is not None:
+        # Batches our own queue dropped are not asked for again: the watch is what could not
+        # keep up, and replaying them into it then would only drop more.
+        attempted = self.recover is not None and not _covered(state.local_drops, first, last)
+        if attempted and self.recover is not None:
             for seq, payload, recv_s in self.recover(topic, first, last):
                 if first <= seq <= last:
                     got.setdefault(seq, (payload, recv_s))
@@ -374,6 +376,18 @@ class WatchCore:
     def lost_batches(self) -> int:
         """Batches declared lost, over all engines."""
         return sum(s.lost_batches for s in self.engines.values())
+
+
+def _covered(ranges: list[tuple[int, int]], first: int, last: int) -> bool:
+    """Whether the sorted ``ranges`` cover every seq of ``first..last``."""
+    cursor = first
+    for low, high in ranges:
+        if low > cursor:
+            break
+        cursor = max(cursor, high + 1)
+        if cursor > last:
+            return True
+    return cursor > last
 
 
 def _peek_ts(payload: bytes) -> float | None:

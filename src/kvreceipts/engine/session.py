@@ -51,7 +51,9 @@ class WatchOptions:
     regret_window_s: float = DEFAULT_REGRET_WINDOW_S
     idle_timeout_s: float | None = None
     max_batches: int | None = None
-    queue_size: int = 10_000
+    queue_size: int = 100_000
+    """Messages held between the socket and the receipts: as deep as vLLM's own PUB buffer
+    (hwm 100,000), so a burst the watch cannot follow at once is absorbed, not dropped."""
     record: str | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
