@@ -538,3 +538,16 @@ def test_random_values_in_every_field_never_crash_stats(
     else:
         assert as_json.stderr.startswith("error: -: not a kvreceipts receipts file")
     _no_crash(invoke("stats", "-", stdin=data))
+
+
+def test_a_watch_file_is_read_whole() -> None:
+    """A watch run's open record names no policy (an engine has none of ours): still a record."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "watch" / "engine.jsonl"
+    result = CliRunner().invoke(app, ["stats", str(fixture), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    document = orjson.loads(result.stdout)
+    assert document["unreadable_lines"] == 0
+    assert document["records"] == sum(1 for _ in fixture.open("rb"))
+    assert document["engine"]["removals"] > 0

@@ -290,7 +290,10 @@ class ReceiptSummary:
         run_id = _str(record, "run_id")
         stamp = _str(record, "timestamp") if "timestamp" in record else None
         lost = _int(record, "count") if kind == "loss" else 0
-        opened = (_str(record, "policy"), _int(record, "total_bytes")) if kind == "open" else None
+        opened = None
+        if kind == "open":  # a watch's run has no policy of its own
+            policy = None if record.get("policy") is None else _str(record, "policy")
+            opened = (policy, _int(record, "total_bytes"))
         known = self._run if self._run is not None and self._run.run_id == run_id else \
             self.runs.get(run_id)  # fmt: skip
         eviction = _Eviction.read(record, known, stamp) if kind == "eviction" else None
