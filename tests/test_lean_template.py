@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from kvreceipts.chain import canonical, chain_digest
 from kvreceipts.clock import SimClock
 from kvreceipts.config import CachingConfig
-from kvreceipts.schema import check_record, shape_test
+from kvreceipts.shape import check_record, shape_test
 
 pytestmark = pytest.mark.needs("receipts")
 

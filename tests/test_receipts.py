@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from kvreceipts import CachingConfig, KVCacheManager, KVCacheStatistics, PerformanceReport, features
 from kvreceipts.clock import SimClock
 from kvreceipts.errors import InputError
-from kvreceipts.schema import check_record
+from kvreceipts.shape import check_record
 from kvreceipts.stats import ServiceMeter
 
 if TYPE_CHECKING or features.enabled("receipts"):

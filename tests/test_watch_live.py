@@ -15,7 +15,7 @@ if not features.enabled("receipts"):  # the watch writes receipts: its modules n
     pytest.skip("needs feature(s) receipts", allow_module_level=True)
 
 from kvreceipts.engine.session import watch_recording  # noqa: E402
-from kvreceipts.schema import check_record  # noqa: E402
+from kvreceipts.shape import check_record  # noqa: E402
 from kvreceipts.verify import VerifyOptions, verify_lines  # noqa: E402
 from watch_harness import Lines, Watch  # noqa: E402
 from watch_publisher import Publisher, cleared, removed, stored  # noqa: E402

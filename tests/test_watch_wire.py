@@ -34,7 +34,7 @@ from kvreceipts.engine.wire import (  # noqa: E402
 )
 from kvreceipts.engine.writer import RunWriter  # noqa: E402
 from kvreceipts.errors import InputError, UsageError  # noqa: E402
-from kvreceipts.schema import check_record  # noqa: E402
+from kvreceipts.shape import check_record  # noqa: E402
 from watch_harness import Lines  # noqa: E402
 from watch_publisher import cleared, removed, stored  # noqa: E402
 

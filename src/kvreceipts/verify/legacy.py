@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.chain import canonical
-from kvreceipts.schema import ZERO_DIGEST, check_record_v1
+from kvreceipts.schema import ZERO_DIGEST
+from kvreceipts.shape import check_record_v1
 from kvreceipts.verify.report import DeclaredLoss, RunOutcome, Violation
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.chain import DIGEST_SUFFIX_LEN, key_id
-from kvreceipts.schema import ZERO_DIGEST, check_record, shape_test
+from kvreceipts.schema import ZERO_DIGEST
+from kvreceipts.shape import check_record, shape_test
 from kvreceipts.verify.report import DeclaredLoss, RunOutcome, VerifyReport, Violation
 
 if TYPE_CHECKING:
