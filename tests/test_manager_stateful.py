@@ -15,7 +15,7 @@ from kvreceipts.clock import SimClock
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
-    from kvreceipts.manager import ManagerCore
+    from kvreceipts.core import ManagerCore
     from kvreceipts.receipts import Receipt
     from kvreceipts.sinks import ChannelSink
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kvreceipts.core import ManagerCore, Served, _Round
 from kvreceipts.errors import UsageError
-from kvreceipts.manager import ManagerCore, Served, _Round
 from kvreceipts.numbers import MAX_BLOCKS
 from kvreceipts.policies import make_policy
 from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing

@@ -18,7 +18,7 @@ import orjson
 from kvreceipts import features
 from kvreceipts.clock import SIM_EPOCH, SimClock
 from kvreceipts.errors import UsageError
-from kvreceipts.manager import KVCacheManager, ManagerCore
+from kvreceipts.manager import KVCacheManager
 from kvreceipts.paged import PagedKVCacheManager
 from kvreceipts.sizing import Sizing, resolve_sizing
 from kvreceipts.workloads import TraceStats, detect_format, read_trace, synthetic_workload
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from kvreceipts.config import CachingConfig, SimulationConfig
+    from kvreceipts.core import ManagerCore
     from kvreceipts.sinks.base import KvEventSink
     from kvreceipts.stats import KVCacheStatistics
     from kvreceipts.workloads import Request
