@@ -46,3 +46,25 @@ def test_requests_0_is_refused_rather_than_running_everything() -> None:
     result = runner.invoke(app, ["simulate", "-q", "--requests", "0"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: Invalid value for '--requests'")
+
+
+@pytest.mark.needs("receipts")
+def test_tracing_leaves_the_receipts_logger_as_it_found_it(tmp_path: Path) -> None:
+    import logging
+
+    config = tmp_path / "t.toml"
+    config.write_text("[simulation]\ntracing = true\nrequests = 300\n", encoding="utf-8")
+    logger = logging.getLogger("kvreceipts.kv.receipts")
+    before = (list(logger.handlers), logger.level)
+    for _ in range(2):
+        assert runner.invoke(app, ["simulate", "-c", str(config), "-q"]).exit_code == 0
+    assert (list(logger.handlers), logger.level) == before
+
+
+def test_a_trace_time_beyond_what_a_receipt_can_date_is_an_input_error(tmp_path: Path) -> None:
+    trace = tmp_path / "late.jsonl"
+    trace.write_text('{"timestamp": 1e15, "input_length": 10, "output_length": 1, '
+                     '"hash_ids": [1]}\n', encoding="utf-8")  # fmt: skip
+    result = runner.invoke(app, ["simulate", "--trace", str(trace), "-q", "--no-receipts"])
+    assert result.exit_code == 2
+    assert "late.jsonl:1: field 'timestamp': expected milliseconds from 0 to" in result.stderr

@@ -190,3 +190,15 @@ def test_validate_bootstraps_the_ci_venv_with_ci_local_sh(
         encoding="utf-8",
     )
     assert runner.find_nox(tmp_path, bootstrap=True) == [str(tmp_path / ".venv-ci/bin/nox")]
+
+
+def test_validate_has_the_defaults_of_ci_local_sh(
+    fake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    line = CliRunner().invoke(app, ["validate", "--dry-run"]).stdout
+    assert "--reuse-venv yes" in line
+    assert "--parallel 4 --allow-parallel" in line  # the CPUs, at most 4
+    fresh = CliRunner().invoke(app, ["validate", "--dry-run", "--fresh", "-j", "1"]).stdout
+    assert "--reuse-venv" not in fresh
+    assert "--parallel" not in fresh

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from kvreceipts.errors import InputError, UsageError
-from kvreceipts.numbers import MAX_BLOCKS, MAX_SYNTHETIC_REQUESTS, check_number
+from kvreceipts.numbers import (
+    MAX_BLOCKS,
+    MAX_MS_PER_TOKEN,
+    MAX_SYNTHETIC_REQUESTS,
+    check_number,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -138,7 +143,8 @@ class SimulationConfig:
         for name in ("capacity_blocks", "bytes_per_token", "requests", "snapshot_every"):
             _at_least("simulation", name, getattr(self, name), 0)
         for name in ("prefill_ms_per_token", "decode_ms_per_token"):
-            _at_least("simulation", name, getattr(self, name), 0)
+            check_number(f"[simulation] {name}", getattr(self, name), low=0,
+                         high=MAX_MS_PER_TOKEN, key=name)  # fmt: skip
         check_number("[simulation] capacity_blocks", self.capacity_blocks, high=MAX_BLOCKS,
                      key="capacity_blocks")  # fmt: skip
         if not self.trace:  # a trace is streamed: --requests only cuts it

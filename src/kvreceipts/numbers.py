@@ -12,7 +12,15 @@ import math
 
 from kvreceipts.errors import UsageError
 
-__all__ = ["INT64_MAX", "MAX_BLOCKS", "MAX_SYNTHETIC_REQUESTS", "check_number"]
+__all__ = [
+    "INT64_MAX",
+    "MAX_BLOCKS",
+    "MAX_MS_PER_TOKEN",
+    "MAX_SYNTHETIC_REQUESTS",
+    "MAX_TOKENS",
+    "MAX_TRACE_MS",
+    "check_number",
+]
 
 INT64_MAX = 2**63 - 1
 """The largest integer a receipt, a summary or a config file can carry (signed 64 bits)."""
@@ -20,6 +28,16 @@ INT64_MAX = 2**63 - 1
 MAX_BLOCKS = 2**22
 """The largest paged cache, in blocks (4,194,304; 23 times the distinct blocks of the Mooncake
 conversation trace): the allocator keeps slot tables of that length, ~40 bytes a slot."""
+
+MAX_MS_PER_TOKEN = 1000.0
+"""The slowest simulated prefill or decode: a second a token."""
+
+MAX_TOKENS = 10_000_000
+"""The most tokens a trace row may ask for (input or output)."""
+
+MAX_TRACE_MS = 10**12
+"""The latest arrival in a trace, in ms from its start (~31 years). With the two bounds above
+the simulated clock stays within the dates a receipt timestamp can name (before year 10000)."""
 
 MAX_SYNTHETIC_REQUESTS = 10_000_000
 """The longest synthetic workload: its session table grows with the request count (one

@@ -15,6 +15,7 @@ import orjson
 
 from kvreceipts.errors import InputError, UsageError
 from kvreceipts.inputs import InputStream, open_input
+from kvreceipts.numbers import MAX_TOKENS, MAX_TRACE_MS
 from kvreceipts.workloads.request import Request
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ def detect_format(path: str) -> str:
 def _count(value: object, name: str) -> int:
     if type(value) is not int or value < 0:
         raise ValueError(f"field {name!r}: expected a non-negative integer, got {value!r}")
+    if value > MAX_TOKENS:
+        raise ValueError(f"field {name!r}: {value} tokens, more than {MAX_TOKENS:,} in one row")
     return value
 
 
@@ -86,9 +89,10 @@ def _mooncake_row(data: Any, line: int) -> Request:
         if name not in data:
             raise ValueError(f"field {name!r} is missing")
     timestamp = data["timestamp"]
-    if type(timestamp) not in (int, float) or timestamp < 0:
+    if type(timestamp) not in (int, float) or not 0 <= timestamp <= MAX_TRACE_MS:
         raise ValueError(
-            f"field 'timestamp': expected non-negative milliseconds, got {timestamp!r}"
+            f"field 'timestamp': expected milliseconds from 0 to {MAX_TRACE_MS:.0e}, "
+            f"got {timestamp!r}"
         )
     input_tokens = _count(data["input_length"], "input_length")
     output_tokens = _count(data["output_length"], "output_length")
