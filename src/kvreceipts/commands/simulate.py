@@ -425,25 +425,6 @@ def _check_output(plan: Plan, *, append: bool, force: bool) -> None:
 
 def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool) -> int:
     """Run the plan and report it; returns how many sinks lost receipts."""
-    with _tracing_restored():
-        return _run_traced(plan, out, fmt, limit, append=append)
-
-
-@contextmanager
-def _tracing_restored() -> Iterator[None]:
-    """The receipts logger as it was: ``tracing = true`` adds a stderr handler and sets INFO
-    for one run only (a second run in the same process would otherwise log twice).
-    """
-    logger = logging.getLogger("kvreceipts.kv.receipts")
-    handlers, level = list(logger.handlers), logger.level
-    try:
-        yield
-    finally:
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-
-
-def _run_traced(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool) -> int:
     from kvreceipts.simulation import build_manager, run_simulation
 
     sim = plan.simulation
