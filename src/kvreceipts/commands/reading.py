@@ -50,7 +50,24 @@ class ReceiptLines:
         self._read: Callable[[int], bytes] = read1 if callable(read1) else stream.read
 
     def __iter__(self) -> Iterator[bytes]:
+        peek = getattr(self.stream, "peek", None)
+        if callable(peek):  # look without consuming: a plain stream then reads at C speed
+            head = peek(len(XZ_MAGIC))
+            magics = (GZIP_MAGIC, ZSTD_MAGIC, XZ_MAGIC)
+            if not any(head.startswith(m) or m.startswith(head) for m in magics):
+                return self._plain_lines()
         return self._lines(self._chunks())
+
+    def _plain_lines(self) -> Iterator[bytes]:
+        """A plain stream's lines through ``readline``, bounded as :meth:`_lines` bounds them."""
+        readline = self.stream.readline
+        while line := readline(MAX_LINE + 1):
+            if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                yield line + b"\n"  # longer than any real line, and not JSON
+                while (rest := readline(CHUNK)) and not rest.endswith(b"\n"):
+                    pass  # the rest of the overlong line
+                continue
+            yield line
 
     def _chunks(self) -> Iterator[bytes]:
         """Decompressed data, in pieces of at most a few hundred KiB."""

@@ -66,11 +66,11 @@ class _Run:
     last_evictions: int | None = 0
     last_hits: int = 0
     last_misses: int = 0
-    streak: dict[int, int] = field(default_factory=dict)
-    """For the evictions with consecutive seqs just before now (an eviction round is one):
-    the bytes the streak had freed before each of them."""
+    streak: list[int] = field(default_factory=list)
+    """For the evictions with consecutive seqs just before now (an eviction round is one),
+    from ``streak_first`` on: the bytes the streak had freed before each of them."""
+    streak_first: int = 0
     streak_bytes: int = 0
-    streak_last: int = -2
     evicted_at_misses: dict[int, int] = field(default_factory=dict)
     fits: dict[str, Callable[[dict[str, Any]], bool] | None] = field(default_factory=dict)
     """The fast shape test of each kind, for this run's layout."""
@@ -133,7 +133,10 @@ class StreamVerifier:
             canonical = _dumps(record, option=_SORT) == payload
         except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
             canonical = False
-        kind, run_id, seq = record.get("kind"), record.get("run_id"), record.get("seq")
+        try:
+            kind, run_id, seq = record["kind"], record["run_id"], record["seq"]
+        except KeyError:
+            kind, run_id, seq = record.get("kind"), record.get("run_id"), record.get("seq")
         if not canonical:
             # The digest covers what a parser reads; the bytes must also be the sealer's own,
             # or a repeated key could show one reader one value and the digest another.
@@ -162,9 +165,11 @@ class StreamVerifier:
         if fits is None or not fits(record):
             self.fail(number, "schema", check_record(record, run.layout) or "", seq, run_id)
             return
-        kinds = report.kinds
         report.records += 1
-        kinds[kind] = kinds.get(kind, 0) + 1
+        try:
+            report.kinds[kind] += 1
+        except KeyError:
+            report.kinds[kind] = 1
         if kind == "loss":
             self._seal(number, record, run, payload, claimed)
             self._loss(number, record, run, claimed)
@@ -180,7 +185,14 @@ class StreamVerifier:
                 self._digest_failed(number, seq, run_id)
         else:
             self._seal(number, record, run, payload, claimed)
-        self._sequence(number, record, run, claimed)
+        timestamp = record["timestamp"]
+        if seq == run.next_seq and timestamp >= run.last_timestamp:  # in order: the common case
+            run.next_seq = seq + 1
+            run.prev = run.present = claimed
+            run.records += 1
+            run.last_timestamp = timestamp
+        else:
+            self._sequence(number, record, run, claimed)
         if kind == "eviction":
             self._eviction(number, record, run)
         elif kind == "eviction_batch":
@@ -188,8 +200,10 @@ class StreamVerifier:
         elif kind == "close":
             self._close(number, record, run, claimed)
             return
-        counts = run.counts
-        counts[kind] = counts.get(kind, 0) + 1
+        try:
+            run.counts[kind] += 1
+        except KeyError:
+            run.counts[kind] = 1
 
     def _bad_bytes(self, number: int, raw: bytes) -> None:
         """Say what is wrong with a line that is not the sealer's bytes."""
@@ -336,12 +350,11 @@ class StreamVerifier:
         run.last_evictions, run.last_hits, run.last_misses = evictions, hits, misses
         run.bytes_freed += size
         streak = run.streak
-        if seq != run.streak_last + 1 or len(streak) >= MAX_TRACKED_BLOCKS:
+        if seq != run.streak_first + len(streak) or len(streak) >= MAX_TRACKED_BLOCKS:
             streak.clear()
-            run.streak_bytes = 0
-        streak[seq] = run.streak_bytes
+            run.streak_first, run.streak_bytes = seq, 0
+        streak.append(run.streak_bytes)
         run.streak_bytes += size
-        run.streak_last = seq
         block_hash = record.get("block_hash")
         if block_hash is not None:
             seen = run.evicted_at_misses.get(block_hash)
@@ -365,14 +378,14 @@ class StreamVerifier:
             != record["pool_used_after"]
         ):
             problems.append("pool_used_after_evictions + allocated_bytes != pool_used_after")
-        start = run.streak.get(first)
-        if start is not None and last == run.streak_last:  # else a gap, reported as such
-            summed = run.streak_bytes - start
+        at, streak = first - run.streak_first, run.streak
+        if 0 <= at < len(streak) and last == run.streak_first + len(streak) - 1:  # else a gap
+            summed = run.streak_bytes - streak[at]
             if summed != freed:
                 problems.append(f"its evictions freed {summed:,} bytes, not {freed:,}")
         for problem in problems:
             self.fail(number, "batch", problem, seq, run_id)
-        run.streak.clear()
+        streak.clear()
         run.streak_bytes = 0
 
     def _close(self, number: int, record: dict[str, Any], run: _Run, claimed: bytes) -> None:
