@@ -51,8 +51,15 @@ _COUNTERS = (
 _BEFORE = b'{"total_sessions":%d,"used_bytes":%d}'
 """A lean ``before``: what the eviction took away (every other counter is ``after``'s, with
 ``evictions`` one lower)."""
-_STRING_CACHE = 100_000
+_STRING_CACHE = 10_000
 _PERFORMANCE = b'"performance":{"average_latency_ms":%b,"average_requests_per_second":%b},'
+
+
+def _json_str(value: str | None) -> bytes:
+    """JSON of a string, in bytes of its own size: orjson's result keeps a buffer of ~4 KiB,
+    and a cache of thousands of them grew a replay's memory with the trace.
+    """
+    return bytes(memoryview(_dumps(value)))
 
 
 def _literal(value: bytes) -> bytes:
@@ -290,13 +297,13 @@ class ReceiptEmitter:
         strings = self._strings
         session = strings.get(session_id)
         if session is None:
-            session = strings[session_id] = _dumps(session_id)
+            session = strings[session_id] = _json_str(session_id)
         trigger = strings.get(trigger_session_id)
         if trigger is None:
-            trigger = strings[trigger_session_id] = _dumps(trigger_session_id)
+            trigger = strings[trigger_session_id] = _json_str(trigger_session_id)
         why = strings.get(reason)
         if why is None:
-            why = strings[reason] = _dumps(reason)
+            why = strings[reason] = _json_str(reason)
         if len(strings) > _STRING_CACHE:
             strings.clear()
         perf = self._performance() if self.tuning else b""
