@@ -8,15 +8,21 @@ from typing import Annotated
 
 import typer
 
+from kvreceipts.errors import UsageError
+
 __all__ = [
+    "AppendOption",
     "ConfigOption",
+    "ForceOption",
     "HmacKeyOption",
     "InputArgument",
+    "OutputOption",
     "PinOption",
     "QuietOption",
     "ReceiptFormat",
     "ReportFormat",
     "ReportFormatOption",
+    "check_output",
 ]
 
 HMAC_KEY_ENV = "KVRECEIPTS_HMAC_KEY_FILE"
@@ -68,3 +74,29 @@ PinOption = Annotated[
                  help="Paged: pin a request's own blocks while it is admitted; --no-pin lets "
                  "it evict them, as block-level simulators (libCacheSim) do."),
 ]  # fmt: skip
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Also write the receipts to this JSONL file (.gz or "
+                 ".zst: compressed).", dir_okay=False, show_default=False),
+]  # fmt: skip
+AppendOption = Annotated[
+    bool,
+    typer.Option("--append", help="-o FILE exists: add this run after the runs in it.",
+                 show_default=False),
+]  # fmt: skip
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="-o FILE exists: replace it.", show_default=False)
+]
+
+
+def check_output(output: str | Path | None, *, append: bool, force: bool) -> None:
+    """``-o`` never overwrites by accident: an existing file needs ``--append`` or ``--force``."""
+    if append and force:
+        raise UsageError("--append and --force contradict each other; give one")
+    if not output:
+        if append or force:
+            raise UsageError("--append and --force are for -o FILE")
+        return
+    if Path(output).is_file() and not (append or force):
+        raise UsageError(f"-o {output}: the file exists; --append adds this run after the "
+                         "runs in it, --force replaces it")  # fmt: skip

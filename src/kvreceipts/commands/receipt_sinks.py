@@ -7,13 +7,16 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from kvreceipts.sinks import BaseSink
+from kvreceipts.errors import InputError
+from kvreceipts.sinks import BaseSink, JsonlSink
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from kvreceipts.commands.output import Output
     from kvreceipts.receipts import Record
 
-__all__ = ["StdoutSink", "TableSink"]
+__all__ = ["StdoutSink", "TableSink", "file_sink"]
 
 
 class StdoutSink(BaseSink):
@@ -54,3 +57,14 @@ class TableSink(BaseSink):
         if len(self.kept) < self.limit:
             self.kept.append(record)
         self.count("delivered")
+
+
+def file_sink(output: str | Path, *, append: bool) -> JsonlSink:
+    """The ``-o`` file's sink, named after it; a file that cannot be opened is one error."""
+    try:
+        sink = JsonlSink(output, flush="batch", append=append)
+    except OSError as exc:
+        raise InputError(f"cannot write the receipts file: {exc.strerror}",
+                         path=str(output)) from None  # fmt: skip
+    sink.name = f"file {output}"
+    return sink

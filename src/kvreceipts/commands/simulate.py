@@ -13,16 +13,20 @@ import typer
 
 from kvreceipts import features
 from kvreceipts.commands.options import (
+    AppendOption,
     ConfigOption,
+    ForceOption,
     HmacKeyOption,
+    OutputOption,
     PinOption,
     QuietOption,
     ReceiptFormat,
+    check_output,
 )
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate_report import progress, report, report_losses
 from kvreceipts.config import LoadedConfig, check_capacity_mb, load_config
-from kvreceipts.errors import InputError, UsageError
+from kvreceipts.errors import UsageError
 from kvreceipts.policies import POLICIES
 
 if TYPE_CHECKING:
@@ -146,8 +150,8 @@ def _sinks(
     plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool
 ) -> tuple[list[BaseSink], threading.Event | None]:
     """The run's sinks, and the event that says stdout's reader has gone."""
-    from kvreceipts.commands.receipt_sinks import StdoutSink, TableSink
-    from kvreceipts.sinks import JsonlSink, TracingSink
+    from kvreceipts.commands.receipt_sinks import StdoutSink, TableSink, file_sink
+    from kvreceipts.sinks import TracingSink
 
     sim = plan.simulation
     sinks: list[BaseSink] = []
@@ -159,13 +163,7 @@ def _sinks(
     elif fmt is ReceiptFormat.table:
         sinks.append(TableSink(limit))
     if sim.output:
-        try:
-            file_sink = JsonlSink(sim.output, flush="batch", append=append)
-        except OSError as exc:
-            raise InputError(f"cannot write the receipts file: {exc.strerror}",
-                             path=sim.output) from None  # fmt: skip
-        file_sink.name = f"file {sim.output}"
-        sinks.append(file_sink)
+        sinks.append(file_sink(sim.output, append=append))
     if sim.http_sink:
         from kvreceipts.sinks import HttpSink
 
@@ -291,34 +289,15 @@ def simulate(
             show_default="table on a terminal, jsonl otherwise",
         ),
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Also write the receipts to this JSONL file.",
-            dir_okay=False,
-            show_default=False,
-        ),
-    ] = None,
+    output: OutputOption = None,
     http_sink: Annotated[
         str | None,
         typer.Option(
             help="Also POST receipts (JSON lines, batched) to this URL.", show_default=False
         ),
     ] = None,
-    append: Annotated[
-        bool,
-        typer.Option(
-            "--append",
-            help="-o FILE exists: add this run after the runs in it.",
-            show_default=False,
-        ),
-    ] = False,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="-o FILE exists: replace it.", show_default=False),
-    ] = False,
+    append: AppendOption = False,
+    force: ForceOption = False,
     layout: Annotated[
         Layout | None,
         typer.Option(
@@ -407,20 +386,11 @@ def simulate(
 def _check_output(plan: Plan, *, append: bool, force: bool) -> None:
     """``-o`` never overwrites by accident, and never goes silently unwritten."""
     output = plan.simulation.output
-    if append and force:
-        raise UsageError("--append and --force contradict each other; give one")
-    if not output:
-        if append or force:
-            raise UsageError("--append and --force are for -o FILE")
-        return
-    if not plan.caching.enable_receipts:
+    if output and not plan.caching.enable_receipts:
         raise UsageError(f"-o {output}: receipts are off in this run (--no-receipts, "
                          "enable_receipts = false, or the 'receipts' feature), so there is "
                          "nothing to write")  # fmt: skip
-    path = Path(output)
-    if path.exists() and path.is_file() and not (append or force):
-        raise UsageError(f"-o {output}: the file exists; --append adds this run after the "
-                         "runs in it, --force replaces it")  # fmt: skip
+    check_output(output, append=append, force=force)
 
 
 def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool) -> int:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kvreceipts.commands.options import HmacKeyOption, QuietOption
+from kvreceipts.commands.options import (
+    AppendOption,
+    ForceOption,
+    HmacKeyOption,
+    OutputOption,
+    QuietOption,
+    check_output,
+)
 from kvreceipts.commands.output import Output
 from kvreceipts.errors import UsageError
 
@@ -97,27 +104,9 @@ def watch(
             show_default="table on a terminal, jsonl otherwise",
         ),
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Also write the receipts to this JSONL file.",
-            dir_okay=False,
-            show_default=False,
-        ),
-    ] = None,
-    append: Annotated[
-        bool,
-        typer.Option(
-            "--append",
-            help="-o FILE exists: add this run after the runs in it.",
-            show_default=False,
-        ),
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="-o FILE exists: replace it.", show_default=False)
-    ] = False,
+    output: OutputOption = None,
+    append: AppendOption = False,
+    force: ForceOption = False,
     http_sink: Annotated[
         str | None,
         typer.Option(
@@ -203,7 +192,7 @@ def watch(
         check_endpoint(endpoint)
         if replay_endpoint is not None:
             check_endpoint(replay_endpoint, "--replay-endpoint")
-    _check_output(output, append=append, force=force)
+    check_output(output, append=append, force=force)
     chosen = fmt or (WatchFormat.table if Output().stdout_is_terminal else WatchFormat.jsonl)
     out = Output(quiet=quiet)
     from kvreceipts.chain import read_hmac_key
@@ -239,35 +228,16 @@ def watch(
         raise typer.Exit(1)
 
 
-def _check_output(output: Path | None, *, append: bool, force: bool) -> None:
-    """``-o`` never overwrites by accident (as ``simulate``)."""
-    if append and force:
-        raise UsageError("--append and --force contradict each other; give one")
-    if output is None:
-        if append or force:
-            raise UsageError("--append and --force are for -o FILE")
-        return
-    if output.is_file() and not (append or force):
-        raise UsageError(f"-o {output}: the file exists; --append adds this run after the "
-                         "runs in it, --force replaces it")  # fmt: skip
-
-
 def _sinks(
     out: Output, fmt: WatchFormat, output: Path | None, http_sink: str | None, *, append: bool
 ) -> list[BaseSink]:
-    from kvreceipts.commands.receipt_sinks import StdoutSink
-    from kvreceipts.sinks import JsonlSink
+    from kvreceipts.commands.receipt_sinks import StdoutSink, file_sink
 
     sinks: list[BaseSink] = []
     if fmt is WatchFormat.jsonl:
         sinks.append(StdoutSink(out))
     if output is not None:
-        try:
-            file_sink = JsonlSink(output, flush="batch", append=append)
-        except OSError as exc:
-            raise UsageError(f"{output}: cannot write the receipts file: {exc.strerror}") from None
-        file_sink.name = f"file {output}"
-        sinks.append(file_sink)
+        sinks.append(file_sink(output, append=append))
     if http_sink:
         from kvreceipts.sinks import HttpSink
 
