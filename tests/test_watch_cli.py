@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -213,19 +213,17 @@ def test_the_pre_stop_hook_command_fails_cleanly() -> None:
 
 
 def test_without_the_watch_extra_one_line_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
+    import sys
 
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *rest: Any) -> Any:
-        return None if name == "zmq" else real(name, *rest)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    result = invoke("watch", "tcp://127.0.0.1:5557")
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "error: watch needs pyzmq, which is not installed: pip install 'kvreceipts[watch]'\n"
-    )
+    # As on a machine without pyzmq: `import zmq` fails and find_spec finds nothing.
+    monkeypatch.setitem(sys.modules, "zmq", None)
+    monkeypatch.delitem(sys.modules, "kvreceipts.engine.live", raising=False)
+    for endpoint in ("tcp://127.0.0.1:5557", "not-an-endpoint"):
+        result = invoke("watch", endpoint, "--idle-timeout", "1")
+        assert result.exit_code == 2
+        assert result.stderr == (
+            "error: watch needs pyzmq, which is not installed: pip install 'kvreceipts[watch]'\n"
+        )
 
 
 def test_a_metrics_port_in_use_is_one_error_line() -> None:

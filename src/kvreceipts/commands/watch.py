@@ -184,11 +184,11 @@ def watch(
                 raise UsageError(f"{name} is for live watches, not --from")
         engine.require("msgspec")
     else:
-        from kvreceipts.engine.live import check_endpoint
-
         assert endpoint is not None
         engine.require("zmq", "msgspec", *(["prometheus_client"] if metrics_port is not None
                                            else []))  # fmt: skip
+        from kvreceipts.engine.live import check_endpoint  # after require: it imports zmq
+
         check_endpoint(endpoint)
         if replay_endpoint is not None:
             check_endpoint(replay_endpoint, "--replay-endpoint")
