@@ -15,7 +15,7 @@ import orjson
 from kvreceipts.chain import canonical
 from kvreceipts.schema import ZERO_DIGEST
 from kvreceipts.shape import check_record_v1
-from kvreceipts.verify.report import DeclaredLoss, RunOutcome, Violation
+from kvreceipts.verify.report import MAX_KEPT_VIOLATIONS, DeclaredLoss, RunOutcome, Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -63,7 +63,7 @@ class _Run:
 
 @dataclass(slots=True)
 class _LegacyReport:
-    """The outcome of verifying one stream."""
+    """What the old checker finds; :func:`verify_v1` hands it on as a :class:`VerifyReport`."""
 
     path: str
     lines: int = 0
@@ -85,40 +85,11 @@ class _LegacyReport:
         """Gaps that a loss record explains (records a sink had to drop)."""
         return [g for g in self.gaps if g.declared_by is not None]
 
-    @property
-    def ok(self) -> bool:
-        """No violations (declared losses and a truncated tail are warnings, not failures)."""
-        return self.violation_count == 0
-
     def add(self, violation: Violation) -> None:
         """Record a violation (keeping the first :data:`MAX_KEPT_VIOLATIONS`)."""
         self.violation_count += 1
-        if len(self.violations) < 1000:
+        if len(self.violations) < MAX_KEPT_VIOLATIONS:
             self.violations.append(violation)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for ``--format json``."""
-        return {
-            "path": self.path,
-            "ok": self.ok,
-            "records": self.records,
-            "kinds": self.kinds,
-            "runs": self.runs,
-            "hmac": self.hmac,
-            "truncated_tail": self.truncated_tail,
-            "last_digest": self.last_digest,
-            "violation_count": self.violation_count,
-            "violations": [
-                {"line": v.line, "check": v.check, "seq": v.seq, "run_id": v.run_id,
-                 "message": v.message}
-                for v in self.violations
-            ],
-            "declared_losses": [
-                {"run_id": g.run_id, "first_seq": g.first_seq, "last_seq": g.last_seq,
-                 "count": g.count, "sink": g.declared_by}
-                for g in self.declared_losses
-            ],
-        }  # fmt: skip
 
 
 class _Verifier:
