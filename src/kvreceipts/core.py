@@ -259,5 +259,5 @@ class ManagerCore:
                 return
             self.closed = True
             if self._emitter is not None:
-                self._emitter.finish(self._stats())
+                self._emitter.finish(self._stats(), self.bytes_freed)
                 self._emitter.close()

@@ -97,8 +97,6 @@ class ReceiptEmitter:
         self.emitted = 0
         self.sink_failures = 0
         self.counts: dict[str, int] = {}
-        self.evictions = 0
-        self.bytes_freed = 0
         self.closed = False
         # The config is the same in every upstream receipt: encode it once, splice it in.
         self._config_json = orjson.Fragment(canonical(config.to_dict()))
@@ -160,20 +158,22 @@ class ReceiptEmitter:
             sim_time_ms=round(now, 3),
         ))  # fmt: skip
 
-    def finish(self, final_stats: KVCacheStatistics) -> None:
-        """Write the run's ``close`` record. Idempotent."""
+    def finish(self, final_stats: KVCacheStatistics, bytes_freed: int) -> None:
+        """Write the run's ``close`` record (the manager's own counters: every eviction of a
+        manager with an emitter has its receipt). Idempotent.
+        """
         if self.closed:
             return
         self.closed = True
         now = self.clock.now_ms()
         seq = self._take_seq()
         counts = dict(self.counts)
-        if self.evictions:
-            counts["eviction"] = self.evictions
+        if final_stats.evictions:
+            counts["eviction"] = final_stats.evictions
         self._frame(RunClose(
             run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now),
             sim_time_ms=round(now, 3), records=seq, counts=dict(sorted(counts.items())),
-            bytes_freed=self.bytes_freed, final_stats=final_stats.to_dict(),
+            bytes_freed=bytes_freed, final_stats=final_stats.to_dict(),
             head=self.sealer.last_digest,
         ))  # fmt: skip
 
@@ -255,8 +255,6 @@ class ReceiptEmitter:
             )  # fmt: skip
         assert full is not None
         seq = self._take_seq()
-        self.evictions += 1
-        self.bytes_freed += block_size_bytes
         report = KvEvictionReport(
             run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now_ms),
             sim_time_ms=round(now_ms, 3), session_id=session_id, block_offset=block_offset,
@@ -288,8 +286,6 @@ class ReceiptEmitter:
         """:meth:`eviction` in the lean layout, positionally (the replay's hot path)."""
         seq = self.next_seq
         self.next_seq = seq + 1
-        self.evictions += 1
-        self.bytes_freed += block_size_bytes
         if now_ms != self._stamp_ms:  # the evictions of one request share their time
             self._stamp_ms = now_ms
             self._stamp = self.clock.timestamp(now_ms)
