@@ -182,11 +182,9 @@ def watch(
                             ("--metrics-port", metrics_port)):  # fmt: skip
             if value is not None:
                 raise UsageError(f"{name} is for live watches, not --from")
-        engine.require("msgspec")
     else:
         assert endpoint is not None
-        engine.require("zmq", "msgspec", *(["prometheus_client"] if metrics_port is not None
-                                           else []))  # fmt: skip
+        engine.require("zmq", *(["prometheus_client"] if metrics_port is not None else []))
         from kvreceipts.engine.live import check_endpoint  # after require: it imports zmq
 
         check_endpoint(endpoint)

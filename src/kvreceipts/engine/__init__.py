@@ -3,8 +3,9 @@
 ``wire`` decodes the engine's ZMQ frames, ``state`` keeps what each engine holds, ``core``
 turns batches into receipts, ``live`` subscribes and asks the replay socket, ``recording``
 keeps raw frames for offline replays, ``metrics`` serves Prometheus figures and ``figures``
-summarizes engine receipts for ``kvreceipts stats``. Only ``figures`` works without the
-``watch`` extra (pyzmq, msgspec, prometheus-client); :func:`require` checks for it.
+summarizes engine receipts for ``kvreceipts stats``. A live watch needs the ``watch`` extra
+(pyzmq, prometheus-client); :func:`require` checks for it. Replays need only msgspec, which
+kvreceipts always installs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ __all__ = ["EXTRA_HINT", "require"]
 
 EXTRA_HINT = "pip install 'kvreceipts[watch]'"
 
-_DISTRIBUTIONS = {"zmq": "pyzmq", "msgspec": "msgspec", "prometheus_client": "prometheus-client"}
+_DISTRIBUTIONS = {"zmq": "pyzmq", "prometheus_client": "prometheus-client"}
 
 
 def require(*modules: str) -> None:

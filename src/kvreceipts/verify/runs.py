@@ -21,6 +21,8 @@ from kvreceipts.chain import DIGEST_SUFFIX_LEN, key_id
 from kvreceipts.schema import ZERO_DIGEST
 from kvreceipts.shape import check_record, shape_test
 from kvreceipts.verify.report import DeclaredLoss, RunOutcome, VerifyReport, Violation
+from kvreceipts.verify.structs import DecodeError, eviction_decoder
+from kvreceipts.verify.structs import encode as _encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,7 +91,9 @@ class StreamVerifier:
         """Plain SHA-256 records need no more than their digest checked."""
         self.runs: dict[str, _Run] = {}
         self.seen: set[str] = set()
-        self.last_run: _Run | None = None
+        self.fast: Callable[[bytes], Any] | None = None
+        """Decodes an eviction of :attr:`fast_layout`, the last opened run's layout."""
+        self.fast_layout = ""
         self.single: RunOutcome | None = None
         """The file's only run, when one anchor is given without a run id."""
         self.anchored: dict[str, RunOutcome] = {}
@@ -103,7 +107,7 @@ class StreamVerifier:
 
     # -- one line ------------------------------------------------------------------------------
 
-    def line(self, number: int, raw: bytes) -> None:  # noqa: PLR0911, PLR0912, PLR0915
+    def line(self, number: int, raw: bytes) -> None:
         """Check one line that ends with a newline."""
         report = self.report
         report.lines += 1
@@ -121,6 +125,24 @@ class StreamVerifier:
             self._bad_bytes(number, raw)
             return
         payload = raw[:cut] + b"}"
+        decode = self.fast
+        if decode is not None:  # an eviction of the last opened run's layout: the common case
+            try:
+                rec = decode(payload)
+            except DecodeError:
+                pass
+            else:
+                run = self.runs.get(rec.run_id)
+                # Encoding it again gives the line's bytes only if they are canonical.
+                if run is not None and run.layout == self.fast_layout and _encode(rec) == payload:
+                    self._counted(run, "eviction")
+                    self._link(number, run, rec, payload, claimed)
+                    self._eviction(number, run, rec)
+                    return
+        self._general(number, payload, claimed)
+
+    def _general(self, number: int, payload: bytes, claimed: bytes) -> None:  # noqa: PLR0911, PLR0912
+        """Check a line of any kind as a parsed dict, and word what is wrong with it."""
         try:
             record = _loads(payload)
         except orjson.JSONDecodeError as exc:
@@ -130,13 +152,10 @@ class StreamVerifier:
             self.fail(number, "schema", "a receipt must be a JSON object")
             return
         try:
-            canonical = _dumps(record, option=_SORT) == payload
+            canonical = _dumps(record, option=_SORT) == payload and "digest" not in record
         except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
             canonical = False
-        try:
-            kind, run_id, seq = record["kind"], record["run_id"], record["seq"]
-        except KeyError:
-            kind, run_id, seq = record.get("kind"), record.get("run_id"), record.get("seq")
+        kind, run_id, seq = record.get("kind"), record.get("run_id"), record.get("seq")
         if not canonical:
             # The digest covers what a parser reads; the bytes must also be the sealer's own,
             # or a repeated key could show one reader one value and the digest another.
@@ -165,45 +184,45 @@ class StreamVerifier:
         if fits is None or not fits(record):
             self.fail(number, "schema", check_record(record, run.layout) or "", seq, run_id)
             return
-        report.records += 1
-        try:
-            report.kinds[kind] += 1
-        except KeyError:
-            report.kinds[kind] = 1
+        view = _Fields(record)
         if kind == "loss":
-            self._seal(number, record, run, payload, claimed)
-            self._loss(number, record, run, claimed)
+            self._counted(run, kind, in_run=False)
+            self._seal(number, run, view, payload, claimed)
+            self._loss(number, record, run)
             return
-        if (
-            self.plain
-            and record["alg"] == "sha256" == run.alg
-            and run.key_id is None
-            and "key_id" not in record
-        ):
-            report.unauthenticated += 1  # the common case, inline
+        self._counted(run, kind, in_run=kind != "close")
+        self._link(number, run, view, payload, claimed)
+        if kind == "eviction":
+            self._eviction(number, run, view)
+        elif kind == "eviction_batch":
+            self._batch(number, record, run)
+        elif kind == "close":
+            self._close(number, record, run, claimed)
+
+    def _counted(self, run: _Run, kind: str, *, in_run: bool = True) -> None:
+        """Count a record that fits its kind, in the file and (but a loss or close) in its run."""
+        kinds = self.report.kinds
+        self.report.records += 1
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if in_run:
+            run.counts[kind] = run.counts.get(kind, 0) + 1
+
+    def _link(self, number: int, run: _Run, rec: Any, payload: bytes, claimed: bytes) -> None:
+        """Check a record's seal, then its place in the run: seq, time, chain."""
+        if self.plain and rec.alg == "sha256" == run.alg and run.key_id is rec.key_id is None:
+            self.report.unauthenticated += 1  # the common case, inline
             if _sha256(run.prev + payload).hexdigest().encode() != claimed:
-                self._digest_failed(number, seq, run_id)
+                self._digest_failed(number, rec.seq, run.run_id)
         else:
-            self._seal(number, record, run, payload, claimed)
-        timestamp = record["timestamp"]
+            self._seal(number, run, rec, payload, claimed)
+        seq, timestamp = rec.seq, rec.timestamp
         if seq == run.next_seq and timestamp >= run.last_timestamp:  # in order: the common case
             run.next_seq = seq + 1
             run.prev = run.present = claimed
             run.records += 1
             run.last_timestamp = timestamp
         else:
-            self._sequence(number, record, run, claimed)
-        if kind == "eviction":
-            self._eviction(number, record, run)
-        elif kind == "eviction_batch":
-            self._batch(number, record, run)
-        elif kind == "close":
-            self._close(number, record, run, claimed)
-            return
-        try:
-            run.counts[kind] += 1
-        except KeyError:
-            run.counts[kind] = 1
+            self._sequence(number, run, rec, claimed)
 
     def _bad_bytes(self, number: int, raw: bytes) -> None:
         """Say what is wrong with a line that is not the sealer's bytes."""
@@ -239,15 +258,12 @@ class StreamVerifier:
         self.runs[run_id] = run
         if len(self.seen) < MAX_SEEN_RUNS:
             self.seen.add(run_id)
-        self.last_run = run
+        self.fast, self.fast_layout = eviction_decoder(run.layout), run.layout
         return run
 
-    def _seal(
-        self, number: int, record: dict[str, Any], run: _Run, payload: bytes, claimed: bytes
-    ) -> None:
+    def _seal(self, number: int, run: _Run, rec: Any, payload: bytes, claimed: bytes) -> None:
         """Check the algorithm and key the record states, then its digest."""
-        alg, kid, opts = record["alg"], record.get("key_id"), self.options
-        seq, run_id = record["seq"], run.run_id
+        alg, kid, seq, opts, run_id = rec.alg, rec.key_id, rec.seq, self.options, run.run_id
         if alg != run.alg or kid != run.key_id:
             self.fail(number, "alg", f"sealed with {alg}{'/' + kid if kid else ''}, but the run "
                       f"declares {run.alg}{'/' + run.key_id if run.key_id else ''}", seq,
@@ -267,7 +283,7 @@ class StreamVerifier:
         elif alg != "hmac-sha256":
             self.fail(number, "alg", f"unknown digest algorithm {_clip(alg)}", seq, run_id)
             return
-        prev = record["prev_digest"].encode() if record["kind"] == "loss" else run.prev
+        prev = rec.prev_digest.encode() if rec.kind == "loss" else run.prev
         if self.mac is not None and alg == "hmac-sha256":
             mac = self.mac.copy()
             mac.update(prev)
@@ -284,9 +300,9 @@ class StreamVerifier:
                   "the previous record's digest (edited, or a record before it is missing or "
                   "moved)", seq, run_id)  # fmt: skip
 
-    def _sequence(self, number: int, record: dict[str, Any], run: _Run, claimed: bytes) -> None:
-        seq = record["seq"]
-        if seq != run.next_seq and record["kind"] != "open":
+    def _sequence(self, number: int, run: _Run, rec: Any, claimed: bytes) -> None:
+        seq, kind, timestamp = rec.seq, rec.kind, rec.timestamp
+        if seq != run.next_seq and kind != "open":
             if seq > run.next_seq:
                 self.fail(number, "gap", f"{seq - run.next_seq:,} record(s) missing (seq "
                           f"{run.next_seq}..{seq - 1}); no loss record explains the gap", seq,
@@ -297,15 +313,14 @@ class StreamVerifier:
                           "repeated, reordered or inserted record", seq, run.run_id)  # fmt: skip
         run.next_seq = max(run.next_seq, seq + 1)
         run.prev = run.present = claimed
-        run.records += record["kind"] != "open"
-        timestamp = record["timestamp"]
+        run.records += kind != "open"
         if timestamp < run.last_timestamp:
             self.fail(number, "time", f"timestamp {_clip(timestamp)} is earlier than the previous "
                       f"record's {run.last_timestamp}", seq, run.run_id)  # fmt: skip
         else:
             run.last_timestamp = timestamp
 
-    def _loss(self, number: int, record: dict[str, Any], run: _Run, claimed: bytes) -> None:
+    def _loss(self, number: int, record: dict[str, Any], run: _Run) -> None:
         first, last, seq = record["first_seq"], record["last_seq"], record["seq"]
         ok = seq == last and record["count"] == last - first + 1 and last >= first
         if not ok:
@@ -316,7 +331,7 @@ class StreamVerifier:
             self.fail(number, "loss", f"the loss record for seq {first}..{last} does not follow "
                       "the record before the gap", seq, run.run_id)  # fmt: skip
             return
-        del claimed  # a loss record stands beside the chain: the next record links past it
+        # A loss record stands beside the chain: the next record links past it.
         loss = DeclaredLoss(run.run_id, first, last, record["sink"], number)
         self.report.add_loss(loss)
         if not self.options.allow_loss:
@@ -328,23 +343,29 @@ class StreamVerifier:
         run.lost += loss.count
         run.last_evictions = None
 
-    def _eviction(self, number: int, record: dict[str, Any], run: _Run) -> None:
-        before, after, size = record["before"], record["after"], record["block_size_bytes"]
-        seq, run_id = record["seq"], run.run_id
-        if after["used_bytes"] != before["used_bytes"] - size:
-            self.fail(number, "bytes", f"after.used_bytes {after['used_bytes']} != "
-                      f"before.used_bytes {before['used_bytes']} - block_size_bytes {size}", seq,
+    def _eviction(self, number: int, run: _Run, rec: Any) -> None:
+        """The arithmetic of one eviction, and its place among the run's evictions."""
+        before, after, size, seq, run_id = (
+            rec.before,
+            rec.after,
+            rec.block_size_bytes,
+            rec.seq,
+            run.run_id,
+        )
+        if after.used_bytes != before.used_bytes - size:
+            self.fail(number, "bytes", f"after.used_bytes {after.used_bytes} != before."
+                      f"used_bytes {before.used_bytes} - block_size_bytes {size}", seq,
                       run_id)  # fmt: skip
-        if after["total_sessions"] != before["total_sessions"] - 1:
+        if after.total_sessions != before.total_sessions - 1:
             self.fail(number, "sessions", "total_sessions must drop by exactly one", seq, run_id)
-        evictions = after["evictions"]
-        if "evictions" in before and evictions != before["evictions"] + 1:
+        evictions, hits, misses = after.evictions, after.cache_hits, after.cache_misses
+        evictions_before = getattr(before, "evictions", None)  # in the upstream layout only
+        if evictions_before is not None and evictions != evictions_before + 1:
             self.fail(number, "counter", "evictions must rise by exactly one", seq, run_id)
         if run.last_evictions is not None and evictions != run.last_evictions + 1:
             self.fail(number, "counter", f"after.evictions {evictions} does not follow the "
                       f"previous eviction's {run.last_evictions}: an eviction receipt is "
                       "missing or repeated", seq, run_id)  # fmt: skip
-        hits, misses = after["cache_hits"], after["cache_misses"]
         if hits < run.last_hits or misses < run.last_misses:
             self.fail(number, "counter", "hit or miss counters went backwards", seq, run_id)
         run.last_evictions, run.last_hits, run.last_misses = evictions, hits, misses
@@ -355,7 +376,7 @@ class StreamVerifier:
             run.streak_first, run.streak_bytes = seq, 0
         streak.append(run.streak_bytes)
         run.streak_bytes += size
-        block_hash = record.get("block_hash")
+        block_hash = rec.block_hash
         if block_hash is not None:
             seen = run.evicted_at_misses.get(block_hash)
             if seen is not None and misses <= seen:
@@ -440,6 +461,21 @@ class StreamVerifier:
                           "it was cut short (or crashed; --allow-incomplete accepts the valid "
                           "prefix)", None, run.run_id)  # fmt: skip
             self._finish_run(run, complete=False, digest=run.present.decode())
+
+
+class _Fields:
+    """A parsed record read as attributes (an absent field reads ``None``), the way the fast
+    path reads its struct, so both paths share one set of checks.
+    """
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._record.get(name)
+        return _Fields(value) if type(value) is dict else value
 
 
 def _clip(value: object) -> str:
