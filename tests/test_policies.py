@@ -197,6 +197,26 @@ class PolicyContract:
         policy.unpop(key)  # and a pinned key given back is first in line again
         assert [policy.victim() for _ in range(6)] == [key] + [twin.victim() for _ in range(5)]
 
+    def test_the_index_keeps_the_callers_values(self) -> None:
+        policy = self.make()
+        index = policy.index
+        if index is None:
+            pytest.skip(f"{self.policy_cls.name} has no index")
+        assert policy.pop_oldest is not None
+        for block in range(4):
+            index[block] = f"slot-{block}"  # a paged cache adds its blocks this way
+        policy.access(0)
+        twin = copy.deepcopy(policy)
+        key, value = policy.pop_oldest(False)
+        assert key == twin.victim()
+        assert value == f"slot-{key}"
+        policy.unpop(key, value)  # pinned: given back, value and all
+        second = twin.victim()
+        assert policy.pop_victim({key}) == (second, f"slot-{second}")
+        assert policy.pop_victim(set(range(4))) is None
+        assert index == {k: f"slot-{k}" for k in set(range(4)) - {second}}  # none lost or mixed
+        assert next(iter(index)) == key  # and the one given back is first in line again
+
     def test_random_history_keeps_the_contract(self) -> None:
         # Hypothesis wants one executor per test function, so the inherited test wraps a
         # fresh one per policy.

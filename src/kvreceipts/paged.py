@@ -115,7 +115,10 @@ class PagedKVCacheManager(ManagerCore):
         self._capacity = capacity_blocks
         self.total_bytes = capacity_blocks * self.block_bytes
         self.policy = make_policy(policy, capacity_blocks)
-        self._slot_of: dict[int, int] = {}
+        # Block hash -> slot. For LRU and FIFO the policy's own ordered dict serves: one dict
+        # operation per lookup fewer, and an evicted block's slot comes with it.
+        index = self.policy.index
+        self._slot_of: dict[int, int] = {} if index is None else index  # type: ignore[assignment]
         self._free_slots = list(range(capacity_blocks - 1, -1, -1))  # pop() takes slot 0 first
         # The request that last looked up the block in each slot: a list indexed by slot is
         # cheaper to read and write per lookup than a second dict keyed by hash.
@@ -127,7 +130,8 @@ class PagedKVCacheManager(ManagerCore):
         # What the hot loop reads, gathered once: one attribute load instead of nine.
         self._hot = (
             self._slot_of, self._user_of, self._free_slots, self._held, policy_,
-            policy_.access, policy_.insert, policy_.on_miss, policy_.pop_oldest,
+            policy_.access, None if policy_.index is not None else policy_.insert,
+            policy_.on_miss, policy_.pop_oldest,
         )  # fmt: skip
         self._open_run(source, workload)
 
@@ -190,8 +194,11 @@ class PagedKVCacheManager(ManagerCore):
         ``hold`` its blocks stay pinned until :meth:`release`.
         """
         with self._lock:
-            self._check_open()
-            self._count_request()
+            if self.closed or self.snapshot_every:  # the checks of the base class, then
+                self._check_open()
+                self._count_request()
+            else:  # the replay's case, inline: one request more
+                self.requests += 1
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
@@ -213,7 +220,7 @@ class PagedKVCacheManager(ManagerCore):
             cached = min(hits * self.block_tokens, request.input_tokens)  # last block: partial
             return Served(True, cached, request.input_tokens - cached)
 
-    def _admit(self, hashes: Sequence[int], request_id: str) -> int:  # noqa: PLR0912
+    def _admit(self, hashes: Sequence[int], request_id: str) -> int:  # noqa: PLR0912, PLR0915
         """Look up every block in order; the number of hits, or -1 if a block found no room.
 
         This is the replay's hot loop, so everything it calls per block is bound to a local.
@@ -241,19 +248,17 @@ class PagedKVCacheManager(ManagerCore):
                 if batch and not evicted:
                     round_ = self._begin_round()
                 victim: Hashable | None = None
-                if pop_oldest is not None:
-                    victim, _ = pop_oldest(False)
-                    slot = slot_of.pop(victim)  # type: ignore[call-overload]
+                if pop_oldest is not None:  # LRU, FIFO: the oldest block, unless it is pinned
+                    victim, slot = pop_oldest(False)
                     if (pin_admitting and user_of[slot] == request_id) or (held and victim in held):
-                        slot_of[victim] = slot  # type: ignore[index]
-                        policy.unpop(victim)
+                        policy.unpop(victim, slot)
                         victim = None
                 if victim is None:
-                    victim = policy.victim(self._pins(request_id))
-                    if victim is None:  # the blocks not looked up count as misses too
+                    found = self._search_victim(request_id)
+                    if found is None:  # the blocks not looked up count as misses too
                         self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=False)
                         return -1
-                    slot = slot_of.pop(victim)  # type: ignore[call-overload]
+                    victim, slot = found
                 evicted += 1
                 if lean is not None:  # the receipt of the block just evicted, inline
                     blocks = len(slot_of) + 1
@@ -270,17 +275,28 @@ class PagedKVCacheManager(ManagerCore):
                                   hits=self.hits + hits, misses=self.misses + misses,
                                   evictions=self.evictions + evicted)  # fmt: skip
             slot_of[block_hash] = slot
-            insert(block_hash)
+            if insert is not None:  # a policy without an index keeps its own record
+                insert(block_hash)
             user_of[slot] = request_id
         if round_ is None:  # the common case, inline: no batch receipt to close
             self.hits += hits
             self.misses += len(hashes) - hits
-            self.evictions += evicted
-            self.bytes_freed += evicted * self.block_bytes
-            self.peak_used_bytes = max(self.peak_used_bytes, len(slot_of) * self.block_bytes)
+            if evicted:
+                self.evictions += evicted
+                self.bytes_freed += evicted * self.block_bytes
+            if len(free) != free_before:  # blocks are only ever added: used bytes peak now
+                self.peak_used_bytes = len(slot_of) * self.block_bytes
         else:
             self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=True)
         return hits
+
+    def _search_victim(self, request_id: str) -> tuple[Hashable, int] | None:
+        """The general search for an unpinned victim, and its slot."""
+        policy, pins = self.policy, self._pins(request_id)
+        if policy.index is not None:
+            return policy.pop_victim(pins)
+        victim = policy.victim(pins)
+        return None if victim is None else (victim, self._slot_of.pop(victim))  # type: ignore[call-overload]
 
     def _pins(self, request_id: str) -> Container[int]:
         if self.pin_admitting:

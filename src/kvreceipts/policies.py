@@ -9,7 +9,7 @@ A key in ``pinned`` is in use and must not be chosen.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kvreceipts.errors import UsageError
 
@@ -62,13 +62,24 @@ class EvictionPolicy:
     on_miss: Callable[[Hashable], None] | None = None
     """Optional: told of a lookup that missed, before the evictions that make room for it."""
 
-    pop_oldest: Callable[[bool], tuple[Hashable, object]] | None = None
-    """Optional fast path, for a policy whose next victim is simply the first key of an
-    ordered dict (LRU, FIFO): that dict's ``popitem``, called with ``False``. A caller that
-    finds the popped key pinned gives it back with :meth:`unpop` and calls :meth:`victim`."""
+    index: OrderedDict[Hashable, Any] | None = None
+    """Optional, for a policy whose next victim is the first unpinned key of an ordered dict
+    (LRU, FIFO): that dict. A caller may keep a value of its own per key in it (a paged cache
+    keeps the block's slot, and needs no second map): it adds a key with ``index[key] = value``
+    instead of :meth:`insert`, and takes victims with ``pop_oldest`` and :meth:`pop_victim`,
+    which hand the value back."""
 
-    def unpop(self, key: Hashable) -> None:
-        """Put back a key just taken with ``pop_oldest``, first in line again."""
+    pop_oldest: Callable[[bool], tuple[Hashable, Any]] | None = None
+    """With ``index``: its ``popitem``, called with ``False`` (the next victim and its value,
+    the fast path). A caller that finds the key pinned gives it back with :meth:`unpop` and
+    calls :meth:`pop_victim`."""
+
+    def unpop(self, key: Hashable, value: object = None) -> None:
+        """Put back a key (and its value) just taken with ``pop_oldest``, first in line again."""
+        raise NotImplementedError
+
+    def pop_victim(self, pinned: Container[Hashable]) -> tuple[Hashable, Any] | None:
+        """With ``index``: :meth:`victim`, with the key's value."""
         raise NotImplementedError
 
 
@@ -79,11 +90,12 @@ class LRUPolicy(EvictionPolicy):
 
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
-        self._order: OrderedDict[Hashable, None] = OrderedDict()
+        self._order: OrderedDict[Hashable, Any] = OrderedDict()
         # A hit and an insert are the hottest calls of a replay: binding the C methods saves a
         # Python frame on each. setdefault(key[, size]) appends a new key (values are unused).
         self.access = self._order.move_to_end  # type: ignore[method-assign]
         self.insert = self._order.setdefault  # type: ignore[method-assign,assignment]
+        self.index = self._order
         self.pop_oldest = self._order.popitem
 
     def __len__(self) -> int:
@@ -104,24 +116,22 @@ class LRUPolicy(EvictionPolicy):
         """Forget ``key``."""
         del self._order[key]
 
-    def unpop(self, key: Hashable) -> None:
+    def unpop(self, key: Hashable, value: object = None) -> None:
         """Put ``key`` back at the front of the line."""
-        self._order[key] = None
+        self._order[key] = value
         self._order.move_to_end(key, last=False)
 
     def victim(self, pinned: Container[Hashable] = _NOTHING_PINNED) -> Hashable | None:
         """The least recently used key that is not pinned."""
+        found = self.pop_victim(pinned)
+        return None if found is None else found[0]
+
+    def pop_victim(self, pinned: Container[Hashable]) -> tuple[Hashable, Any] | None:
+        """The least recently used key that is not pinned, and its value."""
         order = self._order
-        if not order:
-            return None
-        key, _ = order.popitem(last=False)  # the common case: the oldest key is free
-        if key not in pinned:
-            return key
-        self.unpop(key)
-        for key in order:
+        for key in order:  # pinned is asked before the key leaves: it may look the key up
             if key not in pinned:
-                del order[key]
-                return key
+                return key, order.pop(key)
         return None
 
 
