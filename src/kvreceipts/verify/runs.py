@@ -6,6 +6,10 @@ chained from the previous record, ``seq``, time order, and the kind's arithmetic
 counters, batch totals, the close record's counts). Memory is bounded: at most
 :data:`MAX_OPEN_RUNS` runs are followed at once, and each keeps a few numbers plus a capped
 table of evicted block hashes.
+
+An eviction line first tries the fast path (:mod:`kvreceipts.verify.structs`: decoded into a
+typed struct, canonical if it encodes back to its own bytes); a line it does not take, and
+every other kind, is checked as a parsed dict. Both feed the same checks.
 """
 
 from __future__ import annotations
