@@ -70,11 +70,18 @@ def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], reps: int) ->
     """Warm both up, then time them in turns (a, b, a, b, ...).
 
     This machine's speed drifts by up to 2x within a minute; timing the two in turns and
-    taking the median of the per-turn ratios keeps that drift out of the ratio.
+    taking the median of the per-turn ratios keeps that drift out of the ratio. Every other
+    turn runs b first, so that neither side always runs after the other's garbage.
     """
     fn_a()
     fn_b()
-    samples = [(_timed(fn_a), _timed(fn_b)) for _ in range(reps)]
+    samples = []
+    for turn in range(reps):
+        if turn % 2:
+            b = _timed(fn_b)
+            samples.append((_timed(fn_a), b))
+        else:
+            samples.append((_timed(fn_a), _timed(fn_b)))
     return Pair(
         statistics.median(a for a, _ in samples),
         statistics.median(b for _, b in samples),
