@@ -226,6 +226,19 @@ def test_without_the_watch_extra_one_line_names_it(monkeypatch: pytest.MonkeyPat
         )
 
 
+def test_a_replay_needs_no_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    # As on a machine without the watch extra: replaying a recording must not import zmq.
+    monkeypatch.setitem(sys.modules, "zmq", None)
+    for module in ("live", "session"):
+        monkeypatch.delitem(sys.modules, f"kvreceipts.engine.{module}", raising=False)
+    out = tmp_path / "removals.jsonl"
+    result = invoke("watch", "--from", str(RECORDING), "-o", str(out), "-q", "--allow-loss")
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes() == EXPECTED.read_bytes()
+
+
 def test_a_metrics_port_in_use_is_one_error_line() -> None:
     import socket
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
@@ -11,7 +12,6 @@ from hypothesis import strategies as st
 
 from kvreceipts import features
 
-msgspec = pytest.importorskip("msgspec")
 pytestmark = pytest.mark.needs("receipts")
 if not features.enabled("receipts"):  # the watch writes receipts: its modules need them
     pytest.skip("needs feature(s) receipts", allow_module_level=True)
@@ -19,7 +19,7 @@ if not features.enabled("receipts"):  # the watch writes receipts: its modules n
 from kvreceipts import engine  # noqa: E402
 from kvreceipts.chain import canonical  # noqa: E402
 from kvreceipts.engine.core import WatchCore  # noqa: E402
-from kvreceipts.engine.live import check_endpoint, parse_reply  # noqa: E402
+from kvreceipts.engine.live import check_endpoint  # noqa: E402
 from kvreceipts.engine.receipts import EngineRemovalReceipt, removal_template  # noqa: E402
 from kvreceipts.engine.recording import MESSAGE, Recorder, RecordingReader  # noqa: E402
 from kvreceipts.engine.wire import (  # noqa: E402
@@ -30,6 +30,7 @@ from kvreceipts.engine.wire import (  # noqa: E402
     Event,
     WireError,
     decode_batch,
+    parse_reply,
     parse_seq,
 )
 from kvreceipts.engine.writer import RunWriter  # noqa: E402

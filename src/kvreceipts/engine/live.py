@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from kvreceipts.engine.recording import END, REPLY
-from kvreceipts.engine.wire import END_SEQ, WireError, parse_seq
+from kvreceipts.engine.wire import END_SEQ, collect_replies, parse_seq
 from kvreceipts.errors import UsageError
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from kvreceipts.engine.core import Recovered
     from kvreceipts.engine.recording import Recorder
 
-__all__ = ["ReplayClient", "Subscriber", "check_endpoint", "parse_reply"]
+__all__ = ["ReplayClient", "Subscriber", "check_endpoint"]
 
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+|\*):(?P<port>\d{1,5})$")
 
@@ -153,44 +153,6 @@ class Subscriber(threading.Thread):
             else:
                 runs.append((topic, seq, seq))
         return runs
-
-
-def parse_reply(frames: list[bytes], topic: bytes) -> tuple[bytes, int, bytes] | None:
-    """One replay reply as (topic, seq, payload); ``None`` for the end marker.
-
-    Both layouts: ``[b"", topic, seq, payload]`` and the older ``[b"", seq, payload]``.
-    """
-    body = frames[1:] if frames and frames[0] == b"" else frames
-    if len(body) == 3 and body[1] == END_SEQ:
-        return None
-    if len(body) == 2 and body[0] == END_SEQ:
-        return None
-    if len(body) == 3:
-        return body[0], parse_seq(body[1]), body[2]
-    if len(body) == 2:
-        return topic, parse_seq(body[0]), body[1]
-    raise WireError(f"replay reply with {len(frames)} frames (expected 3 or 4)")
-
-
-def collect_replies(
-    replies: list[tuple[list[bytes], float]],
-    topic: bytes,
-    last: int,
-    report: Callable[[str], None],
-) -> list[Recovered]:
-    """The batches of ``topic`` among replay replies (shared by live and offline runs)."""
-    out: list[Recovered] = []
-    for frames, at_s in replies:
-        try:
-            reply = parse_reply(frames, topic)
-        except WireError as exc:
-            report(f"replay: {exc}; reply skipped")
-            continue
-        if reply is None:
-            break
-        if reply[0] == topic and reply[1] <= last:
-            out.append((reply[1], reply[2], at_s))
-    return out
 
 
 class ReplayClient:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvreceipts.engine.core import WatchCore
-from kvreceipts.engine.live import collect_replies
 from kvreceipts.engine.recording import (
     DROP,
     END,
@@ -22,6 +21,7 @@ from kvreceipts.engine.recording import (
     Recorder,
     RecordingReader,
 )
+from kvreceipts.engine.wire import collect_replies
 from kvreceipts.engine.writer import RunWriter
 from kvreceipts.errors import InputError, UsageError
 

@@ -9,9 +9,12 @@ Block hashes are unsigned integers or bytes; bytes become lowercase hex.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "END_SEQ",
@@ -22,7 +25,9 @@ __all__ = [
     "Removed",
     "Stored",
     "WireError",
+    "collect_replies",
     "decode_batch",
+    "parse_reply",
     "parse_seq",
 ]
 
@@ -133,6 +138,46 @@ def parse_seq(frame: bytes) -> int:
     if len(frame) != 8:
         raise WireError(f"seq frame has {len(frame)} bytes, expected 8")
     return int.from_bytes(frame, "big")
+
+
+def parse_reply(frames: list[bytes], topic: bytes) -> tuple[bytes, int, bytes] | None:
+    """One replay reply as (topic, seq, payload); ``None`` for the end marker.
+
+    Both layouts: ``[b"", topic, seq, payload]`` and the older ``[b"", seq, payload]``.
+    """
+    body = frames[1:] if frames and frames[0] == b"" else frames
+    if len(body) == 3 and body[1] == END_SEQ:
+        return None
+    if len(body) == 2 and body[0] == END_SEQ:
+        return None
+    if len(body) == 3:
+        return body[0], parse_seq(body[1]), body[2]
+    if len(body) == 2:
+        return topic, parse_seq(body[0]), body[1]
+    raise WireError(f"replay reply with {len(frames)} frames (expected 3 or 4)")
+
+
+def collect_replies(
+    replies: list[tuple[list[bytes], float]],
+    topic: bytes,
+    last: int,
+    report: Callable[[str], None],
+) -> list[tuple[int, bytes, float]]:
+    """The batches of ``topic`` among replay replies, as (seq, payload, receive time): shared
+    by live watches and replays of recordings.
+    """
+    out: list[tuple[int, bytes, float]] = []
+    for frames, at_s in replies:
+        try:
+            reply = parse_reply(frames, topic)
+        except WireError as exc:
+            report(f"replay: {exc}; reply skipped")
+            continue
+        if reply is None:
+            break
+        if reply[0] == topic and reply[1] <= last:
+            out.append((reply[1], reply[2], at_s))
+    return out
 
 
 def _hash(value: object) -> Hash:
