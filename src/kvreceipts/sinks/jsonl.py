@@ -45,7 +45,8 @@ class JsonlSink(BaseSink):
     default: nothing emitted is lost if the process dies) or in whole-line batches of
     ``batch_lines`` (``flush="batch"``: faster; a crash loses at most the unwritten batch).
     Either way a killed process leaves a valid prefix that ``kvreceipts verify`` accepts.
-    ``close`` writes what is left and fsyncs a file the sink opened. A path is appended to
+    ``close`` writes what is left and fsyncs a file the sink opened and wrote to (a sink that
+    got nothing, as with receipts disabled, costs no disk sync). A path is appended to
     unless ``append=False``.
 
     A path ending in ``.gz`` or ``.zst`` gets gzip or zstd: each write is one complete gzip
@@ -110,12 +111,15 @@ class JsonlSink(BaseSink):
         self.count("delivered", len(lines))
 
     def close(self) -> None:
-        """Write what is batched, fsync and close a file this sink opened. Idempotent."""
+        """Write what is batched, fsync (if written to) and close a file this sink opened.
+        Idempotent.
+        """
         if self.closed:
             return
         try:
             self.flush()
-            if self._owned and stat.S_ISREG(os.fstat(self._stream.fileno()).st_mode):
+            written = self.counters.delivered or self.counters.failed
+            if written and self._owned and stat.S_ISREG(os.fstat(self._stream.fileno()).st_mode):
                 os.fsync(self._stream.fileno())  # a device such as /dev/null cannot be synced
             else:
                 self._stream.flush()
