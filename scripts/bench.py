@@ -50,7 +50,10 @@ class Row:
     note: str = ""
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def _timed(fn: Callable[[], object], before: Callable[[], object] | None = None) -> float:
+    """Wall time of ``fn``, after ``before`` (untimed: e.g. removing the last turn's output)."""
+    if before is not None:
+        before()
     gc.collect()
     start = time.perf_counter()
     fn()
@@ -66,22 +69,27 @@ class Pair:
     ratio: float
 
 
-def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], reps: int) -> Pair:
-    """Warm both up, then time them in turns (a, b, a, b, ...).
+def paired(
+    fn_a: Callable[[], object],
+    fn_b: Callable[[], object],
+    reps: int,
+    before: Callable[[], object] | None = None,
+) -> Pair:
+    """Warm both up, then time them in turns (a, b, a, b, ...), each after ``before``.
 
     This machine's speed drifts by up to 2x within a minute; timing the two in turns and
     taking the median of the per-turn ratios keeps that drift out of the ratio. Every other
     turn runs b first, so that neither side always runs after the other's garbage.
     """
-    fn_a()
-    fn_b()
+    _timed(fn_a, before)
+    _timed(fn_b, before)
     samples = []
     for turn in range(reps):
         if turn % 2:
-            b = _timed(fn_b)
-            samples.append((_timed(fn_a), b))
+            b = _timed(fn_b, before)
+            samples.append((_timed(fn_a, before), b))
         else:
-            samples.append((_timed(fn_a), _timed(fn_b)))
+            samples.append((_timed(fn_a, before), _timed(fn_b, before)))
     return Pair(
         statistics.median(a for a, _ in samples),
         statistics.median(b for _, b in samples),
@@ -185,11 +193,14 @@ def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
 
     out = Path(tmp) / "receipts.jsonl"
 
-    def with_receipts() -> Any:
+    def remove_output() -> None:  # untimed: freeing the last turn's 130 MB is no sealing
         out.unlink(missing_ok=True)
+
+    def with_receipts() -> Any:
         return paged_replay(requests, capacity, sink=JsonlSink(out, flush="batch"), receipts=True)
 
-    on = paired(with_receipts, replay, reps)
+    on = paired(with_receipts, replay, reps, remove_output)
+    remove_output()
     emitted = with_receipts().receipts_emitted
     rate = emitted / on.a
     note = f"{emitted:,} receipts, chained, flush=batch, fsync on close"
@@ -201,7 +212,7 @@ def bench_paged(reps: int, rows: list[Row], tmp: str) -> None:
         with features.overridden("receipts"):
             return with_receipts()
 
-    lean = paired(without_tuning, with_receipts, reps)
+    lean = paired(without_tuning, with_receipts, reps, remove_output)
     rows.append(Row("receipts per second, tuning off", emitted / lean.a, "/s",
                     note="no performance block: smaller records"))  # fmt: skip
 
@@ -232,13 +243,13 @@ def bench_receipt_files(reps: int, rows: list[Row], tmp: str) -> None:
               "9139", "-q", "--format", "json"]  # fmt: skip
 
     def receipts_on() -> None:
-        out.unlink(missing_ok=True)
         subprocess.run([*replay, "-o", str(out)], check=True, capture_output=True)
 
     def receipts_off() -> None:
         subprocess.run([*replay, "--no-receipts"], check=True, capture_output=True)
 
-    pair = paired(receipts_on, receipts_off, reps)
+    pair = paired(receipts_on, receipts_off, reps, lambda: out.unlink(missing_ok=True))
+    receipts_on()  # the file the rows below read (the pair's last turn may have removed it)
     lines = sizes = 0
     with out.open("rb") as stream:
         for line in stream:
@@ -449,14 +460,13 @@ def bench_watch_from(reps: int, rows: list[Row], tmp: str, removals: int) -> Non
     out = Path(tmp) / "watch.jsonl"
 
     def run() -> None:
-        out.unlink(missing_ok=True)
         subprocess.run([*_kvreceipts(), "watch", "--from", recording, "-o", str(out), "-f",
                         "table", "-q"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
 
     times, cpu = [], []
     for _ in range(max(1, reps)):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        times.append(_timed(run))
+        times.append(_timed(run, lambda: out.unlink(missing_ok=True)))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     lines = sum(1 for _ in out.open("rb"))
