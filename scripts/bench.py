@@ -270,6 +270,16 @@ def bench_receipt_files(reps: int, rows: list[Row], tmp: str) -> None:
     rate = records / statistics.median(times)
     rows.append(Row("verify, records per second (process)", rate, "/s", ">= 100,000",
                     rate >= 100_000, f"{records:,} records"))  # fmt: skip
+    plain = out.stat().st_size
+    packed = {}
+    for suffix in (".zst", ".gz"):  # the same (deterministic) run, written compressed
+        target = out.with_name(out.name + suffix)
+        target.unlink(missing_ok=True)
+        subprocess.run([*replay, "-o", str(target)], check=True, capture_output=True)
+        packed[suffix] = target.stat().st_size / plain
+    rows.append(Row("file size, .zst / plain (the same run)", packed[".zst"], "", "<= 0.15",
+                    packed[".zst"] <= 0.15, f"{plain:,} B plain; .gz / plain "
+                    f"{packed['.gz']:.3f}"))  # fmt: skip
 
 
 def _log_capacities(unique: int, count: int) -> list[int]:
