@@ -47,7 +47,9 @@ def _type(name: str, f: Field) -> Any:
     if "object" in f.types:
         assert f.fields is not None
         options.append(_struct(name, f.fields))
-    if "null" in f.types or f.optional:  # an absent field decodes to None, never written again
+    # An optional field absent decodes to None, which omit_defaults does not write again: a
+    # null written where the table allows none fails the round trip.
+    if "null" in f.types or f.optional:
         options.append(None)
     return Union[tuple(options)]  # noqa: UP007 - built at run time
 
