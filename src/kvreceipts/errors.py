@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
-__all__ = ["InputError", "KvReceiptsError", "UsageError", "open_input"]
+if TYPE_CHECKING:
+    from io import BufferedReader
+
+__all__ = ["InputError", "KvReceiptsError", "UsageError", "open_file"]
 
 
 class KvReceiptsError(Exception):
@@ -34,9 +37,10 @@ class InputError(KvReceiptsError):
         self.line = line
 
 
-def open_input(path: str, what: str) -> IO[bytes]:
-    """Open a file the user named for reading; failures become an :class:`InputError` that
-    names the file and what it should have been (``what``: "trace file", "receipts file").
+def open_file(path: str, what: str) -> BufferedReader:
+    """Open a file the user named for reading, as is (:func:`kvreceipts.inputs.open_input`
+    also decompresses); failures become an :class:`InputError` that names the file and what
+    it should have been (``what``: "trace file", "receipts file").
     """
     try:
         return Path(path).open("rb")
@@ -46,3 +50,5 @@ def open_input(path: str, what: str) -> IO[bytes]:
         raise InputError(f"is a directory, not a {what}", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read the {what}: {exc.strerror}", path=path) from None
+    except ValueError:  # a NUL character
+        raise InputError(f"not a file name, so not a {what}", path=path) from None

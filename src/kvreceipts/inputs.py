@@ -18,7 +18,7 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from kvreceipts.errors import InputError
+from kvreceipts.errors import InputError, open_file
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -198,16 +198,7 @@ def open_input(path: str | os.PathLike[str], what: str = "input file") -> InputS
             _STDIN = InputStream(reader, "<stdin>", _compression(head), owned=False)
             _STDIN.stdin = stdin
         return _STDIN
-    try:
-        source = open(name, "rb")  # noqa: PTH123, SIM115 - closed by InputStream
-    except FileNotFoundError:
-        raise InputError(f"{what} not found", path=name) from None
-    except IsADirectoryError:
-        raise InputError(f"is a directory, not a {what}", path=name) from None
-    except OSError as exc:
-        raise InputError(f"cannot read the {what}: {exc.strerror}", path=name) from None
-    except ValueError:  # a NUL character
-        raise InputError(f"not a file name, so not a {what}", path=name) from None
+    source = open_file(name, what)  # closed by InputStream
     try:
         head = source.peek(8)[:8]
     except OSError as exc:

@@ -13,7 +13,7 @@ import zlib
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING
 
-from kvreceipts.errors import InputError, open_input
+from kvreceipts.errors import InputError, open_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -198,5 +198,5 @@ def open_receipts(path: str) -> Iterator[ReceiptLines]:
     if path == "-":
         yield ReceiptLines(sys.stdin.buffer, path)
         return
-    with open_input(path, "receipts file") as handle:
+    with open_file(path, "receipts file") as handle:
         yield ReceiptLines(handle, path)

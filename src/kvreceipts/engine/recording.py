@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from kvreceipts.errors import InputError, open_input
+from kvreceipts.errors import InputError, open_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -80,7 +80,7 @@ class RecordingReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file = open_input(path, "watch recording")
+        self._file = open_file(path, "watch recording")
         magic = self._file.read(len(MAGIC))
         if magic != MAGIC:
             self._file.close()
