@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 import zlib
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from kvreceipts.errors import InputError, open_file
+from kvreceipts.inputs import COMPRESSIONS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -27,10 +28,7 @@ MAX_LINE = 1 << 20
 _ZSTD_SLICE = 256
 """Compressed bytes fed to zstd at a time: a zstd block of 4 bytes can stand for 128 KiB, and
 the decompressor has no output limit, so small inputs are what bound its output."""
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-XZ_MAGIC = b"\xfd7zXZ\x00"
+_GZIP, _ZSTD, _XZ = (COMPRESSIONS[name] for name in ("gzip", "zstd", "xz"))
 
 
 class ReceiptLines:
@@ -52,9 +50,8 @@ class ReceiptLines:
     def __iter__(self) -> Iterator[bytes]:
         peek = getattr(self.stream, "peek", None)
         if callable(peek):  # look without consuming: a plain stream then reads at C speed
-            head = peek(len(XZ_MAGIC))
-            magics = (GZIP_MAGIC, ZSTD_MAGIC, XZ_MAGIC)
-            if not any(head.startswith(m) or m.startswith(head) for m in magics):
+            head = peek(len(_XZ))
+            if not any(head.startswith(m) or m.startswith(head) for m in (_GZIP, _ZSTD, _XZ)):
                 return self._plain_lines()
         return self._lines(self._chunks())
 
@@ -72,18 +69,18 @@ class ReceiptLines:
     def _chunks(self) -> Iterator[bytes]:
         """Decompressed data, in pieces of at most a few hundred KiB."""
         head = b""
-        while len(head) < len(XZ_MAGIC):
+        while len(head) < len(_XZ):
             more = self._read(CHUNK)
             if not more:
                 break
             head += more
-        if head.startswith(GZIP_MAGIC):
+        if head.startswith(_GZIP):
             self.compression = "gzip"
             return self._gzip(head)
-        if head.startswith(ZSTD_MAGIC):
+        if head.startswith(_ZSTD):
             self.compression = "zstd"
             return self._zstd(head)
-        if head.startswith(XZ_MAGIC):
+        if head.startswith(_XZ):
             raise InputError("xz-compressed receipts are not supported (use .gz or .zst)",
                              path=self.path)  # fmt: skip
         return self._plain(head)
@@ -98,30 +95,13 @@ class ReceiptLines:
         yield from self._raw(head)
 
     def _gzip(self, head: bytes) -> Iterator[bytes]:
-        # One member after another (each flushed batch is a member of its own); max_length
-        # bounds the output of each call, so a decompression bomb streams like anything else.
-        member = zlib.decompressobj(wbits=31)
-        started = False
-        whole = 0
-        for chunk in self._raw(head):
-            data = chunk
-            while data:
-                try:
-                    out = member.decompress(data, CHUNK)
-                except zlib.error as exc:
-                    self._corrupt("gzip", whole, str(exc))
-                    return
-                started = True
-                if out:
-                    yield out
-                if member.eof:
-                    data = member.unused_data
-                    member, started = zlib.decompressobj(wbits=31), False
-                    whole += 1
-                else:
-                    data = member.unconsumed_tail
-        if started and not member.eof:
-            self.truncated_tail = True
+        # max_length bounds the output of each call, so a decompression bomb streams like
+        # anything else.
+        def feed(member: Any, data: bytes) -> tuple[bytes, bytes]:
+            out = member.decompress(data, CHUNK)
+            return out, member.unused_data if member.eof else member.unconsumed_tail
+
+        return self._frames("gzip", head, lambda: zlib.decompressobj(wbits=31), feed, zlib.error)
 
     def _zstd(self, head: bytes) -> Iterator[bytes]:
         try:
@@ -129,27 +109,42 @@ class ReceiptLines:
         except ImportError:  # pragma: no cover - a runtime dependency
             raise InputError("reading zstd-compressed receipts needs the zstandard package",
                              path=self.path) from None  # fmt: skip
-        decompressor = zstandard.ZstdDecompressor()
-        frame = decompressor.decompressobj()
-        started = False
-        whole = 0
+
+        def feed(frame: Any, data: bytes) -> tuple[bytes, bytes]:
+            piece, rest = data[:_ZSTD_SLICE], data[_ZSTD_SLICE:]  # zstd has no output limit
+            out = frame.decompress(piece)
+            return out, frame.unused_data + rest if frame.eof else rest
+
+        new = zstandard.ZstdDecompressor().decompressobj
+        return self._frames("zstd", head, new, feed, zstandard.ZstdError)
+
+    def _frames(
+        self,
+        kind: str,
+        head: bytes,
+        new: Callable[[], Any],
+        feed: Callable[[Any, bytes], tuple[bytes, bytes]],
+        error: type[Exception],
+    ) -> Iterator[bytes]:
+        """Decompressed data of one frame (gzip member, zstd frame) after another, as each
+        flushed batch is a frame of its own: ``feed(frame, data)`` gives the output and the
+        input left over, which after a frame's end starts the next.
+        """
+        frame, started, whole = new(), False, 0
         for chunk in self._raw(head):
-            view = memoryview(chunk)
-            while view:
-                piece, view = view[:_ZSTD_SLICE], view[_ZSTD_SLICE:]
+            data = chunk
+            while data:
                 try:
-                    out = frame.decompress(piece)
-                except zstandard.ZstdError as exc:
-                    self._corrupt("zstd", whole, str(exc))
+                    out, data = feed(frame, data)
+                except error as exc:
+                    self._corrupt(kind, whole, str(exc))
                     return
                 started = True
                 if out:
                     yield out
                 if frame.eof:
-                    rest = frame.unused_data
-                    frame, started = decompressor.decompressobj(), False
+                    frame, started = new(), False
                     whole += 1
-                    view = memoryview(rest + bytes(view))
         if started and not frame.eof:
             self.truncated_tail = True
 
