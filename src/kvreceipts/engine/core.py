@@ -20,7 +20,14 @@ from kvreceipts.engine.receipts import (
     EngineRestoreReceipt,
     removal_template,
 )
-from kvreceipts.engine.wire import REMOVED, STORED, WireError, decode_batch, parse_seq
+from kvreceipts.engine.wire import (
+    REMOVED,
+    STORED,
+    Recovered,
+    WireError,
+    decode_batch,
+    parse_seq,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -28,10 +35,8 @@ if TYPE_CHECKING:
     from kvreceipts.engine.wire import Hash, Stored
     from kvreceipts.engine.writer import RunWriter
 
-__all__ = ["EngineState", "Recovered", "WatchCore"]
+__all__ = ["EngineState", "WatchCore"]
 
-Recovered = tuple[int, bytes, float]
-"""A batch the replay socket gave back: (seq, payload, receive time)."""
 
 dumps = orjson.dumps
 QUEUE_FULL = "queue_full"

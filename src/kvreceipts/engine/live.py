@@ -22,8 +22,8 @@ from kvreceipts.errors import UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from kvreceipts.engine.core import Recovered
     from kvreceipts.engine.recording import Recorder
+    from kvreceipts.engine.wire import Recovered
 
 __all__ = ["ReplayClient", "Subscriber", "check_endpoint"]
 

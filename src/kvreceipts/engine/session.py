@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable, Iterator
 
-    from kvreceipts.engine.core import Recovered
     from kvreceipts.engine.recording import Entry
+    from kvreceipts.engine.wire import Recovered
     from kvreceipts.sinks.base import BaseSink
 
 __all__ = ["WatchOptions", "WatchResult", "watch_live", "watch_recording"]

@@ -22,6 +22,7 @@ __all__ = [
     "Cleared",
     "Event",
     "Hash",
+    "Recovered",
     "Removed",
     "Stored",
     "WireError",
@@ -140,6 +141,10 @@ def parse_seq(frame: bytes) -> int:
     return int.from_bytes(frame, "big")
 
 
+Recovered = tuple[int, bytes, float]
+"""A batch the replay socket gave back: (seq, payload, receive time)."""
+
+
 def parse_reply(frames: list[bytes], topic: bytes) -> tuple[bytes, int, bytes] | None:
     """One replay reply as (topic, seq, payload); ``None`` for the end marker.
 
@@ -162,11 +167,11 @@ def collect_replies(
     topic: bytes,
     last: int,
     report: Callable[[str], None],
-) -> list[tuple[int, bytes, float]]:
-    """The batches of ``topic`` among replay replies, as (seq, payload, receive time): shared
-    by live watches and replays of recordings.
+) -> list[Recovered]:
+    """The batches of ``topic`` among replay replies: shared by live watches and replays of
+    recordings.
     """
-    out: list[tuple[int, bytes, float]] = []
+    out: list[Recovered] = []
     for frames, at_s in replies:
         try:
             reply = parse_reply(frames, topic)
