@@ -83,16 +83,13 @@ class ReceiptLines:
         if head.startswith(_XZ):
             raise InputError("xz-compressed receipts are not supported (use .gz or .zst)",
                              path=self.path)  # fmt: skip
-        return self._plain(head)
+        return self._raw(head)
 
     def _raw(self, head: bytes) -> Iterator[bytes]:
         if head:
             yield head
         while chunk := self._read(CHUNK):
             yield chunk
-
-    def _plain(self, head: bytes) -> Iterator[bytes]:
-        yield from self._raw(head)
 
     def _gzip(self, head: bytes) -> Iterator[bytes]:
         # max_length bounds the output of each call, so a decompression bomb streams like
@@ -110,10 +107,11 @@ class ReceiptLines:
             raise InputError("reading zstd-compressed receipts needs the zstandard package",
                              path=self.path) from None  # fmt: skip
 
-        def feed(frame: Any, data: bytes) -> tuple[bytes, bytes]:
-            piece, rest = data[:_ZSTD_SLICE], data[_ZSTD_SLICE:]  # zstd has no output limit
-            out = frame.decompress(piece)
-            return out, frame.unused_data + rest if frame.eof else rest
+        def feed(frame: Any, data: bytes) -> tuple[bytes, memoryview]:
+            view = memoryview(data)  # slices without copying the rest of the chunk
+            out = frame.decompress(view[:_ZSTD_SLICE])  # zstd has no output limit
+            rest = view[_ZSTD_SLICE:]
+            return out, memoryview(frame.unused_data + bytes(rest)) if frame.eof else rest
 
         new = zstandard.ZstdDecompressor().decompressobj
         return self._frames("zstd", head, new, feed, zstandard.ZstdError)
@@ -123,7 +121,7 @@ class ReceiptLines:
         kind: str,
         head: bytes,
         new: Callable[[], Any],
-        feed: Callable[[Any, bytes], tuple[bytes, bytes]],
+        feed: Callable[[Any, Any], tuple[bytes, Any]],
         error: type[Exception],
     ) -> Iterator[bytes]:
         """Decompressed data of one frame (gzip member, zstd frame) after another, as each
