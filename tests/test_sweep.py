@@ -205,6 +205,21 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [  # these reached the workers and came back as an OverflowError traceback
+        (("--capacity-mb", "64,inf"), "--capacity-mb: capacities must be a finite number"),
+        (("--capacity-mb", "nan"), "--capacity-mb: capacities must be a finite number"),
+        (("--capacity-blocks", "99999999"), "--capacity-blocks: capacities must be at most"),
+    ],
+)
+def test_a_capacity_that_no_cache_can_have_is_one_line(args: tuple[str, ...], message: str) -> None:
+    result = run("sweep", "--workload", "chat", "--requests", "50", "--workers", "1", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def _cli(*args: str, block: str = "") -> subprocess.CompletedProcess[str]:
     prelude = f"import sys; sys.modules[{block!r}] = None; " if block else "import sys; "
     code = prelude + "from kvreceipts.cli import main; sys.argv[0] = 'kvreceipts'; main()"

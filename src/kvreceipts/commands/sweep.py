@@ -16,7 +16,9 @@ import typer
 from kvreceipts.commands.options import PinOption, QuietOption
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate import Allocator, TraceFormat, Workload
+from kvreceipts.config import check_capacity_mb
 from kvreceipts.errors import UsageError
+from kvreceipts.numbers import MAX_BLOCKS, check_number
 from kvreceipts.policies import POLICIES
 
 if TYPE_CHECKING:
@@ -81,8 +83,10 @@ def _capacities(text: str, option: str, *, integral: bool) -> list[float]:
         except ValueError:
             kind = "a whole number of blocks" if integral else "a number of MiB"
             raise UsageError(f"{option}: {item!r} is not {kind}") from None
-        if value <= 0:
-            raise UsageError(f"{option}: capacities must be greater than 0 (got {item})")
+        if integral:
+            check_number(f"{option}: capacities", value, above=0, high=MAX_BLOCKS)
+        else:
+            check_capacity_mb(f"{option}: capacities", value)
         values.append(value)
     if not values:
         raise UsageError(f"{option} lists no capacity")
