@@ -245,9 +245,6 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         if model.lower() not in MODEL_PRESETS:
             raise UsageError(f"--model: unknown model {model!r} "
                              f"(choose from: {', '.join(MODEL_PRESETS)})")  # fmt: skip
-    if pin and method in (Method.exact, Method.shards):
-        raise UsageError(f"--method {method.value} models block lookups without pinning; "
-                         "drop --pin")  # fmt: skip
     pinned = pin if pin is not None else method not in (Method.exact, Method.shards)
     spec = grid.SweepSpec(chosen_allocator, (model or "").lower(), bytes_per_token,
                           block_tokens, pinned)  # fmt: skip

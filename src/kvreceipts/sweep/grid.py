@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kvreceipts.errors import UsageError
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from kvreceipts.workloads import Request
 
 __all__ = [
-    "METHODS",
     "ROW_KEYS",
     "Source",
     "SweepSpec",
@@ -37,7 +36,6 @@ __all__ = [
     "source_facts",
 ]
 
-METHODS = ("simulate", "exact", "shards")
 ROW_KEYS = (
     "trace", "policy", "capacity_blocks", "capacity_mb", "hits", "misses", "hit_ratio",
     "miss_ratio", "evictions", "rejected", "method", "sample_rate", "sampled_refs",
@@ -85,7 +83,6 @@ class Task:
     """
 
     index: int
-    source_index: int
     source: Source
     spec: SweepSpec
     policy: str
@@ -117,13 +114,10 @@ class TraceFacts:
     unique_entry_bytes: int = 0
     """Arena: the bytes of one entry per distinct session (the working set)."""
     mean_entry_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values."""
-        data = {k: getattr(self, k) for k in self.__slots__ if k != "extra"}
-        data.update(self.extra)
-        return data
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 def log_capacities(low: float, high: float, points: int, *, integral: bool) -> list[float]:
@@ -238,8 +232,8 @@ def check_method(method: str, policy: str, spec: SweepSpec) -> None:
         raise UsageError(f"--method {method} needs the paged allocator (block lookups)")
     if spec.pin:
         raise UsageError(
-            f"--method {method} models block lookups without pinning: add --no-pin "
-            "(or use --method simulate)"
+            f"--method {method} models block lookups without pinning: turn pinning off "
+            "(--no-pin) or use --method simulate"
         )
     if method == "exact" and policy != "lru":
         raise UsageError(
@@ -262,7 +256,7 @@ def build_tasks(
         if policy not in POLICIES:
             raise UsageError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
     tasks: list[Task] = []
-    for source_index, (source, caps) in enumerate(zip(sources, capacities, strict=True)):
+    for source, caps in zip(sources, capacities, strict=True):
         for policy in policies:
             chosen = method or default_method(policy, spec)
             check_method(chosen, policy, spec)
@@ -271,7 +265,7 @@ def build_tasks(
             groups = [tuple(caps)] if one_pass else [(c,) for c in caps]
             for group in groups:
                 tasks.append(
-                    Task(len(tasks), source_index, source, spec, policy, chosen, group, rate)
+                    Task(len(tasks), source, spec, policy, chosen, group, rate)
                 )
     return tasks
 

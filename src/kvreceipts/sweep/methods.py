@@ -96,7 +96,7 @@ def stack_distances(blocks: Iterable[int], *, scale: float = 1.0) -> StackDistan
     n = len(sequence)
     tree = [0] * (n + 1)  # Fenwick tree over access times 1..n
     last: dict[int, int] = {}
-    histogram: list[float] = [0.0] * (int(n * scale) + 2 if scale != 1.0 else n + 2)
+    histogram: list[float] = [0.0] * (int(n * scale) + 2)
     cold = 0
     distinct = 0  # 1s in the tree: blocks seen so far
     for time, block in enumerate(sequence, start=1):
@@ -200,8 +200,6 @@ def adjusted_distances(sample: list[int], rate: float, references: int) -> Stack
     # the difference as reuses at the smallest distance removes most of that bias.
     histogram = list(measured.histogram)
     expected = rate * references
-    if len(histogram) < 2:
-        histogram = [0.0, 0.0]
     histogram[1] += expected - len(sample)
     return StackDistances(histogram, measured.cold, len(sample), measured.scale, expected or 1.0)
 
