@@ -264,9 +264,7 @@ def build_tasks(
             one_pass = chosen == "exact" or (chosen == "shards" and policy == "lru")
             groups = [tuple(caps)] if one_pass else [(c,) for c in caps]
             for group in groups:
-                tasks.append(
-                    Task(len(tasks), source, spec, policy, chosen, group, rate)
-                )
+                tasks.append(Task(len(tasks), source, spec, policy, chosen, group, rate))
     return tasks
 
 

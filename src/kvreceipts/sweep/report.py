@@ -105,22 +105,16 @@ def tables(rows: Sequence[dict[str, Any]], facts: Sequence[TraceFacts]) -> list[
     key = _capacity_key(rows)
     out = []
     for fact in facts:
-        mine = [r for r in rows if r["trace"] == fact.name]
-        policies = list(dict.fromkeys(r["policy"] for r in mine))
-        capacities = list(dict.fromkeys(r[key] for r in mine))
-        cell = {(r["policy"], r[key]): r for r in mine}
-        methods = ", ".join(dict.fromkeys(r["method"] for r in mine))
+        methods = ", ".join(dict.fromkeys(r["method"] for r in rows if r["trace"] == fact.name))
+        policies, grid = _grid(rows, fact, key)
         table = Table(title=f"miss ratio · {fact.name}", title_justify="left",
                       box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
         table.add_column("capacity", justify="right", no_wrap=True)
         for policy in policies:
             table.add_column(policy, justify="right", no_wrap=True)
-        for capacity in sorted(capacities):
-            ratios = [cell[(p, capacity)]["miss_ratio"] for p in policies if (p, capacity) in cell]
-            best = min(ratios) if ratios else None
+        for capacity, found, best in grid:
             texts = [_capacity_text(capacity, key, fact.block_bytes)]
-            for policy in policies:
-                row = cell.get((policy, capacity))
+            for row in found:
                 if row is None:
                     texts.append("-")
                     continue
@@ -134,6 +128,23 @@ def tables(rows: Sequence[dict[str, Any]], facts: Sequence[TraceFacts]) -> list[
         )
         out.append(table)
     return out
+
+
+def _grid(
+    rows: Sequence[dict[str, Any]], fact: TraceFacts, key: str
+) -> tuple[list[str], list[tuple[float, list[dict[str, Any] | None], float | None]]]:
+    """A trace's rows as a grid: its policies, and per capacity (ascending) each policy's row
+    (``None`` where there is none) and the lowest miss ratio among them.
+    """
+    mine = [r for r in rows if r["trace"] == fact.name]
+    policies = list(dict.fromkeys(r["policy"] for r in mine))
+    cell = {(r["policy"], r[key]): r for r in mine}
+    grid = []
+    for capacity in sorted(dict.fromkeys(r[key] for r in mine)):
+        found = [cell.get((policy, capacity)) for policy in policies]
+        ratios = [row["miss_ratio"] for row in found if row is not None]
+        grid.append((capacity, found, min(ratios) if ratios else None))
+    return policies, grid
 
 
 def _curves(
@@ -229,9 +240,7 @@ def render_html(rows: Sequence[dict[str, Any]], facts: Sequence[TraceFacts], com
         f'<figure id="curves">{svg}</figure>',
     ]
     for fact in facts:
-        mine = [r for r in rows if r["trace"] == fact.name]
-        policies = list(dict.fromkeys(r["policy"] for r in mine))
-        cell = {(r["policy"], r[key]): r for r in mine}
+        policies, grid = _grid(rows, fact, key)
         parts.append(f"<h2>{html.escape(fact.name)}</h2>")
         parts.append('<table class="facts">')
         for name, value in fact.to_dict().items():
@@ -240,12 +249,9 @@ def render_html(rows: Sequence[dict[str, Any]], facts: Sequence[TraceFacts], com
         parts.append("</table>")
         head = "".join(f"<th>{html.escape(p)}</th>" for p in policies)
         parts.append(f'<table class="curves"><tr><th>{key}</th>{head}</tr>')
-        for capacity in sorted(dict.fromkeys(r[key] for r in mine)):
-            ratios = [cell[(p, capacity)]["miss_ratio"] for p in policies if (p, capacity) in cell]
-            best = min(ratios) if ratios else None
+        for capacity, found, best in grid:
             cells = []
-            for policy in policies:
-                row = cell.get((policy, capacity))
+            for row in found:
                 if row is None:
                     cells.append("<td>-</td>")
                     continue
