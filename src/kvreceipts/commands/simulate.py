@@ -402,11 +402,11 @@ def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: boo
     sink = stop = key = None
     if plan.caching.enable_receipts:
         from kvreceipts.chain import read_hmac_key
-        from kvreceipts.sinks import FanoutSink
+        from kvreceipts.sinks import fan_out
 
         key = read_hmac_key(sim.hmac_key_file) if sim.hmac_key_file else None
         sinks, stop = _sinks(plan, out, fmt, limit, append=append)
-        sink = FanoutSink(sinks)
+        sink = fan_out(sinks)
     manager = build_manager(plan, sink=sink, hmac_key=key)
     with progress(out, plan) as advance:
         result = run_simulation(

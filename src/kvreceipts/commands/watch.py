@@ -198,9 +198,9 @@ def watch(
     key = read_hmac_key(hmac_key_file) if hmac_key_file else None
     problems = _Problems(out)
     sinks = _sinks(out, chosen, output, http_sink, append=append)
-    from kvreceipts.sinks import FanoutSink
+    from kvreceipts.sinks import fan_out
 
-    sink = sinks[0] if len(sinks) == 1 else FanoutSink(sinks)  # one sink: no fan-out cost
+    sink = fan_out(sinks)
     if source is not None:
         from kvreceipts.engine.session import watch_recording
 

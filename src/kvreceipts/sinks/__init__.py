@@ -13,7 +13,7 @@ from kvreceipts.sinks.base import (  # noqa: E402 - the feature check must come 
     SinkCounters,
 )
 from kvreceipts.sinks.channel import ChannelSink  # noqa: E402
-from kvreceipts.sinks.fanout import FanoutSink  # noqa: E402
+from kvreceipts.sinks.fanout import FanoutSink, fan_out  # noqa: E402
 from kvreceipts.sinks.http import HttpSink  # noqa: E402
 from kvreceipts.sinks.jsonl import JsonlSink  # noqa: E402
 from kvreceipts.sinks.tracing import TracingSink  # noqa: E402
@@ -28,4 +28,5 @@ __all__ = [
     "KvEventSink",
     "SinkCounters",
     "TracingSink",
+    "fan_out",
 ]

@@ -12,7 +12,14 @@ if TYPE_CHECKING:
     from kvreceipts.chain import Sealer
     from kvreceipts.receipts import Record
 
-__all__ = ["FanoutSink"]
+__all__ = ["FanoutSink", "fan_out"]
+
+
+def fan_out(sinks: list[BaseSink]) -> BaseSink:
+    """One sink for ``sinks``: the sink itself when there is one (no fan-out cost on every
+    receipt), else a :class:`FanoutSink`.
+    """
+    return sinks[0] if len(sinks) == 1 else FanoutSink(sinks)
 
 
 class FanoutSink(BaseSink):
