@@ -163,7 +163,6 @@ def _shape(kind: str, layout: str) -> _Shape | None:
     return shape
 
 
-_SHAPES_V1 = {kind: _compile({**COMMON_V1, **fields}) for kind, fields in KINDS_V1.items()}
 
 
 def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None:
@@ -248,9 +247,12 @@ def check_record_v1(record: object) -> str | None:
     if record.get("schema") != SCHEMA_ID_V1:
         return f"field 'schema' must be {SCHEMA_ID_V1!r}, not {_short(record.get('schema'))}"
     kind = record.get("kind")
-    if type(kind) is not str or kind not in _SHAPES_V1:
+    if type(kind) is not str or kind not in KINDS_V1:
         return f"field 'kind' must be one of {', '.join(KINDS_V1)}, not {_short(kind)}"
-    return _check(record, _SHAPES_V1[kind], "")
+    shape = _SHAPES.get(("v1", kind))  # compiled on first use: most files are /2
+    if shape is None:
+        shape = _SHAPES["v1", kind] = _compile({**COMMON_V1, **KINDS_V1[kind]})
+    return _check(record, shape, "")
 
 
 def _short(value: object) -> str:
