@@ -163,8 +163,6 @@ def _shape(kind: str, layout: str) -> _Shape | None:
     return shape
 
 
-
-
 def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None:
     """The first key or type problem, as (field, what is wrong)."""
     keys = value.keys()

@@ -174,7 +174,7 @@ class ResultCache:
         self.environ = dict(environ if environ is not None else os.environ)
         self._digests: dict[str, str] | None = None
         self._traces: list[object] | None = None
-        self._keys: dict[str, str] = {}
+        self._results: dict[str, dict[str, object]] | None = None
 
     def _files(self) -> dict[str, str]:
         """Each tracked (or trackable) file's SHA-256, read once per run."""
@@ -215,16 +215,17 @@ class ResultCache:
             if self._traces is None:
                 self._traces = _traces(self.root, self.environ)
             material["traces"] = self._traces
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-        self._keys[session] = digest
-        return digest
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def _load(self) -> dict[str, dict[str, object]]:
-        try:
-            data = json.loads((self.root / RESULTS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        """The passes on record, read once per run."""
+        if self._results is None:
+            try:
+                data = json.loads((self.root / RESULTS).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            self._results = data if isinstance(data, dict) else {}
+        return self._results
 
     def lookup(self, session: str, key: str) -> CachedPass | None:
         """The pass on record for this key, if any."""

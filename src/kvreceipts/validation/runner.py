@@ -277,7 +277,9 @@ def run_validation(
         for session in dict.fromkeys(wanted):
             hit = cache.lookup(session, cache.key(session, _python_of(session), options.extra))
             if hit is not None:
-                cached[session] = NoxSession((session,), Status.passed, None, 0.0, hit.run_at)
+                cached[session] = NoxSession(
+                    (session,), Status.passed, None, hit.duration_s, hit.run_at
+                )
     pending = [s for s in wanted if s not in cached]
     undefined: list[str] = []
     to_run: list[str] = []
