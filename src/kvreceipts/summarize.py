@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from kvreceipts.errors import InputError
+from kvreceipts.numbers import INT64_MAX
+from kvreceipts.schema import SCHEMA_ID, SCHEMA_ID_V1
 from kvreceipts.sniff import SNIFF_LINES, not_a_receipt, sniff_receipts
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ __all__ = [
     "summarize_lines",
 ]
 
-SCHEMAS = ("kvreceipts.eviction/1", "kvreceipts.eviction/2")
+SCHEMAS = (SCHEMA_ID_V1, SCHEMA_ID)
 SERIES_POINTS = 120
 """Points kept for the memory chart; older points are thinned as the stream grows."""
 SESSIONS_KEPT = 25_000
@@ -45,7 +48,6 @@ DISTINCT_KEPT = 64
 OTHER = "(other)"
 PROBLEMS_KEPT = 5
 """Unreadable lines described (line, field, problem); the rest are only counted."""
-MAX_INT = 2**63 - 1
 MAX_TIME_MS = 1e15
 MAX_ID = 256
 """Longest id, kind, reason or policy accepted (longer ones would make the tables unbounded)."""
@@ -65,7 +67,7 @@ _MISSING = object()
 # test, the explanation is built only for a bad value.
 def _int(record: dict[str, Any], key: str, where: str = "") -> int:
     value = record.get(key, _MISSING)
-    if type(value) is int and 0 <= value <= MAX_INT:  # type(True) is bool, not int
+    if type(value) is int and 0 <= value <= INT64_MAX:  # type(True) is bool, not int
         return value
     raise _bad(where + key, value, "an integer", "0..2^63-1")
 
@@ -249,7 +251,6 @@ class ReceiptSummary:
     runs: dict[str, RunSummary] = field(default_factory=dict)
     run_count: int = 0
     """Runs seen; those past :data:`RUNS_KEPT` are counted where the run id changes."""
-    records_in_unlisted_runs: int = 0
     bytes_freed: int = 0
     total_bytes: int = 0
     peak_used_bytes: int = 0
@@ -266,11 +267,18 @@ class ReceiptSummary:
         if len(self.problems) < PROBLEMS_KEPT:
             self.problems.append({"line": line, "field": name, "problem": problem})
 
-    def _run_of(self, run_id: str) -> RunSummary:
+    @property
+    def records_in_unlisted_runs(self) -> int:
+        """Records of the runs past :data:`RUNS_KEPT`."""
+        return self.records - sum(run.records for run in self.runs.values())
+
+    def _known(self, run_id: str) -> RunSummary | None:
+        """The run seen last or a listed one, if it is ``run_id``'s."""
         run = self._run
-        if run is not None and run.run_id == run_id:
-            return run
-        run = self.runs.get(run_id)
+        return run if run is not None and run.run_id == run_id else self.runs.get(run_id)
+
+    def _run_of(self, run_id: str) -> RunSummary:
+        run = self._known(run_id)
         if run is None:
             self.run_count += 1
             run = RunSummary(run_id)
@@ -294,9 +302,8 @@ class ReceiptSummary:
         if kind == "open":  # a watch's run has no policy of its own
             policy = None if record.get("policy") is None else _str(record, "policy")
             opened = (policy, _int(record, "total_bytes"))
-        known = self._run if self._run is not None and self._run.run_id == run_id else \
-            self.runs.get(run_id)  # fmt: skip
-        eviction = _Eviction.read(record, known, stamp) if kind == "eviction" else None
+        eviction = _Eviction.read(record, self._known(run_id), stamp) if kind == "eviction" \
+            else None  # fmt: skip
         # Every field is good: from here on nothing raises.
         run = self._run_of(run_id)
         if opened is not None:
@@ -304,8 +311,6 @@ class ReceiptSummary:
             self.total_bytes = opened[1]
         if eviction is not None:
             self._eviction(eviction, run)
-        if run.run_id not in self.runs:
-            self.records_in_unlisted_runs += 1
         run.records += 1
         self.records += 1
         _bump(self.kinds, kind)
@@ -409,15 +414,10 @@ def summarize_lines(lines: Iterable[bytes], *, path: str = "-") -> ReceiptSummar
     if problem is not None:
         raise InputError(f"not a kvreceipts receipts file ({problem})", path=path)
     number = 0
-    for number, raw in enumerate(_chain(head, stream), start=1):
+    for number, raw in enumerate(chain(head, stream), start=1):
         _fold(summary, number, raw)
     summary.truncated_tail = summary.truncated_tail or bool(getattr(lines, "truncated_tail", False))
     return summary
-
-
-def _chain(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield from head
-    yield from rest
 
 
 def _fold(summary: ReceiptSummary, number: int, raw: bytes) -> None:
