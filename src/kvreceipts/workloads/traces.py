@@ -42,8 +42,6 @@ class TraceStats:
     """Rows whose timestamp is earlier than the row before (served in file order)."""
     first_backwards: str | None = None
     """Where the first of them is, as ``path:line: …``."""
-    size: int | None = None
-    """The file's size on disk (compressed, if it is); ``None`` for standard input."""
     bytes_read: int = 0
     """How much of the file has been read (for a progress bar)."""
 
@@ -187,7 +185,6 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
     last = float("-inf")
     with _open(path) as handle:
         path = handle.path  # "<stdin>" for "-"
-        stats.size = handle.size
         for line, raw in enumerate(handle, start=1):
             if line == 1:
                 raw = raw.removeprefix(BOM)  # noqa: PLW2901 - a CSV saved by Excel
