@@ -220,6 +220,16 @@ def test_a_capacity_that_no_cache_can_have_is_one_line(args: tuple[str, ...], me
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.traces
+def test_a_mooncake_sweep_keeps_the_traces_block_size(traces_dir: Path) -> None:
+    trace = str(traces_dir / "mooncake_synthetic_trace.jsonl")
+    result = run("sweep", "--trace", trace, "--block-tokens", "256", "--points", "3")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: Mooncake traces hash 512-token blocks; --block-tokens must be 512 (got 256)\n"
+    )
+
+
 def _cli(*args: str, block: str = "") -> subprocess.CompletedProcess[str]:
     prelude = f"import sys; sys.modules[{block!r}] = None; " if block else "import sys; "
     code = prelude + "from kvreceipts.cli import main; sys.argv[0] = 'kvreceipts'; main()"

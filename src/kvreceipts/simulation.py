@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from kvreceipts.stats import KVCacheStatistics
     from kvreceipts.workloads import Request
 
-__all__ = ["Plan", "RunResult", "build_manager", "plan_simulation", "run_simulation"]
+__all__ = [
+    "Plan",
+    "RunResult",
+    "build_manager",
+    "check_block_tokens",
+    "plan_simulation",
+    "run_simulation",
+]
 
 _OUTPUT_ONLY = ("output", "http_sink", "hmac_key_file", "tracing", "strict_time")
 """Simulation keys that change where receipts go, or whether a run may start, not what its
@@ -121,6 +128,21 @@ def derive_run_id(caching: CachingConfig, simulation: SimulationConfig) -> str:
     return hashlib.sha256(material).hexdigest()[:16]  # 64 bits name a run; the chain proves it
 
 
+def check_block_tokens(trace_format: str | None, allocator: str, block_tokens: int) -> None:
+    """A paged replay of a Mooncake trace needs its block size: the hashes name 512-token
+    blocks, and any other size would give every block the wrong bytes.
+    """
+    if (
+        trace_format == "mooncake"
+        and allocator == "paged"
+        and block_tokens != MOONCAKE_BLOCK_TOKENS
+    ):
+        raise UsageError(
+            f"Mooncake traces hash {MOONCAKE_BLOCK_TOKENS}-token blocks; "
+            f"--block-tokens must be {MOONCAKE_BLOCK_TOKENS} (got {block_tokens})"
+        )
+
+
 def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Plan:
     """Resolve the allocator, sizing and trace format; check that they fit together."""
     caching.validate()
@@ -136,15 +158,7 @@ def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Pla
     allocator = simulation.allocator
     if allocator == "auto":
         allocator = "paged" if trace_format == "mooncake" else "arena"
-    if (
-        trace_format == "mooncake"
-        and allocator == "paged"
-        and (simulation.block_tokens != MOONCAKE_BLOCK_TOKENS)
-    ):
-        raise UsageError(
-            f"Mooncake traces hash {MOONCAKE_BLOCK_TOKENS}-token blocks; "
-            f"--block-tokens must be {MOONCAKE_BLOCK_TOKENS} (got {simulation.block_tokens})"
-        )
+    check_block_tokens(trace_format, allocator, simulation.block_tokens)
     return Plan(
         caching,
         simulation,

@@ -235,6 +235,10 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         raise UsageError("give either --model or --bytes-per-token, not both")
     sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
     chosen_allocator = _allocator(allocator, sources)
+    from kvreceipts.simulation import check_block_tokens
+
+    for source in sources:
+        check_block_tokens(source.trace_format, chosen_allocator, block_tokens)
     if chosen_allocator == "paged" and capacity_mb is not None:
         raise UsageError("--capacity-mb is for the arena allocator; use --capacity-blocks")
     if chosen_allocator == "arena" and capacity_blocks is not None:
