@@ -17,7 +17,7 @@ from kvreceipts.commands.options import PinOption, QuietOption
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate import Allocator, TraceFormat, Workload
 from kvreceipts.config import check_capacity_mb
-from kvreceipts.errors import UsageError
+from kvreceipts.errors import UsageError, open_file
 from kvreceipts.numbers import MAX_BLOCKS, check_number
 from kvreceipts.policies import POLICIES
 
@@ -280,14 +280,9 @@ def _sources(
     for given in traces:
         trace = given
         if "://" not in given:
-            path = Path(given)
-            if not path.is_file():
-                from kvreceipts.errors import InputError
-
-                raise InputError("trace file not found" if not path.exists()
-                                 else "is not a trace file", path=given)  # fmt: skip
+            open_file(given, "trace file").close()  # missing, a directory, unreadable: one line
             # Absolute: a Dask worker (or a process in another folder) reads the same file.
-            trace = str(path.resolve())
+            trace = str(Path(given).resolve())
         fmt = trace_format.value
         if fmt == "auto":
             from kvreceipts.sweep.grid import local_path
