@@ -135,21 +135,10 @@ def _bootstrap(script: Path) -> None:
         f"validate: nox is not installed here; bootstrapping {ci_venv(script.parent)} "
         "as ./ci-local.sh does (once)\n"
     )
-    sys.stderr.flush()
-    try:
-        done = subprocess.run(  # noqa: S603 - the checkout's own script
-            ["bash", str(script), "--bootstrap"],  # noqa: S607
-            cwd=script.parent, stdout=sys.stderr.fileno(), check=False,
-        )  # fmt: skip
-    except (OSError, ValueError, AttributeError):
-        done = subprocess.run(  # noqa: S603
-            ["bash", str(script), "--bootstrap"],  # noqa: S607
-            cwd=script.parent,
-            check=False,
-        )
-    if done.returncode != 0:
+    code = _run(["bash", str(script), "--bootstrap"], script.parent)
+    if code != 0:
         raise UsageError(f"bootstrapping nox failed ({script} --bootstrap exited "
-                         f"{done.returncode}); {NOX_HINT}")  # fmt: skip
+                         f"{code}); {NOX_HINT}")  # fmt: skip
 
 
 def nox_command(
@@ -221,7 +210,9 @@ def schedule(sessions: Sequence[str], options: NoxOptions, root: Path) -> list[s
 
 
 def _run(command: Sequence[str], root: Path) -> int:
-    """Run nox with both its streams on our stderr (live), keeping stdout for the results."""
+    """Run nox (or the bootstrap) with both its streams on our stderr (live), keeping stdout
+    for the results.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -237,7 +228,7 @@ def _run(command: Sequence[str], root: Path) -> int:
             command, cwd=root, capture_output=True, text=True, check=False
         )
     except OSError as exc:
-        raise UsageError(f"could not run nox ({shlex.join(command)}): {exc}") from None
+        raise UsageError(f"could not run {shlex.join(command)}: {exc}") from None
     sys.stderr.write(done.stdout + done.stderr)
     return done.returncode
 
