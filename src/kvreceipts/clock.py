@@ -53,7 +53,8 @@ class _Formatter:
             except (ValueError, OverflowError, OSError):
                 raise UsageError(
                     f"the clock reached {epoch_s:.0f} s since 1970, past what RFC 3339 can write "
-                    "(year 9999): the simulated costs per token are too large"
+                    "(year 9999): the trace starts too late, or the simulated costs per token "
+                    "are too large"
                 ) from None
             self._second = second
             self._prefix = when.strftime("%Y-%m-%dT%H:%M:%S")
