@@ -49,6 +49,11 @@ class Output:
         return self._err
 
     @property
+    def shows_progress(self) -> bool:
+        """Whether a progress bar belongs on stderr: a terminal, and not ``--quiet``."""
+        return not self.quiet and self.err.is_terminal
+
+    @property
     def stdout_is_terminal(self) -> bool:
         """Whether stdout is a terminal (the default format depends on it)."""
         return sys.stdout.isatty()

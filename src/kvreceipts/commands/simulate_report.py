@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from kvreceipts.simulation import Plan, RunResult
     from kvreceipts.sinks.base import BaseSink
 
-__all__ = ["REJECTION_REASONS", "progress", "progress_bar", "report", "report_losses"]
+__all__ = ["progress", "progress_bar", "report", "report_losses"]
 
 
 REJECTION_REASONS = {
@@ -199,7 +199,7 @@ def report_losses(out: Output, sinks: list[BaseSink]) -> int:
 @contextmanager
 def progress(out: Output, plan: Plan) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on stderr, only when stderr is a terminal and not --quiet."""
-    if out.quiet or not out.err.is_terminal:
+    if not out.shows_progress:
         yield None
         return
     bar, update = progress_bar(out.err, plan)

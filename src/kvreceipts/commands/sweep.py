@@ -328,7 +328,7 @@ def _grid_capacities(
 @contextmanager
 def _progress_bar(out: Output, total: int) -> Iterator[Callable[[int], None] | None]:
     """One bar for the whole grid on stderr, only on a terminal and not --quiet."""
-    if out.quiet or not out.err.is_terminal:
+    if not out.shows_progress:
         yield None
         return
     from rich.progress import (
