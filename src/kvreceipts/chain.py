@@ -101,13 +101,19 @@ class Sealer:
         """Link the record whose canonical JSON is ``payload`` to the chain: its digest and
         its line. The caller guarantees ``payload`` is canonical and stamped.
         """
+        return self.seal_body(payload[:-1])
+
+    def seal_body(self, body: bytes) -> tuple[str, bytes]:
+        """:meth:`seal` for a canonical JSON given without its closing brace, as the lean
+        template writes it: the line is then its body and the digest, with nothing cut off.
+        """
         if self._mac is None:  # inline: this runs once per receipt
-            digest = hashlib.sha256(self._prev + payload).hexdigest().encode()
+            digest = hashlib.sha256(b"".join((self._prev, body, b"}"))).hexdigest().encode()
         else:
-            digest = self._digest(self._prev, payload)
+            digest = self._digest(self._prev, body + b"}")
         self._prev = digest
         self.last_digest = text = digest.decode()
-        return text, b'%b,"digest":"%b"}\n' % (payload[:-1], digest)
+        return text, b"".join((body, b',"digest":"', digest, b'"}\n'))
 
     def seal_dict(self, body: dict[str, Any]) -> tuple[str, bytes]:
         """:meth:`seal` for a record given as a dict (stamped here)."""

@@ -5,9 +5,10 @@ Imported only when the ``receipts`` feature is on and a manager has a sink with
 order and delivery order are the same. A run is framed: :meth:`ReceiptEmitter.open` writes its
 ``open`` record (seq 0) and :meth:`ReceiptEmitter.finish` its ``close`` record.
 
-Lean eviction receipts are the hot path: their canonical JSON is a bytes template with the keys
-already in sorted order, filled by one formatting call (``tests/test_receipts.py`` checks it
-against :func:`kvreceipts.chain.canonical` on random records).
+Lean eviction receipts are the hot path: their canonical JSON (but its closing brace) is a bytes
+template with the keys already in sorted order, filled by one formatting call, and what the
+evictions of one request share is written once for them all (``tests/test_lean_template.py``
+checks the result against :func:`kvreceipts.chain.canonical` on random runs of records).
 """
 
 from __future__ import annotations
@@ -62,11 +63,6 @@ def _json_str(value: str | None) -> bytes:
     return bytes(memoryview(_dumps(value)))
 
 
-def _literal(value: bytes) -> bytes:
-    """``value`` made safe to sit in a %-format template."""
-    return value.replace(b"%", b"%%")
-
-
 class ReceiptEmitter:
     """Turns eviction facts into sealed receipts and delivers them to one sink."""
 
@@ -101,13 +97,11 @@ class ReceiptEmitter:
         # The config is the same in every upstream receipt: encode it once, splice it in.
         self._config_json = orjson.Fragment(canonical(config.to_dict()))
         self._templates = self._lean_templates()
-        self._perf_key: tuple[int, float] = (-1, 0.0)
-        self._perf = b""
-        self._stamp_ms = -1.0
+        self._round_key: tuple[Any, ...] = ()
+        self._round: tuple[bytes, bytes] = (b"", b"")
         self._stamp = ""
-        self._stamp_json = b""
-        self._strings: dict[str | None, bytes] = {None: b"null"}
-        """JSON of session ids and reasons already seen (a request triggers many evictions)."""
+        self._strings: dict[str, bytes] = {}
+        """JSON of session ids already seen (a request triggers many evictions)."""
         self._on_eviction: Callable[[Any], None] = sink.on_eviction
         if isinstance(sink, BaseSink):
             if type(sink).on_eviction is BaseSink.on_eviction:  # one call fewer per receipt
@@ -122,21 +116,34 @@ class ReceiptEmitter:
             bind(self.run_id, self.sealer)
 
     def _lean_templates(self) -> tuple[bytes, bytes]:
-        """The lean eviction's canonical JSON as two templates (with and without
-        ``block_hash``), keys in sorted order.
+        """The lean eviction's canonical JSON without its closing brace, as two templates
+        (with and without ``block_hash``), keys in sorted order. What the evictions of one
+        round share is filled in from :meth:`_round_parts`.
         """
-        sealer = self.sealer
-        key_id = b'"key_id":"%b",' % sealer.key_id.encode() if sealer.key_id else b""
         head = (
-            b'{"after":' + _COUNTERS + b',"alg":"' + sealer.alg.encode() + b'","before":'
+            b'{"after":' + _COUNTERS + b',"alg":"' + self.sealer.alg.encode() + b'","before":'
             + _BEFORE + b","
         )  # fmt: skip
-        tail = (
-            b'"block_offset":%d,"block_size_bytes":%d,' + key_id + b'"kind":"eviction",%b'
-            + b'"reason":%b,"run_id":' + _literal(_dumps(self.run_id))
-            + b',"seq":%d,"session_id":%b,"timestamp":"%b","trigger_session_id":%b}'
-        )  # fmt: skip
+        tail = b'"block_offset":%d,%b"seq":%d,"session_id":%b,%b'
         return head + b'"block_hash":%d,' + tail, head + tail
+
+    def _round_parts(
+        self, now_ms: float, reason: str, trigger: str | None, block_size_bytes: int
+    ) -> tuple[bytes, bytes]:
+        """The two stretches of a lean eviction's JSON that every eviction of one round
+        shares: from ``block_size_bytes`` to ``run_id``, and from ``timestamp`` on.
+        """
+        self._stamp = self.clock.timestamp(now_ms)
+        key_id = self.sealer.key_id
+        middle = b'"block_size_bytes":%d,%b"kind":"eviction",%b"reason":%b,"run_id":%b,' % (
+            block_size_bytes,
+            b'"key_id":%b,' % _dumps(key_id) if key_id else b"",
+            self._performance() if self.tuning else b"",
+            _dumps(reason),
+            _dumps(self.run_id),
+        )
+        end = b'"timestamp":"%b","trigger_session_id":%b' % (self._stamp.encode(), _dumps(trigger))
+        return middle, end
 
     # -- framing -------------------------------------------------------------------------------
 
@@ -213,16 +220,12 @@ class ReceiptEmitter:
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
     def _performance(self) -> bytes:
-        """The lean ``performance`` member, re-encoded only when the meter has moved."""
+        """The lean ``performance`` member."""
         meter = self.meter
-        key = (meter.served, meter.latency_ms_total)
-        if key != self._perf_key:
-            self._perf_key = key
-            self._perf = _PERFORMANCE % (
-                _dumps(round(meter.average_latency_ms, 3)),
-                _dumps(round(meter.requests_per_second, 3)),
-            )
-        return self._perf
+        return _PERFORMANCE % (
+            _dumps(round(meter.average_latency_ms, 3)),
+            _dumps(round(meter.requests_per_second, 3)),
+        )
 
     def eviction(
         self,
@@ -286,37 +289,32 @@ class ReceiptEmitter:
         """:meth:`eviction` in the lean layout, positionally (the replay's hot path)."""
         seq = self.next_seq
         self.next_seq = seq + 1
-        if now_ms != self._stamp_ms:  # the evictions of one request share their time
-            self._stamp_ms = now_ms
-            self._stamp = self.clock.timestamp(now_ms)
-            self._stamp_json = self._stamp.encode()
+        # The evictions of one request share their time, trigger, reason and the meter's
+        # figures: their stretches of JSON are made once a round.
+        key = (now_ms, trigger_session_id, reason, block_size_bytes, self.meter.served)
+        if key != self._round_key:
+            self._round_key = key
+            self._round = self._round_parts(now_ms, reason, trigger_session_id, block_size_bytes)
+        middle, end = self._round
         strings = self._strings
         session = strings.get(session_id)
         if session is None:
+            if len(strings) > _STRING_CACHE:
+                strings.clear()
             session = strings[session_id] = _json_str(session_id)
-        trigger = strings.get(trigger_session_id)
-        if trigger is None:
-            trigger = strings[trigger_session_id] = _json_str(trigger_session_id)
-        why = strings.get(reason)
-        if why is None:
-            why = strings[reason] = _json_str(reason)
-        if len(strings) > _STRING_CACHE:
-            strings.clear()
-        perf = self._performance() if self.tuning else b""
-        after = (hits, misses, evictions + 1, sessions - 1, used_bytes - block_size_bytes)
         if block_hash is None:
-            payload = self._templates[1] % (
-                *after, sessions, used_bytes, block_offset, block_size_bytes, perf,
-                why, seq, session, self._stamp_json, trigger,
+            body = self._templates[1] % (
+                hits, misses, evictions + 1, sessions - 1, used_bytes - block_size_bytes,
+                sessions, used_bytes, block_offset, middle, seq, session, end,
             )  # fmt: skip
         else:
-            payload = self._templates[0] % (
-                *after, sessions, used_bytes, block_hash, block_offset, block_size_bytes, perf,
-                why, seq, session, self._stamp_json, trigger,
+            body = self._templates[0] % (
+                hits, misses, evictions + 1, sessions - 1, used_bytes - block_size_bytes,
+                sessions, used_bytes, block_hash, block_offset, middle, seq, session, end,
             )  # fmt: skip
         sealer = self.sealer
         prev = sealer.last_digest
-        digest, line = sealer.seal(payload)
+        digest, line = sealer.seal_body(body)
         self.emitted += 1
         record = SealedRecord("eviction", self.run_id, seq, self._stamp, prev, digest, line)
         try:

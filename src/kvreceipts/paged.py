@@ -232,6 +232,10 @@ class PagedKVCacheManager(ManagerCore):
         pin_admitting, batch, emitter = self.pin_admitting, self.batch_receipts, self._emitter
         lean = emitter.lean_eviction if emitter is not None and not emitter.upstream else None
         free_before = len(free)
+        if lean is not None:  # what every receipt of this request reads, read once
+            now_ms, block_bytes, reason = self.clock.now_ms, self.block_bytes, policy.name
+            hits_before, evictions_before = self.hits, self.evictions - 1
+            misses_before = self.misses + free_before  # each miss takes a slot: see below
         hits = evicted = 0
         round_: _Round | None = None
         for block_hash in hashes:
@@ -263,11 +267,10 @@ class PagedKVCacheManager(ManagerCore):
                 if lean is not None:  # the receipt of the block just evicted, inline
                     blocks = len(slot_of) + 1
                     self._last_eviction_seq = lean(
-                        self.clock.now_ms(), user_of[slot], slot * self.block_bytes,
-                        self.block_bytes, blocks, blocks * self.block_bytes, self.hits + hits,
-                        self.misses + free_before - len(free) + evicted,  # each miss took a slot
-                        self.evictions + evicted - 1, policy.name, request_id,
-                        victim,  # type: ignore[arg-type]
+                        now_ms(), user_of[slot], slot * block_bytes, block_bytes, blocks,
+                        blocks * block_bytes, hits_before + hits,
+                        misses_before - len(free) + evicted, evictions_before + evicted,
+                        reason, request_id, victim,  # type: ignore[arg-type]
                     )  # fmt: skip
                 elif emitter is not None:
                     misses = free_before - len(free) + evicted  # each miss took a slot
