@@ -56,7 +56,7 @@ _STRING_CACHE = 10_000
 _PERFORMANCE = b'"performance":{"average_latency_ms":%b,"average_requests_per_second":%b},'
 
 
-def _json_str(value: str | None) -> bytes:
+def _json_str(value: str) -> bytes:
     """JSON of a string, in bytes of its own size: orjson's result keeps a buffer of ~4 KiB,
     and a cache of thousands of them grew a replay's memory with the trace.
     """
@@ -98,8 +98,7 @@ class ReceiptEmitter:
         self._config_json = orjson.Fragment(canonical(config.to_dict()))
         self._templates = self._lean_templates()
         self._round_key: tuple[Any, ...] = ()
-        self._round: tuple[bytes, bytes] = (b"", b"")
-        self._stamp = ""
+        self._round: tuple[bytes, bytes, str] = (b"", b"", "")
         self._strings: dict[str, bytes] = {}
         """JSON of session ids already seen (a request triggers many evictions)."""
         self._on_eviction: Callable[[Any], None] = sink.on_eviction
@@ -129,11 +128,11 @@ class ReceiptEmitter:
 
     def _round_parts(
         self, now_ms: float, reason: str, trigger: str | None, block_size_bytes: int
-    ) -> tuple[bytes, bytes]:
-        """The two stretches of a lean eviction's JSON that every eviction of one round
-        shares: from ``block_size_bytes`` to ``run_id``, and from ``timestamp`` on.
+    ) -> tuple[bytes, bytes, str]:
+        """What every lean eviction of one round shares: its JSON from ``block_size_bytes``
+        to ``run_id`` and from ``timestamp`` on, and the timestamp.
         """
-        self._stamp = self.clock.timestamp(now_ms)
+        stamp = self.clock.timestamp(now_ms)
         key_id = self.sealer.key_id
         middle = b'"block_size_bytes":%d,%b"kind":"eviction",%b"reason":%b,"run_id":%b,' % (
             block_size_bytes,
@@ -142,8 +141,8 @@ class ReceiptEmitter:
             _dumps(reason),
             _dumps(self.run_id),
         )
-        end = b'"timestamp":"%b","trigger_session_id":%b' % (self._stamp.encode(), _dumps(trigger))
-        return middle, end
+        end = b'"timestamp":"%b","trigger_session_id":%b' % (stamp.encode(), _dumps(trigger))
+        return middle, end, stamp
 
     # -- framing -------------------------------------------------------------------------------
 
@@ -295,7 +294,7 @@ class ReceiptEmitter:
         if key != self._round_key:
             self._round_key = key
             self._round = self._round_parts(now_ms, reason, trigger_session_id, block_size_bytes)
-        middle, end = self._round
+        middle, end, stamp = self._round
         strings = self._strings
         session = strings.get(session_id)
         if session is None:
@@ -316,7 +315,7 @@ class ReceiptEmitter:
         prev = sealer.last_digest
         digest, line = sealer.seal_body(body)
         self.emitted += 1
-        record = SealedRecord("eviction", self.run_id, seq, self._stamp, prev, digest, line)
+        record = SealedRecord("eviction", self.run_id, seq, stamp, prev, digest, line)
         try:
             self._on_eviction(record)
         except Exception:
