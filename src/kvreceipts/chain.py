@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from kvreceipts.errors import InputError
+from kvreceipts.proofs.merkle import Frontier
 from kvreceipts.schema import ZERO_DIGEST
 
 __all__ = [
@@ -33,6 +34,7 @@ HMAC_KEY_ENV = "KVRECEIPTS_HMAC_KEY_FILE"
 DIGEST_SUFFIX_LEN = len(b',"digest":"') + 64 + len(b'"}')
 """Bytes the sealer appends to a record's canonical JSON (its closing brace replaced)."""
 _SORT = orjson.OPT_SORT_KEYS
+_sha256 = hashlib.sha256
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -67,12 +69,14 @@ def read_hmac_key(path: str | Path) -> bytes:
 
 
 class Sealer:
-    """Seals records of one run in order and remembers the chain head.
+    """Seals records of one run in order, remembers the chain head, and keeps the run's
+    Merkle tree (RFC 9162) as its frontier: every sealed line is a leaf, its index the
+    record's seq.
 
     ``alg`` and ``key_id`` are what every record must state (the digest covers them).
     """
 
-    __slots__ = ("_mac", "_prev", "alg", "key_id", "last_digest")
+    __slots__ = ("_mac", "_prev", "alg", "key_id", "last_digest", "last_leaf", "tree")
 
     def __init__(self, key: bytes | None = None) -> None:
         self.alg = "sha256" if key is None else "hmac-sha256"
@@ -81,6 +85,9 @@ class Sealer:
         self._mac = None if key is None else hmac.new(key, digestmod=hashlib.sha256)
         self.last_digest = ZERO_DIGEST
         self._prev = ZERO_DIGEST.encode()
+        self.tree = Frontier()
+        self.last_leaf = b""
+        """Leaf hash of the last sealed line."""
 
     def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add the fields that name how ``body`` is sealed."""
@@ -113,7 +120,16 @@ class Sealer:
             digest = self._digest(self._prev, body + b"}")
         self._prev = digest
         self.last_digest = text = digest.decode()
-        return text, b"".join((body, b',"digest":"', digest, b'"}\n'))
+        # The leaf is the line without its newline, behind RFC 9162's 0x00 prefix: one join
+        # makes both, the line a slice of it.
+        leaf = b"".join((b"\x00", body, b',"digest":"', digest, b'"}\n'))
+        self.last_leaf = last = _sha256(memoryview(leaf)[:-1]).digest()
+        self.tree.append(last)
+        return text, leaf[1:]
+
+    def root(self) -> str:
+        """The Merkle root of every line sealed so far, in hex."""
+        return self.tree.root().hex()
 
     def seal_dict(self, body: dict[str, Any]) -> tuple[str, bytes]:
         """:meth:`seal` for a record given as a dict (stamped here)."""

@@ -13,6 +13,7 @@ from kvreceipts.config import CachingConfig
 from kvreceipts.stats import KVCacheStatistics, ServiceMeter
 
 if TYPE_CHECKING:
+    from kvreceipts.checkpoints import Checkpoints
     from kvreceipts.emit import ReceiptEmitter
     from kvreceipts.policies import EvictionPolicy
     from kvreceipts.sinks.base import KvEventSink
@@ -62,6 +63,7 @@ class ManagerCore:
         batch_receipts: bool,
         snapshot_every: int,
         layout: str = "lean",
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.config = config if config is not None else CachingConfig()
         self.clock: Clock = clock if clock is not None else WallClock()
@@ -82,11 +84,18 @@ class ManagerCore:
         self.batch_receipts = batch_receipts
         self.snapshot_every = snapshot_every
         self._last_eviction_seq: int | None = None
-        self._emitter = self._make_emitter(sink, run_id, hmac_key, layout)
+        self._emitter = self._make_emitter(sink, run_id, hmac_key, layout, checkpoints)
         self._run_id = run_id
+        self._checkpointing = self._emitter is not None and self._emitter.checkpoints.every > 0
+        """Whether request boundaries may write checkpoint records."""
 
     def _make_emitter(
-        self, sink: KvEventSink | None, run_id: str | None, hmac_key: bytes | None, layout: str
+        self,
+        sink: KvEventSink | None,
+        run_id: str | None,
+        hmac_key: bytes | None,
+        layout: str,
+        checkpoints: Checkpoints | None,
     ) -> ReceiptEmitter | None:
         if sink is None:
             return None
@@ -104,6 +113,7 @@ class ManagerCore:
             run_id=run_id,
             hmac_key=hmac_key,
             layout=layout,
+            checkpoints=checkpoints,
         )
 
     def _open_run(self, source: str, workload: dict[str, object] | None) -> None:
@@ -225,6 +235,9 @@ class ManagerCore:
         self.requests += 1
         if self.snapshot_every and self.requests % self.snapshot_every == 0:
             self._snapshot_locked()
+        if self._checkpointing:
+            assert self._emitter is not None
+            self._emitter.boundary()
 
     def _snapshot_locked(self) -> None:
         emitter = self._emitter

@@ -14,13 +14,16 @@ checks the result against :func:`kvreceipts.chain.canonical` on random runs of r
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from kvreceipts.chain import Sealer, canonical
+from kvreceipts.checkpoints import Checkpoints
 from kvreceipts.receipts import (
+    CheckpointRecord,
     KvEvictionBatchReceipt,
     KvEvictionReport,
     KvPoolSnapshotReceipt,
@@ -77,6 +80,7 @@ class ReceiptEmitter:
         run_id: str | None = None,
         hmac_key: bytes | None = None,
         layout: str = "lean",
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         if layout not in ("lean", "upstream"):
             raise ValueError(f"unknown receipt layout {layout!r} (choose from: lean, upstream)")
@@ -89,6 +93,9 @@ class ReceiptEmitter:
         self.upstream = layout == "upstream"
         self.run_id = run_id or uuid.uuid4().hex
         self.sealer = Sealer(hmac_key)
+        self.checkpoints = checkpoints if checkpoints is not None else Checkpoints()
+        self._checkpoint_at = self.checkpoints.every or sys.maxsize
+        """The seq from which the next request boundary writes a checkpoint record."""
         self.next_seq = 0
         self.emitted = 0
         self.sink_failures = 0
@@ -176,16 +183,38 @@ class ReceiptEmitter:
         counts = dict(self.counts)
         if final_stats.evictions:
             counts["eviction"] = final_stats.evictions
+        size, root, note = self.checkpoints.state(self.run_id, self.sealer.tree)
         self._frame(RunClose(
             run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now),
             sim_time_ms=round(now, 3), records=seq, counts=dict(sorted(counts.items())),
             bytes_freed=bytes_freed, final_stats=final_stats.to_dict(),
-            head=self.sealer.last_digest,
+            head=self.sealer.last_digest, tree_size=size, root=root, checkpoint=note,
         ))  # fmt: skip
+        self._share(note)
+
+    def boundary(self) -> None:
+        """A request boundary (no eviction round is open): write a ``checkpoint`` record if
+        ``checkpoints.every`` records followed the last one.
+        """
+        if self.next_seq < self._checkpoint_at or self.closed:
+            return
+        now = self.clock.now_ms()
+        seq = self._take_seq()
+        size, root, note = self.checkpoints.state(self.run_id, self.sealer.tree)
+        self._frame(CheckpointRecord(
+            run_id=self.run_id, seq=seq, timestamp=self.clock.timestamp(now), tree_size=size,
+            root=root, checkpoint=note,
+        ))  # fmt: skip
+        self._checkpoint_at = self.next_seq + self.checkpoints.every
+        self._share(note)
+
+    def _share(self, note: str | None) -> None:
+        if not self.checkpoints.share(note):
+            self.sink_failures += 1
 
     def _frame(self, record: Receipt) -> None:
-        """Seal and deliver an open or close record (not counted in :attr:`emitted`, which
-        counts receipts).
+        """Seal and deliver an open, checkpoint or close record (not counted in
+        :attr:`emitted`, which counts receipts).
         """
         self._count(record.kind)
         self._seal(record, record.to_dict())

@@ -18,6 +18,7 @@ from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
 
 if TYPE_CHECKING:
+    from kvreceipts.checkpoints import Checkpoints
     from kvreceipts.clock import Clock
     from kvreceipts.config import CachingConfig
     from kvreceipts.sinks.base import KvEventSink
@@ -68,6 +69,7 @@ class KVCacheManager(ManagerCore):
         layout: str = "lean",
         source: str = "library",
         workload: dict[str, object] | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -78,6 +80,7 @@ class KVCacheManager(ManagerCore):
             batch_receipts=batch_receipts,
             snapshot_every=snapshot_every,
             layout=layout,
+            checkpoints=checkpoints,
         )
         self.pool = ArenaPool(self.config.kv_cache_size_bytes)
         self.sizing = sizing if sizing is not None else Sizing(BITNET_BYTES_PER_TOKEN)

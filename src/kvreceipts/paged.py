@@ -14,6 +14,7 @@ from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
 
 if TYPE_CHECKING:
+    from kvreceipts.checkpoints import Checkpoints
     from collections.abc import Container, Hashable, Sequence
 
     from kvreceipts.clock import Clock
@@ -81,6 +82,7 @@ class PagedKVCacheManager(ManagerCore):
         layout: str = "lean",
         source: str = "library",
         workload: dict[str, object] | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -91,6 +93,7 @@ class PagedKVCacheManager(ManagerCore):
             batch_receipts=batch_receipts,
             snapshot_every=snapshot_every,
             layout=layout,
+            checkpoints=checkpoints,
         )
         if block_tokens <= 0:
             raise UsageError("block_tokens must be positive")
@@ -194,7 +197,7 @@ class PagedKVCacheManager(ManagerCore):
         ``hold`` its blocks stay pinned until :meth:`release`.
         """
         with self._lock:
-            if self.closed or self.snapshot_every:  # the checks of the base class, then
+            if self.closed or self.snapshot_every or self._checkpointing:  # the base class's checks
                 self._check_open()
                 self._count_request()
             else:  # the replay's case, inline: one request more

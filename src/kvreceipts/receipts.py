@@ -19,6 +19,7 @@ from kvreceipts.stats import KVCacheStatistics, PerformanceReport
 
 __all__ = [
     "KINDS",
+    "CheckpointRecord",
     "SCHEMA_ID",
     "ZERO_DIGEST",
     "EvictionReason",
@@ -64,12 +65,18 @@ class Receipt:
 
     body_fields: ClassVar[tuple[str, ...]] = ()
     """The kind's own flat fields, in the order they are documented."""
+    optional_fields: ClassVar[tuple[str, ...]] = ()
+    """Flat fields written only when they are not ``None``."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready values (with ``digest`` once sealed)."""
         body = self._common()
         for name in self.body_fields:
             body[name] = getattr(self, name)
+        for name in self.optional_fields:
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
         return self._with_digest(body)
 
     def _common(self) -> dict[str, Any]:
@@ -106,6 +113,7 @@ class Receipt:
         """Build the record back from :meth:`to_dict` output."""
         kwargs = cls._common_kwargs(data)
         kwargs.update((name, data[name]) for name in cls.body_fields)  # loss: its prev_digest
+        kwargs.update((name, data.get(name)) for name in cls.optional_fields)
         return cls(**kwargs)
 
 
@@ -137,7 +145,9 @@ class RunClose(Receipt):
     kind: ClassVar[str] = "close"
     body_fields = (
         "schema", "sim_time_ms", "records", "counts", "bytes_freed", "final_stats", "head",
+        "tree_size", "root",
     )  # fmt: skip
+    optional_fields = ("checkpoint",)
     schema: str = SCHEMA_ID
     sim_time_ms: float
     records: int
@@ -145,6 +155,25 @@ class RunClose(Receipt):
     bytes_freed: int
     final_stats: dict[str, Any]
     head: str
+    tree_size: int
+    """Leaves of the run's Merkle tree: every record before this one (lost ones too)."""
+    root: str
+    """RFC 9162 root of those leaves, in hex."""
+    checkpoint: str | None = None
+    """A signed note of the tree (with a signing key)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class CheckpointRecord(Receipt):
+    """The run's Merkle tree so far, written every N records (``--checkpoint-every``)."""
+
+    kind: ClassVar[str] = "checkpoint"
+    body_fields = ("tree_size", "root")
+    optional_fields = ("checkpoint",)
+    tree_size: int
+    """Leaves of the tree: every record before this one (this record's seq)."""
+    root: str
+    checkpoint: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -276,12 +305,20 @@ class LossReceipt(Receipt):
     """
 
     kind: ClassVar[str] = "loss"
-    body_fields = ("sink", "first_seq", "last_seq", "count", "prev_digest", "last_lost_digest")
+    body_fields = (
+        "sink", "first_seq", "last_seq", "count", "prev_digest", "last_lost_digest",
+        "lost_counts", "lost_tree",
+    )  # fmt: skip
     sink: str
     first_seq: int
     last_seq: int
     count: int
     last_lost_digest: str
+    lost_counts: dict[str, int] = field(default_factory=dict)
+    """The dropped records by kind."""
+    lost_tree: list[str] = field(default_factory=list)
+    """Hex hashes of the maximal aligned Merkle subtrees of the dropped range, in order: the
+    run's root still binds what was lost."""
 
 
 class SealedRecord:
@@ -309,8 +346,8 @@ Record = Receipt | SealedRecord
 KINDS: dict[str, type[Receipt]] = {
     cls.kind: cls
     for cls in (
-        RunOpen, RunClose, KvEvictionReport, KvEvictionBatchReceipt, KvPoolSnapshotReceipt,
-        LossReceipt,
+        RunOpen, RunClose, CheckpointRecord, KvEvictionReport, KvEvictionBatchReceipt,
+        KvPoolSnapshotReceipt, LossReceipt,
     )
 }  # fmt: skip
 

@@ -202,6 +202,15 @@ _LOSS: dict[str, Field] = {
     "last_lost_digest": _f("string", "Digest of the last dropped record.", pattern=HEX64),
 }
 
+_TREE: dict[str, Field] = {
+    "tree_size": _f("integer", "Leaves of the run's Merkle tree: the records before this one "
+                    "(lost ones included), i.e. this record's seq.", minimum=1),
+    "root": _f("string", "RFC 9162 Merkle root of those leaves (each leaf a line without its "
+               "newline), in hex.", pattern=HEX64),
+    "checkpoint": _f("string", "With a signing key: a C2SP signed note of the tree (origin "
+                     "kvreceipts/run/RUN_ID, size, base64 root).", optional=True),
+}
+
 KINDS_V1: dict[str, dict[str, Field]] = {
     "eviction": {
         **{k: v for k, v in EVICTION_LAYOUTS["upstream"].items() if k not in ("schema",
@@ -240,7 +249,9 @@ KINDS: dict[str, dict[str, Field]] = {
         "final_stats": _f("object", "The cache's statistics at the end.", fields=STATISTICS),
         "head": _f("string", "Digest of the record before this one: the chain head it closes.",
                    pattern=HEX64),
+        **_TREE,
     },
+    "checkpoint": _TREE,
     "eviction": EVICTION_LAYOUTS["lean"],
     "eviction_batch": {
         **_BATCH,
@@ -255,6 +266,9 @@ KINDS: dict[str, dict[str, Field]] = {
     "loss": {
         **_LOSS,
         "prev_digest": _f("string", "Digest of the record before the gap.", pattern=HEX64),
+        "lost_counts": _f("object", "The dropped records by kind."),
+        "lost_tree": _f("array", "Hex hashes of the maximal aligned Merkle subtrees covering "
+                        "first_seq..last_seq, in order: the root still binds what was lost."),
     },
 }  # fmt: skip
 """The ``/2`` kinds (``eviction`` in the lean layout; see :data:`EVICTION_LAYOUTS`)."""

@@ -25,6 +25,7 @@ from kvreceipts.workloads import TraceStats, detect_format, read_trace, syntheti
 from kvreceipts.workloads.traces import MOONCAKE_BLOCK_TOKENS
 
 if TYPE_CHECKING:
+    from kvreceipts.checkpoints import Checkpoints
     import threading
     from collections.abc import Callable, Iterable, Iterator
 
@@ -171,7 +172,11 @@ def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Pla
 
 
 def build_manager(
-    plan: Plan, *, sink: KvEventSink | None = None, hmac_key: bytes | None = None
+    plan: Plan,
+    *,
+    sink: KvEventSink | None = None,
+    hmac_key: bytes | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> ManagerCore:
     """The manager the plan asks for, on a fresh simulated clock."""
     sim = plan.simulation
@@ -182,6 +187,7 @@ def build_manager(
         "sizing": plan.sizing,
         "run_id": plan.run_id,
         "hmac_key": hmac_key,
+        "checkpoints": checkpoints,
         "batch_receipts": sim.batch_receipts,
         "snapshot_every": sim.snapshot_every,
         "layout": sim.layout,

@@ -14,6 +14,8 @@ __all__ = [
     "AppendOption",
     "ConfigOption",
     "ForceOption",
+    "CheckpointEveryOption",
+    "CheckpointOutOption",
     "HmacKeyOption",
     "InputArgument",
     "OutputOption",
@@ -22,6 +24,7 @@ __all__ = [
     "ReceiptFormat",
     "ReportFormat",
     "ReportFormatOption",
+    "SignKeyOption",
     "check_output",
 ]
 
@@ -60,6 +63,23 @@ HmacKeyOption = Annotated[
     Path | None,
     typer.Option("--hmac-key-file", envvar=HMAC_KEY_ENV, dir_okay=False, show_default=False,
                  help="File holding the HMAC key: digests become HMAC-SHA-256."),
+]  # fmt: skip
+SignKeyOption = Annotated[
+    Path | None,
+    typer.Option("--sign-key", dir_okay=False, show_default=False,
+                 help="Signer key (kvreceipts keygen's .key): every close record, and every "
+                 "checkpoint record, carries a signed checkpoint of the run's Merkle tree."),
+]  # fmt: skip
+CheckpointEveryOption = Annotated[
+    int,
+    typer.Option("--checkpoint-every", min=0, metavar="N",
+                 help="Also write a checkpoint record (the tree's size and root, signed with "
+                 "--sign-key) once N records followed the last one; 0: only at the close."),
+]  # fmt: skip
+CheckpointOutOption = Annotated[
+    Path | None,
+    typer.Option("--checkpoint-out", dir_okay=False, show_default=False,
+                 help="Keep the latest signed checkpoint in this file (replaced atomically)."),
 ]  # fmt: skip
 ReportFormatOption = Annotated[
     ReportFormat,

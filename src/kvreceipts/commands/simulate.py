@@ -13,6 +13,8 @@ import typer
 
 from kvreceipts import features
 from kvreceipts.commands.options import (
+    CheckpointEveryOption,
+    CheckpointOutOption,
     AppendOption,
     ConfigOption,
     ForceOption,
@@ -20,6 +22,7 @@ from kvreceipts.commands.options import (
     OutputOption,
     PinOption,
     QuietOption,
+    SignKeyOption,
     ReceiptFormat,
     check_output,
 )
@@ -30,6 +33,7 @@ from kvreceipts.errors import UsageError
 from kvreceipts.policies import POLICIES
 
 if TYPE_CHECKING:
+    from kvreceipts.checkpoints import Checkpoints
     from kvreceipts.simulation import Plan
     from kvreceipts.sinks.base import BaseSink
 
@@ -316,6 +320,9 @@ def simulate(
     ] = False,
     limit: Annotated[int, typer.Option(help="Receipts shown in the table.", min=0)] = 20,
     hmac_key_file: HmacKeyOption = None,
+    sign_key: SignKeyOption = None,
+    checkpoint_every: CheckpointEveryOption = 0,
+    checkpoint_out: CheckpointOutOption = None,
     skip_bad_lines: Annotated[
         bool | None,
         typer.Option(
@@ -378,7 +385,12 @@ def simulate(
         for note in notes:
             out.note(note)
         _check_output(plan, append=append, force=force)
-        lost = _run(plan, out, chosen, limit, append=append)
+        checkpoints = None
+        if plan.caching.enable_receipts:
+            from kvreceipts.checkpoints import make_checkpoints
+
+            checkpoints = make_checkpoints(sign_key, checkpoint_every, checkpoint_out)
+        lost = _run(plan, out, chosen, limit, append=append, checkpoints=checkpoints)
         if lost and not allow_sink_loss:
             raise typer.Exit(1)
 
@@ -393,7 +405,15 @@ def _check_output(plan: Plan, *, append: bool, force: bool) -> None:
     check_output(output, append=append, force=force)
 
 
-def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: bool) -> int:
+def _run(
+    plan: Plan,
+    out: Output,
+    fmt: ReceiptFormat,
+    limit: int,
+    *,
+    append: bool,
+    checkpoints: Checkpoints | None,
+) -> int:
     """Run the plan and report it; returns how many sinks lost receipts."""
     from kvreceipts.simulation import build_manager, run_simulation
 
@@ -407,7 +427,7 @@ def _run(plan: Plan, out: Output, fmt: ReceiptFormat, limit: int, *, append: boo
         key = read_hmac_key(sim.hmac_key_file) if sim.hmac_key_file else None
         sinks, stop = _sinks(plan, out, fmt, limit, append=append)
         sink = fan_out(sinks)
-    manager = build_manager(plan, sink=sink, hmac_key=key)
+    manager = build_manager(plan, sink=sink, hmac_key=key, checkpoints=checkpoints)
     with progress(out, plan) as advance:
         result = run_simulation(
             manager,

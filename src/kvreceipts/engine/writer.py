@@ -11,9 +11,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from kvreceipts.chain import Sealer, canonical
+from kvreceipts.checkpoints import Checkpoints
 from kvreceipts.clock import _Formatter
 from kvreceipts.config import CachingConfig
-from kvreceipts.receipts import LossReceipt, RunClose, RunOpen, SealedRecord
+from kvreceipts.receipts import CheckpointRecord, LossReceipt, RunClose, RunOpen, SealedRecord
 from kvreceipts.sinks.base import KV_RECEIPTS_TARGET
 from kvreceipts.stats import KVCacheStatistics
 
@@ -37,9 +38,20 @@ class RunWriter:
     """
 
     def __init__(
-        self, sink: BaseSink, *, run_id: str, start_s: float, key: bytes | None = None
+        self,
+        sink: BaseSink,
+        *,
+        run_id: str,
+        start_s: float,
+        key: bytes | None = None,
+        checkpoints: Checkpoints | None = None,
+        checkpoint_interval_s: float = 0.0,
     ) -> None:
         self.sink = sink
+        self.checkpoints = checkpoints if checkpoints is not None else Checkpoints()
+        self.checkpoint_interval_s = checkpoint_interval_s
+        """Also write a checkpoint record once this many seconds passed since the last one."""
+        self._last_checkpoint = (0, start_s)  # (seq, time) of the last checkpoint
         self.run_id = run_id
         self.start_s = start_s
         self.sealer = Sealer(key)
@@ -137,7 +149,8 @@ class RunWriter:
         loss = LossReceipt(
             run_id=self.run_id, seq=seq, timestamp=timestamp, alg=sealer.alg,
             key_id=sealer.key_id, prev_digest=prev, sink=what, first_seq=seq, last_seq=seq,
-            count=1, last_lost_digest=withheld_digest,
+            count=1, last_lost_digest=withheld_digest, lost_counts={WITHHELD: 1},
+            lost_tree=[sealer.last_leaf.hex()],
         )  # fmt: skip
         loss.digest, loss.line = sealer.seal_beside(prev, loss.to_dict())
         self.lost_slots += 1
@@ -172,15 +185,39 @@ class RunWriter:
             counts[WITHHELD] = self.lost_slots
         stats = KVCacheStatistics(total_sessions=resident_blocks, evictions=removals)
         timestamp = self.stamp(at_s)
+        size, root, note = self.checkpoints.state(self.run_id, self.sealer.tree)
         self._frame(RunClose(
             run_id=self.run_id, seq=-1, timestamp=timestamp, sim_time_ms=self._sim_ms(at_s),
             records=self.next_seq, counts=dict(sorted(counts.items())), bytes_freed=0,
-            final_stats=stats.to_dict(), head=self.sealer.last_digest,
+            final_stats=stats.to_dict(), head=self.sealer.last_digest, tree_size=size,
+            root=root, checkpoint=note,
         ))  # fmt: skip
+        self.checkpoints.share(note)
         try:
             self.sink.close()
         except Exception:
             log.warning("closing the receipt sink failed", exc_info=True)
+
+    def boundary(self, at_s: float) -> None:
+        """Between two batches: write a ``checkpoint`` record if ``checkpoints.every``
+        records or ``checkpoint_interval_s`` seconds followed the last one.
+        """
+        every, interval = self.checkpoints.every, self.checkpoint_interval_s
+        last_seq, last_s = self._last_checkpoint
+        if self.closed or not (
+            (every and self.next_seq - last_seq >= every)
+            or (interval and at_s - last_s >= interval)
+        ):
+            return
+        timestamp = self.stamp(at_s)
+        size, root, note = self.checkpoints.state(self.run_id, self.sealer.tree)
+        self._frame(CheckpointRecord(
+            run_id=self.run_id, seq=-1, timestamp=timestamp, tree_size=size, root=root,
+            checkpoint=note,
+        ))  # fmt: skip
+        self.counts["checkpoint"] = self.counts.get("checkpoint", 0) + 1
+        self._last_checkpoint = (self.next_seq, at_s)
+        self.checkpoints.share(note)
 
     def _frame(self, record: Receipt) -> None:
         sealer = self.sealer

@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from kvreceipts.proofs.merkle import RangeCover, leaf_hash
 from kvreceipts.receipts import LossReceipt
 
 if TYPE_CHECKING:
@@ -63,18 +64,27 @@ class LossTracker:
     pending: LossReceipt | None = None
     sealer: Sealer | None = None
     ready: list[LossReceipt] = field(default_factory=list)
+    _cover: RangeCover | None = None
+    """The Merkle subtrees of the open range's dropped lines."""
 
     def drop(self, record: Record) -> None:
         """Count ``record`` as dropped: extend the open range, or open a new one."""
         loss = self.pending
-        if loss is not None and record.seq == loss.last_seq + 1:
+        if loss is None or record.seq != loss.last_seq + 1:
+            self.close_range()
+            loss = self._open_range(record)
+        else:
             loss.last_seq = loss.seq = record.seq
             loss.count += 1
             loss.last_lost_digest = record.digest
             loss.timestamp = record.timestamp
-            return
-        self.close_range()
-        self.pending = LossReceipt(
+        loss.lost_counts[record.kind] = loss.lost_counts.get(record.kind, 0) + 1
+        assert self._cover is not None
+        self._cover.append(leaf_hash(record.line[:-1]))
+
+    def _open_range(self, record: Record) -> LossReceipt:
+        self._cover = RangeCover(record.seq)
+        self.pending = loss = LossReceipt(
             run_id=record.run_id,
             seq=record.seq,
             timestamp=record.timestamp,
@@ -85,11 +95,15 @@ class LossTracker:
             count=1,
             last_lost_digest=record.digest,
         )
+        return loss
 
     def close_range(self) -> None:
         """End the open range (a record got through after it): seal it and make it ready."""
         loss = self.pending
         if loss is not None:
+            assert self._cover is not None
+            loss.lost_tree = [digest.hex() for digest in self._cover.hashes()]
+            loss.lost_counts = dict(sorted(loss.lost_counts.items()))
             if self.sealer is not None:
                 loss.alg, loss.key_id = self.sealer.alg, self.sealer.key_id
                 loss.digest, loss.line = self.sealer.seal_beside(loss.prev_digest, loss.to_dict())
