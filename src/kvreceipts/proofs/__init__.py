@@ -1,0 +1,6 @@
+"""Standards-based proof machinery, knowing nothing of receipts: RFC 9162 Merkle trees
+(:mod:`.merkle`), C2SP signed notes with Go's sumdb/note keys (:mod:`.note`), C2SP
+tlog-checkpoints (:mod:`.checkpoint`) and kvreceipts' proof bundles (:mod:`.bundle`).
+
+Import the submodules directly; this package imports nothing, so that start-up stays fast.
+"""
