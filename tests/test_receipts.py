@@ -23,6 +23,7 @@ if TYPE_CHECKING or features.enabled("receipts"):
     from kvreceipts.chain import Sealer, canonical, chain_digest, key_id, read_hmac_key
     from kvreceipts.emit import ReceiptEmitter
     from kvreceipts.receipts import (
+        CheckpointRecord,
         KINDS,
         SCHEMA_ID,
         ZERO_DIGEST,
@@ -142,6 +143,8 @@ def samples() -> list[Receipt]:
             last_seq=7,
             count=2,
             last_lost_digest="cd" * 32,
+            lost_counts={"eviction": 2},
+            lost_tree=["ef" * 32],
         ),
         RunOpen(
             **COMMON,
@@ -165,12 +168,16 @@ def samples() -> list[Receipt]:
             bytes_freed=139264,
             final_stats=after.to_dict(),
             head="ef" * 32,
+            tree_size=8,
+            root="ab" * 32,
         ),
+        CheckpointRecord(**COMMON, seq=4, tree_size=4, root="cd" * 32),
     ]
 
 
 SAMPLE_IDS = [
     "eviction", "eviction-full", "batch", "snapshot", "snapshot-as-of", "loss", "open", "close",
+    "checkpoint",
 ]  # fmt: skip
 
 
@@ -225,7 +232,7 @@ def test_records_carry_the_common_fields() -> None:
         # The frame and upstream's eviction payload name the schema; the rest do not.
         assert body.get("schema", SCHEMA_ID) == SCHEMA_ID
         assert ("schema" in body) == (record.kind in ("open", "close", "eviction"))
-        assert ("sim_time_ms" in body) == (record.kind != "loss")
+        assert ("sim_time_ms" in body) == (record.kind not in ("loss", "checkpoint"))
         assert check_record(body | {"digest": "0" * 64}, "upstream") is None
 
 

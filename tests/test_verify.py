@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from kvreceipts.chain import canonical, chain_digest, key_id
 from kvreceipts.config import CachingConfig, SimulationConfig
 from kvreceipts.errors import InputError
+from kvreceipts.proofs.merkle import RangeCover, leaf_hash
 from kvreceipts.schema import ZERO_DIGEST
 from kvreceipts.simulation import build_manager, plan_simulation, run_simulation
 from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
@@ -99,12 +100,25 @@ def test_a_genuine_run_verifies_with_its_anchor(
 # 1. A forged loss record cannot move the anchor or hide records -------------------------------
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    """The sealed line of a parsed record, without its newline."""
+    body = canonical({k: v for k, v in record.items() if k != "digest"})
+    return body[:-1] + b',"digest":"%s"}' % record["digest"].encode()
+
+
 def _loss(record_before: dict[str, Any], lost: list[dict[str, Any]]) -> dict[str, Any]:
+    cover = RangeCover(lost[0]["seq"])
+    counts: dict[str, int] = {}
+    for record in lost:
+        cover.append(leaf_hash(_line(record)))
+        counts[record["kind"]] = counts.get(record["kind"], 0) + 1
     return {
         "kind": "loss", "run_id": lost[0]["run_id"], "seq": lost[-1]["seq"],
         "timestamp": lost[-1]["timestamp"], "alg": lost[0]["alg"], "sink": "http",
         "first_seq": lost[0]["seq"], "last_seq": lost[-1]["seq"], "count": len(lost),
         "prev_digest": record_before["digest"], "last_lost_digest": lost[-1]["digest"],
+        "lost_counts": dict(sorted(counts.items())),
+        "lost_tree": [h.hex() for h in cover.hashes()],
         **({"key_id": lost[0]["key_id"]} if "key_id" in lost[0] else {}),
     }  # fmt: skip
 

@@ -49,10 +49,9 @@ class Checkpoints:
         """The signed note of the run's tree at ``size`` (``None`` without a signer)."""
         if self.signer is None:
             return None
-        from kvreceipts.proofs.checkpoint import format_checkpoint
-        from kvreceipts.proofs.note import sign
+        from kvreceipts.proofs.checkpoint import Checkpoint, sign_checkpoint
 
-        return sign(format_checkpoint(origin(run_id), size, root), self.signer)
+        return sign_checkpoint(Checkpoint(origin(run_id), size, root), self.signer)
 
     def state(self, run_id: str, tree: Frontier) -> tuple[int, str, str | None]:
         """What a record sealed next states of ``tree``: its size, hex root, signed note."""
@@ -114,12 +113,13 @@ def make_checkpoints(
         return None
     signer = None
     if sign_key is not None:
-        from kvreceipts.proofs.note import NoteError, parse_signer
+        from kvreceipts.proofs.errors import ProofError
+        from kvreceipts.proofs.note import parse_signer
 
         text = read_key_text(sign_key, "signer key")
         try:
             signer = parse_signer(text)
-        except NoteError as exc:
+        except (ProofError, ValueError) as exc:
             raise InputError(str(exc), path=str(sign_key)) from None
     publish = None
     if out is not None:

@@ -13,6 +13,7 @@ from typer.core import TyperGroup, TyperOption
 from kvreceipts import __version__
 from kvreceipts.commands import config as config_command
 from kvreceipts.commands import schema as schema_command
+from kvreceipts.commands import prove as prove_command
 from kvreceipts.commands import simulate as simulate_command
 from kvreceipts.commands import stats as stats_command
 from kvreceipts.commands import sweep as sweep_command
@@ -121,6 +122,7 @@ def _root(
 app.command(epilog=simulate_command.EXAMPLES)(simulate_command.simulate)
 app.command(epilog=sweep_command.EXAMPLES)(sweep_command.sweep)
 app.command(epilog=verify_command.EXAMPLES)(verify_command.verify)
+app.command(epilog=prove_command.EXAMPLES)(prove_command.prove)
 app.command(epilog=stats_command.EXAMPLES)(stats_command.stats)
 app.command(epilog=schema_command.EXAMPLES)(schema_command.schema)
 app.command(epilog=watch_command.EXAMPLES)(watch_command.watch)

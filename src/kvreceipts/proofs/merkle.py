@@ -32,6 +32,7 @@ __all__ = [
     "Frontier",
     "LostLeafError",
     "Node",
+    "RangeCover",
     "aligned_ranges",
     "check_consistency",
     "check_inclusion",
@@ -180,6 +181,36 @@ def aligned_ranges(first: int, last: int) -> list[tuple[int, int]]:
         out.append((start, height))
         start += 1 << height
     return out
+
+
+class RangeCover:
+    """The maximal aligned subtrees over leaves ``first, first + 1, …`` appended in order
+    (what a loss record carries for the range it stands for), with O(log n) memory.
+    """
+
+    __slots__ = ("_nodes", "end")
+
+    def __init__(self, first: int) -> None:
+        self._nodes: list[tuple[int, int, bytes]] = []  # (start, height, hash)
+        self.end = first
+
+    def append(self, leaf: bytes) -> None:
+        """Add the next leaf hash of the range."""
+        nodes = self._nodes
+        start, height, digest = self.end, 0, leaf
+        self.end += 1
+        # Merge with the left sibling while both are whole and this pair is aligned.
+        while nodes:
+            left_start, left_height, left = nodes[-1]
+            if left_height != height or left_start % (1 << (height + 1)):
+                break
+            nodes.pop()
+            start, height, digest = left_start, height + 1, node_hash(left, digest)
+        nodes.append((start, height, digest))
+
+    def hashes(self) -> list[bytes]:
+        """The subtrees' hashes, in order (their ranges are :func:`aligned_ranges`)."""
+        return [digest for _start, _height, digest in self._nodes]
 
 
 # --- Which ranges a proof needs (RFC 9162 §2.1.3.1 and §2.1.4.1) ---

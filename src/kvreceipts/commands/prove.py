@@ -1,0 +1,113 @@
+"""``kvreceipts prove``: a proof bundle that one receipt (or a session's) is in a signed run,
+or that a run's tree grew from an earlier checkpoint without rewriting it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from kvreceipts.commands.options import ForceOption, check_output
+from kvreceipts.commands.output import Output
+from kvreceipts.commands.reading import open_receipts
+from kvreceipts.errors import UsageError
+
+__all__ = ["prove"]
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  kvreceipts keygen auditor -o auditor && kvreceipts simulate --sign-key auditor.key -o run.jsonl
+  kvreceipts prove run.jsonl --seq 42 -o seq42.proof.json
+  kvreceipts prove run.jsonl --session chat-35 -o chat-35.proof.json
+  kvreceipts prove run.jsonl --from-size 300 -o grew.proof.json
+  kvreceipts verify-proof seq42.proof.json --vkey auditor.pub
+
+The proof is against the run's newest signed checkpoint (its close record's, once closed).
+Exit status: 0 written, 2 unusable input (no such seq, no signed checkpoint, …).
+"""
+
+_PROOF, _CONSISTENCY = "kvreceipts.proof/1", "kvreceipts.consistency/1"
+
+
+def prove(
+    path: Annotated[Path, typer.Argument(help="A receipts file written with --sign-key.",
+                                         dir_okay=False, show_default=False)],
+    seq: Annotated[int | None, typer.Option(help="Prove the record with this seq.", min=0,
+                                            show_default=False)] = None,
+    session: Annotated[str | None, typer.Option(help="Prove every eviction receipt of this "
+                                                "session.", show_default=False)] = None,
+    from_size: Annotated[int | None, typer.Option(
+        help="Prove the run's newest checkpoint extends its tree at this size (an earlier "
+        "checkpoint's tree_size).", min=1, show_default=False)] = None,
+    run: Annotated[str | None, typer.Option(help="The run (its run_id) in a file of "
+                                            "several.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False,
+                                                help="Write the bundle here (default: "
+                                                "stdout).", show_default=False)] = None,
+    force: ForceOption = False,
+) -> None:
+    """Write an RFC 9162 inclusion (or consistency) proof bundle that anyone holding the
+    signer's public key can check with ``kvreceipts verify-proof``, without the receipts file.
+    """  # fmt: skip
+    from kvreceipts import proving
+
+    asked = [name for name, value in (("--seq", seq), ("--session", session),
+                                      ("--from-size", from_size)) if value is not None]  # fmt: skip
+    if len(asked) != 1:
+        raise UsageError("give exactly one of --seq, --session and --from-size")
+    name = str(path)
+    if name == "-":
+        raise UsageError("prove reads its file twice: give a file, not standard input")
+    check_output(output, append=False, force=force)
+    out = Output()
+
+    def wanted(head: Any, line: bytes) -> bool:
+        if seq is not None:
+            return bool(head.seq == seq and head.kind != "loss")
+        return session is not None and head.kind == "eviction" and (
+            b'"session_id":' + orjson.dumps(session) in line
+        )
+
+    with open_receipts(name) as lines:
+        found = proving.scan(lines, name, run=run, wanted=None if from_size else wanted)
+    bundle: dict[str, Any]
+    if from_size is not None:
+        with open_receipts(name) as lines:
+            path_hashes = proving.consistency(lines, name, found, from_size)
+        bundle = {"format": _CONSISTENCY, "run_id": found.run_id, "old_size": from_size,
+                  "new_size": found.tree_size, "consistency": [h.hex() for h in path_hashes],
+                  "checkpoint": found.checkpoint}  # fmt: skip
+        what = f"tree size {from_size:,} → {found.tree_size:,}"
+    else:
+        targets = [t for t in found.targets if session is None or _session_of(t.line) == session]
+        if not targets:
+            missing = (f"seq {seq} is not in" if seq is not None
+                       else f"no eviction receipt of session {session[:60]} in")  # fmt: skip
+            raise UsageError(f"{name}: {missing} run {found.run_id[:40]}")
+        with open_receipts(name) as lines:
+            paths = proving.inclusions(lines, name, found, targets)
+        entries = [{"record": t.line.decode(), "leaf_index": t.seq, "tree_size": found.tree_size,
+                    "inclusion": [h.hex() for h in p]} for t, p in zip(targets, paths, strict=True)]  # fmt: skip
+        if seq is not None:
+            bundle = {"format": _PROOF, "run_id": found.run_id, **entries[0],
+                      "checkpoint": found.checkpoint}  # fmt: skip
+            what = f"seq {seq}"
+        else:
+            bundle = {"format": _PROOF, "run_id": found.run_id, "tree_size": found.tree_size,
+                      "proofs": entries, "checkpoint": found.checkpoint}  # fmt: skip
+            what = f"{len(entries):,} receipt(s) of session {session}"
+    data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+    if output is None:
+        out.write(data)
+    else:
+        output.write_bytes(data)
+    out.note(f"proof of {what} in run {found.run_id} under its signed checkpoint of "
+             f"{found.tree_size:,} records" + (f" written to {output}" if output else ""))
+
+
+def _session_of(line: bytes) -> object:
+    return orjson.loads(line).get("session_id")
