@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from kvreceipts.commands.options import (
 )
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.reading import open_receipts
+from kvreceipts.commands.signing import read_verifier
 from kvreceipts.errors import UsageError
 
 __all__ = ["verify"]
@@ -35,6 +37,14 @@ _AUTH = {
     "unauthenticated": "UNAUTHENTICATED: plain SHA-256, anyone who can rewrite the file can "
     "re-chain it; use HMAC (--hmac-key-file) and an anchor to prove more",
     "unchecked": "NOT AUTHENTICATED: HMAC-sealed, but no key was given",
+}
+
+
+_SIGNATURES = {
+    "verified": "signed: {n:,} checkpoint(s) verified with the --vkey key",
+    "failed": "[red]signatures: a checkpoint is missing, or not signed by the --vkey key[/red]",
+    "unchecked": "[yellow]{n:,} signed checkpoint(s) not checked: give the signer's public "
+    "key (--vkey FILE.pub)[/yellow]",
 }
 
 
@@ -93,10 +103,20 @@ def verify(
             show_default=False,
         ),
     ] = False,
+    vkey: Annotated[
+        Path | None,
+        typer.Option(
+            "--vkey",
+            dir_okay=False,
+            help="Verifier key (kvreceipts keygen's .pub): open every signed checkpoint with "
+            "it; a run whose close record is not signed by it fails.",
+            show_default=False,
+        ),
+    ] = None,
     fmt: ReportFormatOption = ReportFormat.table,
 ) -> None:
-    """Verify a receipt stream: bytes, framing, seq, hash chain, HMAC, anchors, byte
-    conservation, time.
+    """Verify a receipt stream: bytes, framing, seq, hash chain, Merkle roots, signed
+    checkpoints, HMAC, anchors, byte conservation, time.
     """
     from kvreceipts.chain import read_hmac_key
     from kvreceipts.verify import VerifyOptions, verify_lines
@@ -109,6 +129,7 @@ def verify(
         allow_loss=allow_loss,
         require_hmac=require_hmac,
         no_auth=no_auth,
+        verifier=read_verifier(vkey) if vkey else None,
     )
     with open_receipts(path) as lines:
         report = verify_lines(lines, path=path, options=options)
@@ -168,5 +189,7 @@ def _print_report(out: Output, report: object) -> None:
             f"{report.records:,} records{hint}"
         )
     out.show(f"{'[yellow]' if report.authentication != 'authenticated' else ''}{auth}")
+    if report.signatures != "none":
+        out.show(_SIGNATURES[report.signatures].format(n=report.checkpoints))
     if report.authentication != "authenticated" and not out.stdout_is_terminal:
         out.warn(f"{report.path}: {auth}")  # stdout may be a pipe nobody reads

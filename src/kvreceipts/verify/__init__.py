@@ -27,6 +27,8 @@ from kvreceipts.verify.report import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from kvreceipts.proofs.note import Verifier
+
 __all__ = [
     "MAX_KEPT_VIOLATIONS",
     "DeclaredLoss",
@@ -54,6 +56,8 @@ class VerifyOptions:
     """Fail any record not sealed with HMAC."""
     no_auth: bool = False
     """Accept HMAC-sealed records that cannot be checked for want of the key."""
+    verifier: Verifier | None = None
+    """Open every signed checkpoint with this key; a close record without one fails."""
 
 
 def _format_of(first: bytes) -> str | None:
@@ -75,7 +79,7 @@ def verify_lines(
     Raises :class:`~kvreceipts.errors.InputError` when the first line is no receipt at all.
     """
     options = options or VerifyOptions()
-    report = VerifyReport(path, hmac=options.key is not None)
+    report = VerifyReport(path, hmac=options.key is not None, vkey=options.verifier is not None)
     stream: Iterator[bytes] = iter(lines)
     first = next(stream, None)
     if first is None:

@@ -86,6 +86,10 @@ class VerifyReport:
     """HMAC records whose digest could not be checked (no key given)."""
     incomplete_runs: int = 0
     digest_failures: int = 0
+    checkpoints: int = 0
+    """Signed checkpoints the file holds (checkpoint and close records)."""
+    vkey: bool = False
+    """A verifier key was given: every signed checkpoint was opened with it."""
     last_digest: str | None = None
     """Digest of the last record of the last run (its close record when complete)."""
 
@@ -104,6 +108,15 @@ class VerifyReport:
         if self.unchecked:
             return "unchecked"
         return "authenticated" if self.records else "unauthenticated"
+
+    @property
+    def signatures(self) -> str:
+        """``verified`` (every signed checkpoint opened with the verifier key), ``unchecked``
+        (signed checkpoints, no key given) or ``none`` (no signed checkpoint).
+        """
+        if self.vkey and (self.checkpoints or not self.ok):
+            return "verified" if self.ok else "failed"
+        return "unchecked" if self.checkpoints else "none"
 
     def add(self, violation: Violation) -> None:
         """Record a violation (keeping the first :data:`MAX_KEPT_VIOLATIONS`)."""
@@ -130,6 +143,8 @@ class VerifyReport:
             "ok": self.ok,
             "format": self.format,
             "authentication": self.authentication,
+            "signatures": self.signatures,
+            "checkpoints": self.checkpoints,
             "records": self.records,
             "kinds": self.kinds,
             "run_count": self.run_count,

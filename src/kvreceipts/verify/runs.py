@@ -27,6 +27,7 @@ from kvreceipts.shape import check_record, shape_test
 from kvreceipts.verify.report import DeclaredLoss, RunOutcome, VerifyReport, Violation
 from kvreceipts.verify.structs import DecodeError, eviction_decoder
 from kvreceipts.verify.structs import encode as _encode
+from kvreceipts.verify.tree import RunTree
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +47,7 @@ _HEX = b"0123456789abcdef"
 _SUFFIX_HEAD = b',"digest":"'
 _HEAD_LEN = len(_SUFFIX_HEAD)
 _loads, _dumps, _sha256 = orjson.loads, orjson.dumps, hashlib.sha256
+_TREE_KINDS = frozenset(("checkpoint", "close"))
 _SIZE_LIMIT = 1 << 20
 """A longer line is no receipt (the longest, an upstream eviction, is ~1.5 KiB)."""
 
@@ -80,6 +82,8 @@ class _Run:
     evicted_at_misses: dict[int, int] = field(default_factory=dict)
     fits: dict[str, Callable[[dict[str, Any]], bool] | None] = field(default_factory=dict)
     """The fast shape test of each kind, for this run's layout."""
+    tree: RunTree = field(default_factory=RunTree)
+    """The run's Merkle tree so far."""
 
 
 class StreamVerifier:
@@ -195,6 +199,8 @@ class StreamVerifier:
             self._loss(number, record, run)
             return
         self._counted(run, kind, in_run=kind != "close")
+        if kind in _TREE_KINDS:  # the tree it states is of the records before it
+            self._tree(number, record, run)
         self._link(number, run, view, payload, claimed)
         if kind == "eviction":
             self._eviction(number, run, view)
@@ -219,6 +225,9 @@ class StreamVerifier:
                 self._digest_failed(number, rec.seq, run.run_id)
         else:
             self._seal(number, run, rec, payload, claimed)
+        run.tree.frontier.append(
+            _sha256(b"".join((b"\x00", payload[:-1], _SUFFIX_HEAD, claimed, b'"}'))).digest()
+        )  # the record's line is a leaf of the run's tree
         seq, timestamp = rec.seq, rec.timestamp
         if seq == run.next_seq and timestamp >= run.last_timestamp:  # in order: the common case
             run.next_seq = seq + 1
@@ -342,10 +351,25 @@ class StreamVerifier:
             self.fail(number, "loss", f"{loss.count:,} record(s) (seq {first}..{last}) were "
                       f"dropped by sink {_clip(loss.sink)} (--allow-loss accepts declared "
                       "losses)", seq, run.run_id)  # fmt: skip
+        problem = run.tree.lost(first, last, record["lost_tree"])
+        if problem is not None:
+            self.fail(number, "tree", problem, seq, run.run_id)
         run.prev = record["last_lost_digest"].encode()
         run.next_seq = last + 1
         run.lost += loss.count
         run.last_evictions = None
+
+    def _tree(self, number: int, record: dict[str, Any], run: _Run) -> None:
+        """The tree a checkpoint or close record states, and its signed note."""
+        signed = "checkpoint" in record
+        verifier = self.options.verifier
+        if signed:
+            self.report.checkpoints += 1
+        elif verifier is not None and record["kind"] == "close":
+            self.fail(number, "auth", "the close record carries no signed checkpoint, and "
+                      "--vkey asks for one", record["seq"], run.run_id)  # fmt: skip
+        for problem in run.tree.check(record, run.run_id, verifier):
+            self.fail(number, "tree", problem, record["seq"], run.run_id)
 
     def _eviction(self, number: int, run: _Run, rec: Any) -> None:
         """The arithmetic of one eviction, and its place among the run's evictions."""
