@@ -23,10 +23,10 @@ if TYPE_CHECKING or features.enabled("receipts"):
     from kvreceipts.chain import Sealer, canonical, chain_digest, key_id, read_hmac_key
     from kvreceipts.emit import ReceiptEmitter
     from kvreceipts.receipts import (
-        CheckpointRecord,
         KINDS,
         SCHEMA_ID,
         ZERO_DIGEST,
+        CheckpointRecord,
         EvictionReason,
         KvEvictionBatchReceipt,
         KvEvictionReport,

@@ -12,8 +12,8 @@ from typer.core import TyperGroup, TyperOption
 
 from kvreceipts import __version__
 from kvreceipts.commands import config as config_command
-from kvreceipts.commands import schema as schema_command
 from kvreceipts.commands import prove as prove_command
+from kvreceipts.commands import schema as schema_command
 from kvreceipts.commands import simulate as simulate_command
 from kvreceipts.commands import stats as stats_command
 from kvreceipts.commands import sweep as sweep_command

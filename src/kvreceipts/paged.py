@@ -14,9 +14,9 @@ from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
 
 if TYPE_CHECKING:
-    from kvreceipts.checkpoints import Checkpoints
     from collections.abc import Container, Hashable, Sequence
 
+    from kvreceipts.checkpoints import Checkpoints
     from kvreceipts.clock import Clock
     from kvreceipts.config import CachingConfig
     from kvreceipts.sinks.base import KvEventSink

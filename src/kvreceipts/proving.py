@@ -16,9 +16,13 @@ import msgspec
 import orjson
 
 from kvreceipts.errors import InputError
-from kvreceipts.proofs.merkle import aligned_ranges, consistency_ranges, inclusion_ranges
+from kvreceipts.proofs.merkle import (
+    aligned_ranges,
+    consistency_ranges,
+    inclusion_ranges,
+    range_hashes,
+)
 from kvreceipts.proofs.merkle import leaf_hash as _leaf_hash
-from kvreceipts.proofs.merkle import range_hashes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

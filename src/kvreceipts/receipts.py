@@ -19,9 +19,9 @@ from kvreceipts.stats import KVCacheStatistics, PerformanceReport
 
 __all__ = [
     "KINDS",
-    "CheckpointRecord",
     "SCHEMA_ID",
     "ZERO_DIGEST",
+    "CheckpointRecord",
     "EvictionReason",
     "KvEvictionBatchReceipt",
     "KvEvictionReport",

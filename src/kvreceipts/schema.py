@@ -203,12 +203,23 @@ _LOSS: dict[str, Field] = {
 }
 
 _TREE: dict[str, Field] = {
-    "tree_size": _f("integer", "Leaves of the run's Merkle tree: the records before this one "
-                    "(lost ones included), i.e. this record's seq.", minimum=1),
-    "root": _f("string", "RFC 9162 Merkle root of those leaves (each leaf a line without its "
-               "newline), in hex.", pattern=HEX64),
-    "checkpoint": _f("string", "With a signing key: a C2SP signed note of the tree (origin "
-                     "kvreceipts/run/RUN_ID, size, base64 root).", optional=True),
+    "tree_size": _f(
+        "integer",
+        "Leaves of the run's Merkle tree: the records before this one "
+        "(lost ones included), i.e. this record's seq.",
+        minimum=1,
+    ),
+    "root": _f(
+        "string",
+        "RFC 9162 Merkle root of those leaves (each leaf a line without its newline), in hex.",
+        pattern=HEX64,
+    ),
+    "checkpoint": _f(
+        "string",
+        "With a signing key: a C2SP signed note of the tree (origin "
+        "kvreceipts/run/RUN_ID, size, base64 root).",
+        optional=True,
+    ),
 }
 
 KINDS_V1: dict[str, dict[str, Field]] = {

@@ -25,10 +25,10 @@ from kvreceipts.workloads import TraceStats, detect_format, read_trace, syntheti
 from kvreceipts.workloads.traces import MOONCAKE_BLOCK_TOKENS
 
 if TYPE_CHECKING:
-    from kvreceipts.checkpoints import Checkpoints
     import threading
     from collections.abc import Callable, Iterable, Iterator
 
+    from kvreceipts.checkpoints import Checkpoints
     from kvreceipts.config import CachingConfig, SimulationConfig
     from kvreceipts.core import ManagerCore
     from kvreceipts.sinks.base import KvEventSink

@@ -12,10 +12,10 @@ from kvreceipts.errors import UsageError
 
 __all__ = [
     "AppendOption",
-    "ConfigOption",
-    "ForceOption",
     "CheckpointEveryOption",
     "CheckpointOutOption",
+    "ConfigOption",
+    "ForceOption",
     "HmacKeyOption",
     "InputArgument",
     "OutputOption",

@@ -34,20 +34,42 @@ _PROOF, _CONSISTENCY = "kvreceipts.proof/1", "kvreceipts.consistency/1"
 
 
 def prove(
-    path: Annotated[Path, typer.Argument(help="A receipts file written with --sign-key.",
-                                         dir_okay=False, show_default=False)],
-    seq: Annotated[int | None, typer.Option(help="Prove the record with this seq.", min=0,
-                                            show_default=False)] = None,
-    session: Annotated[str | None, typer.Option(help="Prove every eviction receipt of this "
-                                                "session.", show_default=False)] = None,
-    from_size: Annotated[int | None, typer.Option(
-        help="Prove the run's newest checkpoint extends its tree at this size (an earlier "
-        "checkpoint's tree_size).", min=1, show_default=False)] = None,
-    run: Annotated[str | None, typer.Option(help="The run (its run_id) in a file of "
-                                            "several.", show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False,
-                                                help="Write the bundle here (default: "
-                                                "stdout).", show_default=False)] = None,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A receipts file written with --sign-key.", dir_okay=False, show_default=False
+        ),
+    ],
+    seq: Annotated[
+        int | None, typer.Option(help="Prove the record with this seq.", min=0, show_default=False)
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(help="Prove every eviction receipt of this session.", show_default=False),
+    ] = None,
+    from_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Prove the run's newest checkpoint extends its tree at this size (an earlier "
+            "checkpoint's tree_size).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="The run (its run_id) in a file of several.", show_default=False),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Write the bundle here (default: stdout).",
+            show_default=False,
+        ),
+    ] = None,
     force: ForceOption = False,
 ) -> None:
     """Write an RFC 9162 inclusion (or consistency) proof bundle that anyone holding the
@@ -68,8 +90,10 @@ def prove(
     def wanted(head: Any, line: bytes) -> bool:
         if seq is not None:
             return bool(head.seq == seq and head.kind != "loss")
-        return session is not None and head.kind == "eviction" and (
-            b'"session_id":' + orjson.dumps(session) in line
+        return (
+            session is not None
+            and head.kind == "eviction"
+            and (b'"session_id":' + orjson.dumps(session) in line)
         )
 
     with open_receipts(name) as lines:
@@ -86,12 +110,15 @@ def prove(
         targets = [t for t in found.targets if session is None or _session_of(t.line) == session]
         if not targets:
             missing = (f"seq {seq} is not in" if seq is not None
-                       else f"no eviction receipt of session {session[:60]} in")  # fmt: skip
+                       else f"no eviction receipt of session {str(session)[:60]} in")  # fmt: skip
             raise UsageError(f"{name}: {missing} run {found.run_id[:40]}")
         with open_receipts(name) as lines:
             paths = proving.inclusions(lines, name, found, targets)
-        entries = [{"record": t.line.decode(), "leaf_index": t.seq, "tree_size": found.tree_size,
-                    "inclusion": [h.hex() for h in p]} for t, p in zip(targets, paths, strict=True)]  # fmt: skip
+        entries = [
+            {"record": t.line.decode(), "leaf_index": t.seq, "tree_size": found.tree_size,
+             "inclusion": [h.hex() for h in p]}
+            for t, p in zip(targets, paths, strict=True)
+        ]  # fmt: skip
         if seq is not None:
             bundle = {"format": _PROOF, "run_id": found.run_id, **entries[0],
                       "checkpoint": found.checkpoint}  # fmt: skip
@@ -105,8 +132,10 @@ def prove(
         out.write(data)
     else:
         output.write_bytes(data)
-    out.note(f"proof of {what} in run {found.run_id} under its signed checkpoint of "
-             f"{found.tree_size:,} records" + (f" written to {output}" if output else ""))
+    out.note(
+        f"proof of {what} in run {found.run_id} under its signed checkpoint of "
+        f"{found.tree_size:,} records" + (f" written to {output}" if output else "")
+    )
 
 
 def _session_of(line: bytes) -> object:

@@ -13,17 +13,17 @@ import typer
 
 from kvreceipts import features
 from kvreceipts.commands.options import (
+    AppendOption,
     CheckpointEveryOption,
     CheckpointOutOption,
-    AppendOption,
     ConfigOption,
     ForceOption,
     HmacKeyOption,
     OutputOption,
     PinOption,
     QuietOption,
-    SignKeyOption,
     ReceiptFormat,
+    SignKeyOption,
     check_output,
 )
 from kvreceipts.commands.output import Output

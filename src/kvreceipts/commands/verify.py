@@ -143,7 +143,7 @@ def verify(
         raise typer.Exit(1)
 
 
-def _print_report(out: Output, report: object) -> None:
+def _print_report(out: Output, report: object) -> None:  # noqa: PLR0912 - one line per fact
     from rich.markup import escape
     from rich.table import Table
 

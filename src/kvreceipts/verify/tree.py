@@ -58,9 +58,7 @@ class RunTree:
             self.frontier.append_subtree(height, digest)
         return None
 
-    def check(
-        self, record: dict[str, Any], run_id: str, verifier: Verifier | None
-    ) -> list[str]:
+    def check(self, record: dict[str, Any], run_id: str, verifier: Verifier | None) -> list[str]:
         """What is wrong with the tree a checkpoint or close record states (and, given a
         verifier key, with its signed note).
         """
