@@ -143,7 +143,12 @@ def write_oracle_general(blocks: Sequence[int], path: str) -> None:
 
 
 def paged_replay(
-    requests: Sequence[Any], capacity: int, *, sink: Any = None, receipts: bool = False
+    requests: Sequence[Any],
+    capacity: int,
+    *,
+    sink: Any = None,
+    receipts: bool = False,
+    checkpoints: Any = None,
 ) -> Any:
     """Serve every request with instant completion; the manager afterwards."""
     from kvreceipts import CachingConfig, PagedKVCacheManager
@@ -154,6 +159,7 @@ def paged_replay(
         capacity_blocks=capacity,
         clock=SimClock(),
         sink=sink,
+        checkpoints=checkpoints,
     )
     serve = manager.serve
     for request in requests:
@@ -281,6 +287,81 @@ def bench_receipt_files(reps: int, rows: list[Row], tmp: str) -> None:
     rows.append(Row("file size, .zst / plain (the same run)", packed[".zst"], "", "<= 0.15",
                     packed[".zst"] <= 0.15, f"{plain:,} B plain; .gz / plain "
                     f"{packed['.gz']:.3f}"))  # fmt: skip
+
+
+_PEAK_CHILD = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+"""Runs one command and prints its peak RSS in KiB (a fresh parent: the max is that child's)."""
+
+
+def _process(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one whole process."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _PEAK_CHILD, *argv], check=True,
+                            capture_output=True, text=True)  # fmt: skip
+    return time.perf_counter() - start, int(result.stdout) / 1024
+
+
+def bench_proofs(reps: int, rows: list[Row], tmp: str, *, million: int) -> None:
+    """Issue 23: sealing with a signing key, prove on a large file, verify-proof, verify --vkey."""
+    from kvreceipts.checkpoints import Checkpoints
+    from kvreceipts.proofs.note import generate
+    from kvreceipts.sinks import JsonlSink
+
+    signer = generate("bench")
+    pub = Path(tmp) / "bench.pub"
+    pub.write_text(signer.verifier.key_string + "\n")
+    requests = load_requests(CONVERSATION)
+    capacity = int(len({h for r in requests for h in r.block_hashes}) * 0.05)
+    out = Path(tmp) / "signed.jsonl"
+    every = 10_000
+
+    def remove_output() -> None:
+        out.unlink(missing_ok=True)
+
+    def replay(checkpoints: Any) -> Any:
+        sink = JsonlSink(out, flush="batch")
+        return paged_replay(requests, capacity, sink=sink, receipts=True, checkpoints=checkpoints)
+
+    signing = Checkpoints(signer=signer, every=every)
+    pair = paired(lambda: replay(signing), lambda: replay(None), reps, remove_output)
+    remove_output()
+    emitted = replay(signing).receipts_emitted
+    rate = emitted / pair.a
+    rows.append(Row(f"receipts per second, --sign-key --checkpoint-every {every:,}", rate, "/s",
+                    ">= 150,000", rate >= 150_000, f"{emitted:,} receipts to JSONL"))  # fmt: skip
+    rows.append(Row("ratio: signed / unsigned sealing", pair.ratio, "x",
+                    note="both with the Merkle frontier: it is always kept"))  # fmt: skip
+    records = sum(1 for _ in out.open("rb"))
+    check = [*_kvreceipts(), "verify", str(out), "--vkey", str(pub), "--format", "json"]
+    times = [_timed(lambda: subprocess.run(check, check=True, capture_output=True))
+             for _ in range(reps + 1)][1:]  # fmt: skip
+    rate = records / statistics.median(times)
+    rows.append(Row("verify --vkey, records per second (process)", rate, "/s", ">= 100,000",
+                    rate >= 100_000, f"{records:,} records"))  # fmt: skip
+    # A signed run of about `million` records: the trace over and over, at a tenth of the size.
+    big = Path(tmp) / "million.jsonl"
+    out.unlink()
+    repeated = requests * -(-million // emitted)
+    sink = JsonlSink(big, flush="batch")
+    paged_replay(repeated, capacity // 10, sink=sink, receipts=True, checkpoints=signing)
+    records = sum(1 for _ in big.open("rb"))
+    bundle = Path(tmp) / "proof.json"
+    prove = [*_kvreceipts(), "prove", str(big), "--seq", str(records // 2), "-o", str(bundle),
+             "--force"]  # fmt: skip
+    samples = [_process(prove) for _ in range(max(3, reps // 2))]
+    seconds = statistics.median(s for s, _ in samples)
+    peak = statistics.median(m for _, m in samples)
+    note = f"{records:,} records, one run"
+    rows.append(Row("prove one receipt (process)", seconds, "s", "<= 5", seconds <= 5, note))
+    rows.append(Row("prove one receipt, peak RSS", peak, "MiB", "<= 100", peak <= 100, note))
+    check = [*_kvreceipts(), "verify-proof", str(bundle), "--vkey", str(pub)]
+    times = [_process(check)[0] for _ in range(reps + 1)][1:]
+    seconds = statistics.median(times)
+    rows.append(Row("verify-proof (process)", seconds, "s", "<= 0.3", seconds <= 0.3))
 
 
 def _log_capacities(unique: int, count: int) -> list[int]:
@@ -562,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller runs")
     parser.add_argument("--reps", type=int, default=0, help="repetitions per measure")
     parser.add_argument("--arena-requests", type=int, default=0)
-    parser.add_argument("--only", choices=["receipts", "sweep", "watch"],
+    parser.add_argument("--only", choices=["receipts", "proofs", "sweep", "watch"],
                         help="run one group of measures")  # fmt: skip
     parser.add_argument("--watch", action="store_true",
                         help="also the watch rows: --from over 1,000,000 removal events, and a "
@@ -581,9 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     arena = args.arena_requests or (100_000 if args.quick else 1_000_000)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.only != "sweep":
+        if args.only in (None, "receipts"):
             bench_paged(reps, rows, tmp)
             bench_receipt_files(reps, rows, tmp)
+        if args.only in (None, "proofs"):
+            bench_proofs(reps, rows, tmp, million=200_000 if args.quick else 1_000_000)
         if args.only is None:
             bench_startup(reps, rows)
             bench_memory(rows, tmp)
