@@ -92,6 +92,7 @@ def test_a_signed_run_verifies_with_its_public_key(signed: Path, keys: tuple[Pat
     code, report = verify_json(signed, "--vkey", str(keys[1]))
     assert code == 0, report["violations"]
     assert report["signatures"] == "verified"
+    assert report["authentication"] == "signed"
     kinds = report["kinds"]
     assert kinds["checkpoint"] >= 5  # every 100 records
     assert report["checkpoints"] == kinds["checkpoint"] + kinds["close"]
@@ -149,7 +150,7 @@ def test_an_edit_rechained_with_new_roots_passes_without_the_key(
     code, report = verify_json(forged)
     # SHA-256 and the roots are public: without --vkey this is indistinguishable...
     assert code == 0
-    assert report["authentication"] == "unauthenticated"
+    assert report["authentication"] == "none"
 
 
 def test_an_edit_rechained_with_new_roots_fails_the_signature(
@@ -159,7 +160,7 @@ def test_an_edit_rechained_with_new_roots_fails_the_signature(
     forged.write_bytes(attacker_reseal(_edited(signed)))
     code, report = verify_json(forged, "--vkey", str(keys[1]))
     assert code == 1
-    assert report["signatures"] == "failed"
+    assert report["signatures"] == report["authentication"] == "failed"
     assert "tree" in checks(report)
     assert any("signed size and root" in v["message"] for v in report["violations"])
 

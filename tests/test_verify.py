@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kvreceipts.chain import canonical, chain_digest, key_id
 from kvreceipts.config import CachingConfig, SimulationConfig
 from kvreceipts.errors import InputError
-from kvreceipts.proofs.merkle import RangeCover, leaf_hash
+from kvreceipts.proofs.merkle import Frontier, RangeCover, aligned_ranges, leaf_hash
 from kvreceipts.schema import ZERO_DIGEST
 from kvreceipts.simulation import build_manager, plan_simulation, run_simulation
 from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
@@ -57,15 +57,26 @@ def checks(report: VerifyReport) -> set[str]:
 
 def reseal(records: list[dict[str, Any]], key: bytes | None) -> list[bytes]:
     """What an attacker with the key (or with none, for SHA-256) does after editing records:
-    recompute every digest so the chain links again.
+    recompute every digest so the chain links again (the close record's head and the tree's
+    roots included).
     """
-    out, prev = [], ZERO_DIGEST
+    out, prev, tree = [], ZERO_DIGEST, Frontier()
     for record in records:
         body = {k: v for k, v in record.items() if k != "digest"}
+        if body["kind"] == "close":
+            body["head"] = prev
+        if body["kind"] in ("checkpoint", "close"):  # SHA-256 roots are public too
+            body["tree_size"], body["root"] = tree.size, tree.root().hex()
         payload = canonical(body)
         link = body["prev_digest"] if body["kind"] == "loss" else prev
         digest = chain_digest(link, payload, key)
         out.append(payload[:-1] + b',"digest":"%b"}\n' % digest.encode())
+        if body["kind"] == "loss":
+            ranges = aligned_ranges(body["first_seq"], body["last_seq"])
+            for (_start, height), lost in zip(ranges, body.get("lost_tree", []), strict=False):
+                tree.append_subtree(height, bytes.fromhex(lost))
+        else:
+            tree.append(leaf_hash(out[-1][:-1]))
         prev = body["last_lost_digest"] if body["kind"] == "loss" else digest
     return out
 
@@ -93,7 +104,7 @@ def test_a_genuine_run_verifies_with_its_anchor(
     assert report.run_count == 1
     assert report.runs[0].complete
     assert report.last_digest == anchor
-    assert report.authentication == ("authenticated" if key else "unauthenticated")
+    assert report.authentication == ("hmac" if key else "none")
     assert report.kinds["open"] == report.kinds["close"] == 1
 
 
@@ -106,18 +117,23 @@ def _line(record: dict[str, Any]) -> bytes:
     return body[:-1] + b',"digest":"%s"}' % record["digest"].encode()
 
 
+def _kinds(records: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for record in records:
+        out[record["kind"]] = out.get(record["kind"], 0) + 1
+    return dict(sorted(out.items()))
+
+
 def _loss(record_before: dict[str, Any], lost: list[dict[str, Any]]) -> dict[str, Any]:
     cover = RangeCover(lost[0]["seq"])
-    counts: dict[str, int] = {}
     for record in lost:
         cover.append(leaf_hash(_line(record)))
-        counts[record["kind"]] = counts.get(record["kind"], 0) + 1
     return {
         "kind": "loss", "run_id": lost[0]["run_id"], "seq": lost[-1]["seq"],
         "timestamp": lost[-1]["timestamp"], "alg": lost[0]["alg"], "sink": "http",
         "first_seq": lost[0]["seq"], "last_seq": lost[-1]["seq"], "count": len(lost),
+        "lost_counts": _kinds(lost),
         "prev_digest": record_before["digest"], "last_lost_digest": lost[-1]["digest"],
-        "lost_counts": dict(sorted(counts.items())),
         "lost_tree": [h.hex() for h in cover.hashes()],
         **({"key_id": lost[0]["key_id"]} if "key_id" in lost[0] else {}),
     }  # fmt: skip
@@ -174,7 +190,7 @@ def test_an_hmac_file_rechained_with_sha256_says_it_is_unauthenticated(tmp_path:
     downgraded = _downgrade(lines)
     report = verify(downgraded)
     assert report.ok  # structurally sound: anyone can re-chain a plain SHA-256 file...
-    assert report.authentication == "unauthenticated"  # ...and the verdict says so
+    assert report.authentication == "none"  # ...and the verdict says so
     assert checks(verify(downgraded, key=KEY)) == {"auth"}
     assert checks(verify(downgraded, require_hmac=True)) == {"auth"}
 
@@ -183,9 +199,11 @@ def test_an_hmac_file_without_the_key_is_not_authenticated(tmp_path: Path) -> No
     lines, _ = run_lines(tmp_path / "r.jsonl", key=KEY)
     report = verify(lines)
     assert checks(report) == {"auth"}
-    assert report.authentication == "unchecked"
+    assert report.authentication == "none"
     assert verify(lines, no_auth=True).ok
-    assert checks(verify(lines, key=OTHER_KEY)) == {"auth"}
+    wrong = verify(lines, key=OTHER_KEY)
+    assert checks(wrong) == {"auth"}
+    assert wrong.authentication == "failed"
 
 
 def test_every_record_names_its_algorithm_and_key(tmp_path: Path) -> None:
@@ -312,10 +330,9 @@ def test_a_file_that_is_not_receipts_is_one_error(line: bytes) -> None:
         verify([line, line])
 
 
-def test_an_old_format_file_with_a_hostile_record_is_reported_not_raised() -> None:
-    report = verify([b'{"schema":"kvreceipts.eviction/1","kind":[]}\n'])
-    assert report.format == "kvreceipts.eviction/1"
-    assert checks(report) == {"schema"}
+def test_an_old_format_file_is_refused_in_one_error() -> None:
+    with pytest.raises(InputError, match=r"line 1: schema kvreceipts.eviction/1 is no longer"):
+        verify([b'{"schema":"kvreceipts.eviction/1","kind":[]}\n'])
 
 
 # 7. Memory stays bounded ------------------------------------------------------------------------
@@ -417,4 +434,4 @@ def test_every_file_simulate_writes_verifies(
     report = verify(lines, key=key, anchors={"": anchor})
     assert report.ok, report.violations[:3]
     assert report.kinds["eviction"] > 0
-    assert report.authentication == ("authenticated" if key else "unauthenticated")
+    assert report.authentication == ("hmac" if key else "none")

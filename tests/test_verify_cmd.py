@@ -1,31 +1,26 @@
-"""``kvreceipts verify`` as a user runs it on files in the old ``/1`` format: exit codes, the
-violations table, JSON output, HMAC keys from a file or the environment, the end-of-chain
-anchor, standard input, and the word that the format is old.
+"""``kvreceipts verify`` as a user runs it: exit codes, the violations table, JSON output, HMAC
+keys from a file or the environment, the end-of-chain anchor (and the word that it matched),
+standard input, and the one-line refusal of the old ``/1`` format.
 
-The files here are sealed by hand (plain dicts and the old chain rule), so these tests run
-without the ``receipts`` feature too: a verifier needs no emitter.
+The files here are sealed with the real Sealer from plain dicts (tests/receipt_files.py), so
+these tests run without the ``receipts`` feature too: a verifier needs no emitter.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from kvreceipts.chain import HMAC_KEY_ENV, canonical
+from kvreceipts.chain import HMAC_KEY_ENV, key_id
 from kvreceipts.cli import app
-from kvreceipts.schema import SCHEMA_ID_V1 as SCHEMA_ID
-from kvreceipts.schema import ZERO_DIGEST
+from receipt_files import KEY, lean_run, parsed, seal
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-KEY = b"a key that signs receipts"
 
 
 @pytest.fixture(autouse=True)
@@ -37,64 +32,15 @@ def invoke(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = 
     return CliRunner().invoke(app, list(args), input=stdin, env=env)
 
 
-def _stats(sessions: int, evictions: int) -> dict[str, Any]:
-    total, used = 1 << 20, sessions * 4096
-    return {
-        "total_sessions": sessions, "total_memory_mb": 1.0, "used_memory_mb": used / (1 << 20),
-        "memory_utilization": used / total, "cache_hits": 5, "cache_misses": 7,
-        "hit_rate": 5 / 12, "average_session_length": 16.0, "memory_pool_efficiency": 1.0,
-        "evictions": evictions, "used_bytes": used, "total_bytes": total,
-    }  # fmt: skip
-
-
-def compute_digest(payload: bytes, key: bytes | None) -> str:
-    """The old format's digest: over the record alone (its prev_digest is a field)."""
-    if key is None:
-        return hashlib.sha256(payload).hexdigest()
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
-
-
-def _seal(record: dict[str, Any], key: bytes | None) -> bytes:
-    payload = canonical(record)
-    record["digest"] = compute_digest(payload, key)
-    return payload[:-1] + b',"digest":"%b"}\n' % record["digest"].encode()
-
-
 def handmade(
     n: int, *, key: bytes | None = None, run_id: str = "handmade-run", drop: range = range(0)
 ) -> tuple[list[bytes], str]:
-    """``n`` chained eviction receipts sealed the way the emitter seals them; the records in
-    ``drop`` are left out and explained by one ``loss`` record. Lines and the last digest.
+    """A run of ``n`` records (open, ``n - 2`` evictions, close) sealed the way the emitter
+    seals them; the records in ``drop`` are left out and explained by one ``loss`` record.
+    Lines and the close record's digest (the anchor).
     """
-    previous = ZERO_DIGEST
-    lines: list[bytes] = []
-    dropped: list[dict[str, Any]] = []
-    for seq in range(n):
-        record: dict[str, Any] = {
-            "schema": SCHEMA_ID, "kind": "eviction", "run_id": run_id, "seq": seq,
-            "timestamp": f"2025-01-01T00:{seq // 60:02d}:{seq % 60:02d}.000000Z",
-            "sim_time_ms": seq * 1000.0, "prev_digest": previous, "session_id": f"s{seq % 3}",
-            "block_offset": 4096 * (seq % 10), "block_size_bytes": 4096,
-            "before": _stats(10, seq), "after": _stats(9, seq + 1), "reason": "lru",
-            "policy": "lru", "trigger_session_id": f"t{seq}",
-        }  # fmt: skip
-        line = _seal(record, key)
-        previous = record["digest"]
-        if seq in drop:
-            dropped.append(record)
-            continue
-        lines.append(line)
-    if dropped:
-        first, last = dropped[0], dropped[-1]
-        loss = {
-            "schema": SCHEMA_ID, "kind": "loss", "run_id": run_id, "seq": last["seq"],
-            "timestamp": last["timestamp"], "sim_time_ms": last["sim_time_ms"],
-            "prev_digest": first["prev_digest"], "sink": "channel",
-            "first_seq": first["seq"], "last_seq": last["seq"], "count": len(dropped),
-            "last_lost_digest": last["digest"],
-        }  # fmt: skip
-        lines.append(_seal(loss, key))
-    return lines, previous
+    lines = seal(lean_run(n - 2, run_id=run_id), key, lose=drop)
+    return lines, parsed(lines)[-1]["digest"]
 
 
 def write(path: Path, lines: list[bytes]) -> str:
@@ -129,11 +75,10 @@ def test_a_clean_file_exits_0(tmp_path: Path) -> None:
     path = write(tmp_path / "clean.jsonl", lines)
     result = invoke("verify", path)
     assert result.exit_code == 0, result.output
-    assert "is in the old format (kvreceipts.eviction/1)" in flat(result.stderr)
     assert "✓" in result.stdout
-    assert "30 records (30 eviction) in 1 run(s) verified; chain head " + last in flat(
-        result.stdout
-    )
+    assert "30 records (1 close, 28 eviction, 1 open) in 1 run(s) verified; chain head " + last \
+        in flat(result.stdout)  # fmt: skip
+    assert "UNAUTHENTICATED: plain SHA-256" in flat(result.stdout)
 
 
 def test_violations_exit_1_and_the_table_names_their_lines_and_checks(tmp_path: Path) -> None:
@@ -143,10 +88,27 @@ def test_violations_exit_1_and_the_table_names_their_lines_and_checks(tmp_path: 
     path = write(tmp_path / "tampered.jsonl", lines)
     result = invoke("verify", path)
     assert result.exit_code == 1, result.output
-    assert table_rows(result.stdout) == {(5, "gap"), (12, "digest")}
-    assert "2 violation(s)" in result.stdout
+    assert table_rows(result.stdout) == {
+        (5, "gap"),
+        (5, "digest"),
+        (12, "digest"),
+        (29, "close"),
+        (29, "tree"),
+    }
     assert "✗" in result.stdout
-    assert "old format" in result.stderr
+
+
+def test_an_old_format_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    old = b'{"kind":"eviction","prev_digest":"%b","run_id":"r","schema":"kvreceipts.eviction/1",' \
+        b'"seq":0,"digest":"%b"}\n' % (b"0" * 64, b"1" * 64)  # fmt: skip
+    for at, lines in ((1, [old, old]), (3, [*handmade(5)[0][:2], old])):
+        path = write(tmp_path / "old.jsonl", lines)
+        result = invoke("verify", path)
+        assert result.exit_code == 2
+        assert one_error_line(result) == (
+            f"error: {path}: line {at}: schema kvreceipts.eviction/1 is no longer verified; "
+            "re-run the simulation to write /2 receipts"
+        )
 
 
 def test_a_missing_file_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
@@ -174,7 +136,7 @@ def test_json_format_prints_one_document(tmp_path: Path) -> None:
     assert document["records"] == 20
     assert document["violations"] == []
     assert document["violation_count"] == 0
-    assert document["authentication"] == "unauthenticated"
+    assert document["authentication"] == "none"
     assert "UNAUTHENTICATED" in result.stderr  # said on stderr too: stdout may be a pipe
 
     swapped = lines[:]
@@ -190,16 +152,17 @@ def test_json_format_prints_one_document(tmp_path: Path) -> None:
                for v in document["violations"])  # fmt: skip
 
 
-def test_declared_losses_and_a_torn_tail_are_warnings_not_failures(tmp_path: Path) -> None:
-    lines, last = handmade(20, drop=range(6, 9))
-    torn = [*lines, b'{"schema":"kvreceipts.eviction/1","kind":"evi']
+def test_declared_losses_and_a_torn_tail_are_warnings_when_allowed(tmp_path: Path) -> None:
+    lines, _ = handmade(20, drop=range(6, 9))
+    torn = [*lines[:-1], lines[-1][:40]]  # a crash in the middle of writing the close record
     path = write(tmp_path / "lossy.jsonl", torn)
-    result = invoke("verify", path, "--expect-last-digest", last)
+    result = invoke("verify", path, "--allow-loss", "--allow-incomplete")
     assert result.exit_code == 0, result.output
     warnings = flat(result.stderr)
     assert "3 record(s) of run handmade-run (seq 6..8) were dropped by sink channel" in warnings
     assert "truncated tail" in warnings
-    document = orjson.loads(invoke("verify", path, "-f", "json").stdout)
+    document = orjson.loads(invoke("verify", path, "-f", "json", "--allow-loss",
+                                   "--allow-incomplete").stdout)  # fmt: skip
     assert document["ok"] is True
     assert document["truncated_tail"] is True
     assert document["declared_losses"] == [
@@ -216,12 +179,13 @@ def test_an_hmac_key_from_the_option_or_the_environment(tmp_path: Path) -> None:
 
     unsigned = invoke("verify", path)
     assert unsigned.exit_code == 1
-    assert table_rows(unsigned.stdout) == {(n, "digest") for n in range(1, 26)}
-    assert "no digest matched: was the run signed? pass --hmac-key-file" in flat(unsigned.stdout)
+    assert table_rows(unsigned.stdout) == {(25, "auth")}
+    assert "NOT AUTHENTICATED: HMAC-sealed, but no key was given" in flat(unsigned.stdout)
 
     with_option = invoke("verify", path, "--hmac-key-file", str(key_file))
     assert with_option.exit_code == 0, with_option.output
-    assert "authenticated with the HMAC key" in flat(with_option.stdout)
+    assert f"authenticated: every record was sealed with the HMAC key {key_id(KEY)}" in flat(
+        with_option.stdout)  # fmt: skip
 
     with_env = invoke("verify", path, "-f", "json", env={HMAC_KEY_ENV: str(key_file)})
     assert with_env.exit_code == 0, with_env.output
@@ -233,7 +197,13 @@ def test_an_hmac_key_from_the_option_or_the_environment(tmp_path: Path) -> None:
     wrong.write_bytes(b"not the key")
     rejected = invoke("verify", path, "-f", "json", "--hmac-key-file", str(wrong))
     assert rejected.exit_code == 1
-    assert {v["check"] for v in orjson.loads(rejected.stdout)["violations"]} == {"digest"}
+    document = orjson.loads(rejected.stdout)
+    assert {v["check"] for v in document["violations"]} == {"auth"}
+    assert document["authentication"] == "failed"  # never "authenticated" under a wrong key
+    text = invoke("verify", path, "--hmac-key-file", str(wrong))
+    assert "AUTHENTICATION FAILED: 25 record(s) failed a check under the HMAC key" in flat(
+        text.stdout)  # fmt: skip
+    assert "authenticated:" not in text.stdout
 
     # The option wins over the environment.
     both = invoke("verify", path, "--hmac-key-file", str(key_file), env={HMAC_KEY_ENV: str(wrong)})
@@ -259,15 +229,24 @@ def test_expect_last_digest_catches_records_cut_off_the_end(tmp_path: Path) -> N
     whole = write(tmp_path / "whole.jsonl", lines)
     assert invoke("verify", whole, "--expect-last-digest", last).exit_code == 0
 
+    matched = invoke("verify", whole, "--expect-last-digest", last)
+    assert f"anchor matched: run handmade-run ends at seq 14 with digest {last}" in flat(
+        matched.stdout)  # fmt: skip
+    document = orjson.loads(invoke("verify", whole, "-f", "json", "--expect-last-digest",
+                                   f"handmade-run={last}").stdout)  # fmt: skip
+    assert document["anchors_matched"] == [{"run_id": "handmade-run", "seq": 14, "digest": last}]
+
     cut = write(tmp_path / "cut.jsonl", lines[:-2])
-    assert invoke("verify", cut).exit_code == 0  # a clean prefix, on its own
-    result = invoke("verify", cut, "--expect-last-digest", last)
+    assert invoke("verify", cut, "--allow-incomplete").exit_code == 0  # a clean prefix
+    result = invoke("verify", cut, "--allow-incomplete", "--expect-last-digest", last)
     assert result.exit_code == 1
     assert (13, "anchor") in table_rows(result.stdout)
+    assert "anchor matched" not in result.stdout
 
     other = invoke("verify", whole, "-f", "json", "--expect-last-digest", "0" * 64)
     assert other.exit_code == 1
     assert [v["check"] for v in orjson.loads(other.stdout)["violations"]] == ["anchor"]
+    assert orjson.loads(other.stdout)["anchors_matched"] == []
 
 
 def test_standard_input_is_read_with_a_dash_or_no_path(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ __all__ = [
 
 SCHEMA_ID = "kvreceipts.eviction/2"
 SCHEMA_ID_V1 = "kvreceipts.eviction/1"
-"""The first format: no run framing, ``prev_digest`` in every line (``verify`` still reads it)."""
+"""The first format (no run framing, ``prev_digest`` in every line): ``verify`` refuses it,
+``stats`` still summarizes it."""
 ZERO_DIGEST = "0" * 64
 """The chain value before a run's first record."""
 ALGORITHMS = ("sha256", "hmac-sha256")
@@ -46,6 +47,10 @@ class Field:
     pattern: str | None = None
     fields: dict[str, Field] | None = None
     """For ``object`` fields: the nested fields (all required, no others allowed)."""
+    values: Field | None = None
+    """For ``object`` fields that map names to values (``counts``): the type of every value."""
+    enum: tuple[str, ...] | None = None
+    """The only values a string field may take."""
 
 
 def _f(kind: str, doc: str, **extra: Any) -> Field:
@@ -109,26 +114,13 @@ LEAN_PERFORMANCE: dict[str, Field] = {
 
 _SIM_TIME = _f("number", "Milliseconds on the manager's clock.", **_COUNT)
 
-COMMON_V1: dict[str, Field] = {
-    "schema": _f("string", f'Always "{SCHEMA_ID_V1}".'),
-    "kind": _f("string", "eviction | eviction_batch | snapshot | loss."),
-    "run_id": _f("string", "The run this record belongs to."),
-    "seq": _f("integer", "Counts up by one per run across all kinds.", **_COUNT),
-    "timestamp": _f("string", "RFC 3339 UTC time of the record."),
-    "sim_time_ms": _SIM_TIME,
-    "prev_digest": _f("string", "Digest of the previous record (64 zeros first).",
-                      pattern=HEX64),
-    "digest": _f("string", "SHA-256 / HMAC-SHA-256 of the canonical record without digest.",
-                 pattern=HEX64),
-}  # fmt: skip
-
 COMMON: dict[str, Field] = {
     "kind": _f("string", "The record's kind."),
     "run_id": _f("string", "The run this record belongs to."),
     "seq": _f("integer", "Counts up by one per run across all kinds; the open record is 0.",
               **_COUNT),
     "timestamp": _f("string", "RFC 3339 UTC time of the record."),
-    "alg": _f("string", "How the digest was made: sha256 or hmac-sha256."),
+    "alg": _f("string", "How the digest was made: sha256 or hmac-sha256.", enum=ALGORITHMS),
     "key_id": _f("string", "HMAC only: a short digest of the key (never the key).",
                  optional=True, pattern=HEX16),
     "digest": _f("string", "SHA-256 / HMAC-SHA-256 of the previous digest followed by the "
@@ -136,7 +128,9 @@ COMMON: dict[str, Field] = {
 }  # fmt: skip
 """Fields of every ``/2`` record."""
 
-_FRAME: dict[str, Field] = {"schema": _f("string", f'Always "{SCHEMA_ID}".')}
+_FRAME: dict[str, Field] = {
+    "schema": _f("string", f'Always "{SCHEMA_ID}".', enum=(SCHEMA_ID,)),
+}
 
 _EVICTION_COMMON: dict[str, Field] = {
     "session_id": _f("string", "The session (paged: the request) that last used it."),
@@ -222,26 +216,11 @@ _TREE: dict[str, Field] = {
     ),
 }
 
-KINDS_V1: dict[str, dict[str, Field]] = {
-    "eviction": {
-        **{k: v for k, v in EVICTION_LAYOUTS["upstream"].items() if k not in ("schema",
-           "sim_time_ms")},
-    },
-    "eviction_batch": {
-        **{k: v for k, v in _BATCH.items() if k != "sim_time_ms"},
-        "pool_used_after": _f("integer", "Pool bytes in use after (the allocation included).",
-                              **_COUNT),
-    },
-    "snapshot": {k: v for k, v in _SNAPSHOT.items() if k != "sim_time_ms"},
-    "loss": _LOSS,
-}  # fmt: skip
-"""The ``/1`` kinds, for reading old files."""
-
 KINDS: dict[str, dict[str, Field]] = {
     "open": {
         **_FRAME,
         "source": _f("string", "What wrote the run: simulate, library, watch."),
-        "layout": _f("string", "Eviction receipt layout: lean or upstream."),
+        "layout": _f("string", "Eviction receipt layout: lean or upstream.", enum=LAYOUTS),
         "config": _f("object", "The CachingConfig in force.", fields=CACHING_CONFIG),
         "workload": _f("object|null", "What the run replays (free-form)."),
         "allocator": _f("string|null", "arena or paged (null outside a simulation)."),
@@ -255,7 +234,8 @@ KINDS: dict[str, dict[str, Field]] = {
         "sim_time_ms": _SIM_TIME,
         "records": _f("integer", "Records of the run before this one (the open record "
                       "included).", minimum=1),
-        "counts": _f("object", "Records of the run by kind (this one excluded)."),
+        "counts": _f("object", "Records of the run by kind (this one excluded).",
+                     values=_f("integer", "Records of the kind.", **_COUNT)),
         "bytes_freed": _f("integer", "Bytes the run's evictions freed.", **_COUNT),
         "final_stats": _f("object", "The cache's statistics at the end.", fields=STATISTICS),
         "head": _f("string", "Digest of the record before this one: the chain head it closes.",
@@ -277,7 +257,8 @@ KINDS: dict[str, dict[str, Field]] = {
     "loss": {
         **_LOSS,
         "prev_digest": _f("string", "Digest of the record before the gap.", pattern=HEX64),
-        "lost_counts": _f("object", "The dropped records by kind."),
+        "lost_counts": _f("object", "The dropped records by kind (summing to count).",
+                          values=_f("integer", "Dropped records of the kind.", minimum=1)),
         "lost_tree": _f("array", "Hex hashes of the maximal aligned Merkle subtrees covering "
                         "first_seq..last_seq, in order: the root still binds what was lost."),
     },
@@ -293,8 +274,15 @@ def _json_type(field: Field) -> dict[str, Any]:
         out["minimum"] = field.minimum
     if field.pattern is not None:
         out["pattern"] = field.pattern
+    if field.enum is not None:
+        if len(field.enum) == 1:
+            out["const"] = field.enum[0]
+        else:
+            out["enum"] = list(field.enum)
     if field.fields is not None:
         out.update(_object(field.fields))
+    if field.values is not None:
+        out["additionalProperties"] = _json_type(field.values)
     return out
 
 
@@ -310,11 +298,8 @@ def _object(fields: dict[str, Field]) -> dict[str, Any]:
 def _kind_schema(kind: str, fields: dict[str, Field]) -> dict[str, Any]:
     schema = _object({**COMMON, **fields})
     props = schema["properties"]
-    if "schema" in props:
-        props["schema"]["const"] = SCHEMA_ID
     props["kind"]["const"] = kind
     props["timestamp"]["format"] = "date-time"
-    props["alg"]["enum"] = list(ALGORITHMS)
     return schema
 
 

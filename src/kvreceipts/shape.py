@@ -9,22 +9,12 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from kvreceipts.schema import (
-    COMMON,
-    COMMON_V1,
-    EVICTION_LAYOUTS,
-    HEX16,
-    HEX64,
-    KINDS,
-    KINDS_V1,
-    SCHEMA_ID_V1,
-    Field,
-)
+from kvreceipts.schema import COMMON, EVICTION_LAYOUTS, HEX16, HEX64, KINDS, Field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["check_record", "check_record_v1", "shape_test"]
+__all__ = ["check_record", "shape_test"]
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -37,6 +27,9 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "array": (list,),
 }
 _HEX = "0123456789abcdef"
+_ABSENT = object()
+"""What an optional field reads when it is absent (``type(_ABSENT) is object``: no JSON value's
+type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +49,9 @@ class _Shape:
     loose_floors: tuple[tuple[str, float], ...]
     """Fields with a minimum that may be absent or null."""
     hex_fields: tuple[str, ...]
+    enums: tuple[tuple[str, tuple[str, ...]], ...]
+    maps: tuple[tuple[str, Field], ...]
+    """Fields that map names to values of one type (``counts``)."""
     nested: tuple[tuple[str, _Shape], ...]
     fits: Callable[[dict[str, Any]], bool]
     """A straight-line test that says yes to a record that fits (the common case, fast);
@@ -85,6 +81,8 @@ def _compile(fields: dict[str, Field]) -> _Shape:
         floors=tuple((low, tuple(names), _tuple_getter(names)) for low, names in strict.items()),
         loose_floors=tuple(loose),
         hex_fields=tuple(n for n, f in fields.items() if f.pattern is not None),
+        enums=tuple((n, f.enum) for n, f in fields.items() if f.enum is not None),
+        maps=tuple((n, f.values) for n, f in fields.items() if f.values is not None),
         nested=tuple((n, _compile(f.fields)) for n, f in fields.items() if f.fields is not None),
         fits=_fits(fields),
     )
@@ -93,7 +91,7 @@ def _compile(fields: dict[str, Field]) -> _Shape:
 def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
     """Generate the fast yes-test of :class:`_Shape` from the same field table."""
     lines: list[str] = []
-    scope: dict[str, Any] = {"_HEX": _HEX}
+    scope: dict[str, Any] = {"_HEX": _HEX, "_ABSENT": _ABSENT}
 
     def emit(fields: dict[str, Field], var: str) -> None:
         required = frozenset(n for n, f in fields.items() if not f.optional)
@@ -105,11 +103,11 @@ def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
             lines.append(f"if not (_req_{var} <= {var}.keys() <= _all_{var}): return False")
         for name, f in fields.items():
             item = f"v{len(scope)}"  # unique across nesting levels
-            get = f"{var}[{name!r}]" if not f.optional else f"{var}.get({name!r})"
+            get = f"{var}[{name!r}]" if not f.optional else f"{var}.get({name!r}, _ABSENT)"
             lines.append(f"{item} = {get}")
             types = {t for k in f.types for t in _PY_TYPES[k]}
-            if f.optional:
-                types.add(type(None))
+            if f.optional:  # absent, never null (unless its types allow null)
+                types.add(object)
             if len(types) == 1:  # one identity test beats a set lookup
                 (only,) = types
                 scope[f"_t_{item}"] = only
@@ -118,6 +116,18 @@ def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
                 scope[f"_t_{item}"] = frozenset(types)
                 lines.append(f"if type({item}) not in _t_{item}: return False")
             guard = f"{item} is not None and " if type(None) in types else ""
+            if f.optional:
+                guard += f"{item} is not _ABSENT and "
+            if f.enum is not None:
+                scope[f"_e_{item}"] = frozenset(f.enum)
+                lines.append(f"if {guard}{item} not in _e_{item}: return False")
+            if f.values is not None:
+                (value_type,) = {t for k in f.values.types for t in _PY_TYPES[k]}
+                scope[f"_vt_{item}"] = value_type
+                low = f.values.minimum if f.values.minimum is not None else float("-inf")
+                scope[f"_vm_{item}"] = low
+                lines.append(f"if {guard}any(type(x) is not _vt_{item} or x < _vm_{item} "
+                             f"for x in {item}.values()): return False")  # fmt: skip
             if f.minimum is not None:
                 lines.append(f"if {guard}{item} < {f.minimum!r}: return False")
             if f.pattern is not None:
@@ -126,7 +136,7 @@ def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
                              "return False")  # fmt: skip
             if f.fields is not None:
                 if guard:
-                    lines.append(f"if {item} is not None:")
+                    lines.append(f"if {guard.removesuffix(' and ')}:")
                     start = len(lines)
                     emit(f.fields, item)
                     lines[start:] = ["    " + line for line in lines[start:]]
@@ -203,6 +213,20 @@ def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | Non
         item = value.get(name)
         if item is not None and item < low:
             return f"field {where + name!r} must be at least {low:g}, not {_short(item)}"
+    for name, allowed in shape.enums:
+        item = value.get(name, _ABSENT)
+        if item is not _ABSENT and item not in allowed:
+            return f"field {where + name!r} must be {' or '.join(map(repr, allowed))}, not " \
+                f"{_short(item)}"  # fmt: skip
+    for name, of in shape.maps:
+        for key, item in value.get(name, {}).items():
+            wanted = _PY_TYPES[of.types[0]][0]
+            if type(item) is not wanted:
+                return f"field {where + name + '.' + _short_key(key)!r} must be " \
+                    f"{of.types[0]}, not {_short(item)}"  # fmt: skip
+            if of.minimum is not None and item < of.minimum:
+                return f"field {where + name + '.' + _short_key(key)!r} must be at least " \
+                    f"{of.minimum:g}, not {_short(item)}"  # fmt: skip
     for name in shape.hex_fields:
         item = value.get(name)
         if item is None:  # an optional digest that is absent
@@ -239,19 +263,8 @@ def shape_test(kind: str, layout: str = "lean") -> Callable[[dict[str, Any]], bo
     return shape.fits if shape is not None else None
 
 
-def check_record_v1(record: object) -> str | None:
-    """The same for a ``/1`` record (no run framing, ``prev_digest`` in the line)."""
-    if not isinstance(record, dict):
-        return "a receipt must be a JSON object"
-    if record.get("schema") != SCHEMA_ID_V1:
-        return f"field 'schema' must be {SCHEMA_ID_V1!r}, not {_short(record.get('schema'))}"
-    kind = record.get("kind")
-    if type(kind) is not str or kind not in KINDS_V1:
-        return f"field 'kind' must be one of {', '.join(KINDS_V1)}, not {_short(kind)}"
-    shape = _SHAPES.get(("v1", kind))  # compiled on first use: most files are /2
-    if shape is None:
-        shape = _SHAPES["v1", kind] = _compile({**COMMON_V1, **KINDS_V1[kind]})
-    return _check(record, shape, "")
+def _short_key(key: str) -> str:
+    return key if len(key) <= 40 else key[:37] + "..."
 
 
 def _short(value: object) -> str:

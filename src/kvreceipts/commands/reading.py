@@ -2,8 +2,13 @@
 
 Plain, gzip and zstd streams are told apart by their first bytes, not by the file name, and
 decompressed as they stream. Lines come out whole (newline included) and bounded in length, so
-memory stays bounded whatever the input; a torn last compressed frame (a writer killed
-mid-write) ends the stream with its partial line, without a newline, as a torn plain file does.
+memory stays bounded whatever the input: a line longer than :data:`MAX_LINE` comes out as its
+first ``MAX_LINE + 1`` bytes and ends the stream (``stopped_at``), before the rest of it is
+read. A torn last compressed frame (a writer killed mid-write) ends the stream with its partial
+line, without a newline, as a torn plain file does; anything else after the last whole frame
+(another format's frame, a zstd skippable frame, garbage) ends it too and is described in
+``hidden_bytes``, for the reader to report. A file that opens but cannot be read (EIO) is an
+:class:`~kvreceipts.errors.InputError`: ``PATH: cannot read: …``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ __all__ = ["MAX_LINE", "ReceiptLines", "open_receipts"]
 CHUNK = 1 << 16
 MAX_LINE = 1 << 20
 """Longest line kept whole (receipts are a few KiB). A longer one comes out as its first
-``MAX_LINE + 1`` bytes and a newline, so it is longer than any real line and not JSON."""
+``MAX_LINE + 1`` bytes and a newline, so it is longer than any real line and not JSON, and
+reading stops there."""
 _ZSTD_SLICE = 256
 """Compressed bytes fed to zstd at a time: a zstd block of 4 bytes can stand for 128 KiB, and
 the decompressor has no output limit, so small inputs are what bound its output."""
@@ -34,9 +40,11 @@ _GZIP, _ZSTD, _XZ = (COMPRESSIONS[name] for name in ("gzip", "zstd", "xz"))
 class ReceiptLines:
     """The lines of a receipts stream, decompressed if need be.
 
-    After iteration, ``compression`` is ``"gzip"``, ``"zstd"`` or ``None`` and
+    After iteration, ``compression`` is ``"gzip"``, ``"zstd"`` or ``None``,
     ``truncated_tail`` says whether the stream ended inside a compressed frame (its partial
-    data, if any, was the last line yielded, without a newline).
+    data, if any, was the last line yielded, without a newline), ``stopped_at`` is the number
+    of an overlong line that ended the stream and ``hidden_bytes`` what follows the last whole
+    frame, if that is no frame of the file's format.
     """
 
     def __init__(self, stream: IO[bytes], path: str) -> None:
@@ -44,10 +52,23 @@ class ReceiptLines:
         self.path = path
         self.compression: str | None = None
         self.truncated_tail = False
+        self.stopped_at: int | None = None
+        self.hidden_bytes: str | None = None
         read1 = getattr(stream, "read1", None)
         self._read: Callable[[int], bytes] = read1 if callable(read1) else stream.read
 
     def __iter__(self) -> Iterator[bytes]:
+        return self._guarded()
+
+    def _guarded(self) -> Iterator[bytes]:
+        """The lines, with a failing read (EIO on ``/proc/self/mem``) as one InputError."""
+        try:
+            yield from self._iter()
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise InputError(f"cannot read: {why}", path=self.path) from None
+
+    def _iter(self) -> Iterator[bytes]:
         peek = getattr(self.stream, "peek", None)
         if callable(peek):  # look without consuming: a plain stream then reads at C speed
             head = peek(len(_XZ))
@@ -58,12 +79,13 @@ class ReceiptLines:
     def _plain_lines(self) -> Iterator[bytes]:
         """A plain stream's lines through ``readline``, bounded as :meth:`_lines` bounds them."""
         readline = self.stream.readline
+        number = 0
         while line := readline(MAX_LINE + 1):
+            number += 1
             if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                self.stopped_at = number
                 yield line + b"\n"  # longer than any real line, and not JSON
-                while (rest := readline(CHUNK)) and not rest.endswith(b"\n"):
-                    pass  # the rest of the overlong line
-                continue
+                return  # the rest of it is never read
             yield line
 
     def _chunks(self) -> Iterator[bytes]:
@@ -129,9 +151,21 @@ class ReceiptLines:
         input left over, which after a frame's end starts the next.
         """
         frame, started, whole = new(), False, 0
+        magic = _GZIP if kind == "gzip" else _ZSTD
+        carry = b""  # the first bytes of a frame, too few to tell its magic number yet
         for chunk in self._raw(head):
-            data = chunk
+            data: Any = carry + chunk if carry else chunk
+            carry = b""
             while data:
+                if not started and whole:
+                    # A frame of the file's own format, or bytes hidden after the last one (a
+                    # zstd skippable frame decodes to nothing, and would pass unseen).
+                    if len(data) < len(magic):
+                        carry = bytes(data)
+                        break
+                    if bytes(data[: len(magic)]) != magic:
+                        self._hidden(kind, whole, f"it starts with {bytes(data[:4]).hex()}")
+                        return
                 try:
                     out, data = feed(frame, data)
                 except error as exc:
@@ -143,45 +177,55 @@ class ReceiptLines:
                 if frame.eof:
                     frame, started = new(), False
                     whole += 1
+        if carry:
+            if magic.startswith(carry):
+                self.truncated_tail = True  # a frame torn after its first bytes
+            else:
+                self._hidden(kind, whole, f"it starts with {carry.hex()}")
         if started and not frame.eof:
             self.truncated_tail = True
 
     def _corrupt(self, kind: str, whole: int, why: str) -> None:
-        """Bad data after ``whole`` good frames: a damaged tail, or (none) not our file."""
+        """Bad data after ``whole`` good frames: bytes hidden after them, or (none) not ours."""
         if not whole:
             raise InputError(f"not a valid {kind} stream ({why})", path=self.path)
-        self.truncated_tail = True  # what follows the last whole frame is unreadable
+        self._hidden(kind, whole, why)
 
-    @staticmethod
-    def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _hidden(self, kind: str, whole: int, why: str) -> None:
+        self.hidden_bytes = (f"after its {whole:,} whole {kind} frame(s) the file holds bytes "
+                             f"that are no {kind} frame ({why}): hidden from every reader, "
+                             "and not read")  # fmt: skip
+
+    def _lines(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         partial: list[bytes] = []
         held = 0
-        skipping = False  # inside an overlong line, whose head was already yielded
+        number = 0
         for chunk in chunks:
             start = 0
             while True:
                 end = chunk.find(b"\n", start)
                 if end < 0:
                     rest = chunk[start:]
-                    if not skipping and rest:
+                    if rest:
                         partial.append(rest)
                         held += len(rest)
                         if held > MAX_LINE:
+                            self.stopped_at = number + 1
                             yield b"".join(partial)[: MAX_LINE + 1] + b"\n"
-                            partial, held, skipping = [], 0, True
+                            return  # the rest of it is never read
                     break
-                if skipping:
-                    skipping = False
-                else:
-                    piece = chunk[start : end + 1]
-                    if partial:
-                        partial.append(piece)
-                        piece, partial, held = b"".join(partial), [], 0
-                    if len(piece) > MAX_LINE + 1:
-                        piece = piece[: MAX_LINE + 1] + b"\n"
-                    yield piece
+                number += 1
+                piece = chunk[start : end + 1]
+                if partial:
+                    partial.append(piece)
+                    piece, partial, held = b"".join(partial), [], 0
+                if len(piece) > MAX_LINE + 1:
+                    self.stopped_at = number
+                    yield piece[: MAX_LINE + 1] + b"\n"
+                    return
+                yield piece
                 start = end + 1
-        if partial and not skipping:
+        if partial:
             yield b"".join(partial)
 
 

@@ -8,7 +8,7 @@ import typer
 
 from kvreceipts.commands.options import InputArgument, ReportFormat, ReportFormatOption
 from kvreceipts.commands.output import Output, human_bytes
-from kvreceipts.commands.reading import open_receipts
+from kvreceipts.commands.reading import MAX_LINE, open_receipts
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -36,7 +36,7 @@ def stats(
     """Summarize a receipts file: counts, bytes freed, top sessions, memory over time.
 
     Counts by kind, reason and policy; runs; the sessions evicted most; memory in use before
-    and after each eviction, as a chart over time. Reads schema /1 and /2, plain, gzip or zstd.
+    and after each eviction, as a chart over time. Reads schema /2 (and summarizes old /1 files), plain, gzip or zstd.
     Exit status: 0 summarized, 1 no records, 2 not a receipts file or unreadable.
     """
     from kvreceipts.engine.figures import EngineFigures
@@ -60,6 +60,12 @@ def stats(
             from kvreceipts.commands.engine_stats import render_engine
 
             out.show(render_engine(engine))
+    if lines.stopped_at is not None:
+        out.warn(f"{path}: line {lines.stopped_at:,} is longer than {MAX_LINE:,} bytes: no "
+                 "receipt is, and reading stopped there; the summary covers the lines before "
+                 "it")  # fmt: skip
+    if lines.hidden_bytes is not None:
+        out.warn(f"{path}: {lines.hidden_bytes}")
     if summary.truncated_tail:
         out.warn(f"{path}: the stream ends in a truncated tail (a torn last line or compressed "
                  "frame, as a killed writer leaves); everything before it was read")  # fmt: skip

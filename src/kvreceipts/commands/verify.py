@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ from kvreceipts.commands.output import Output
 from kvreceipts.commands.reading import open_receipts
 from kvreceipts.commands.signing import read_verifier
 from kvreceipts.errors import UsageError
+
+if TYPE_CHECKING:
+    from kvreceipts.verify import VerifyReport
 
 __all__ = ["verify"]
 
@@ -32,12 +35,24 @@ Exit status: 0 clean, 1 violations found, 2 unreadable input.
 """
 
 _Flag = Annotated[bool, typer.Option(show_default=False)]
-_AUTH = {
-    "authenticated": "authenticated with the HMAC key",
-    "unauthenticated": "UNAUTHENTICATED: plain SHA-256, anyone who can rewrite the file can "
-    "re-chain it; use HMAC (--hmac-key-file) and an anchor to prove more",
-    "unchecked": "NOT AUTHENTICATED: HMAC-sealed, but no key was given",
-}
+
+
+def _auth(report: VerifyReport) -> str:
+    """What the verdict established about who sealed the records, in words."""
+    level = report.authentication
+    if level == "hmac":
+        return (f"authenticated: every record was sealed with the HMAC key {report.key_id}, in "
+                "this order")  # fmt: skip
+    if level == "signed":  # the checkpoint checks (verify/tree.py) set it
+        return "signed: every checkpoint's signature verified and binds the records before it"
+    if level == "failed":
+        return (f"AUTHENTICATION FAILED: {report.auth_failures:,} record(s) failed a check under "
+                f"the HMAC key {report.key_id}, and {report.hmac_verified:,} of "
+                f"{report.lines:,} line(s) were proven sealed with it")  # fmt: skip
+    if report.unchecked:
+        return "NOT AUTHENTICATED: HMAC-sealed, but no key was given"
+    return ("UNAUTHENTICATED: plain SHA-256, anyone who can rewrite the file can re-chain it; "
+            "use HMAC (--hmac-key-file) and an anchor to prove more")  # fmt: skip
 
 
 _SIGNATURES = {
@@ -135,22 +150,18 @@ def verify(
         report = verify_lines(lines, path=path, options=options)
     if out.json_mode:
         out.json(report.to_dict())
-        if report.authentication != "authenticated":
-            out.warn(f"{report.path}: {_AUTH[report.authentication]}")
+        if report.authentication not in ("hmac", "signed"):
+            out.warn(f"{report.path}: {_auth(report)}")
     else:
         _print_report(out, report)
     if not report.ok:
         raise typer.Exit(1)
 
 
-def _print_report(out: Output, report: object) -> None:  # noqa: PLR0912 - one line per fact
+def _print_report(out: Output, report: VerifyReport) -> None:  # noqa: PLR0912 - one line per fact
     from rich.markup import escape
     from rich.table import Table
 
-    from kvreceipts.schema import SCHEMA_ID_V1
-    from kvreceipts.verify import VerifyReport
-
-    assert isinstance(report, VerifyReport)
     if report.violations:
         table = Table(title=f"{report.violation_count:,} violation(s) in {report.path}",
                       title_justify="left")  # fmt: skip
@@ -162,9 +173,6 @@ def _print_report(out: Output, report: object) -> None:  # noqa: PLR0912 - one l
         if report.violation_count > len(report.violations):
             table.caption = f"… {report.violation_count - len(report.violations):,} more"
         out.show(table)
-    if report.format == SCHEMA_ID_V1:
-        out.warn(f"{report.path} is in the old format ({SCHEMA_ID_V1}): no open/close records, "
-                 "so a cut end shows only against --expect-last-digest")  # fmt: skip
     for loss in report.losses:
         out.warn(f"{loss.count:,} record(s) of run {loss.run_id} (seq {loss.first_seq}.."
                  f"{loss.last_seq}) were dropped by sink {escape(loss.sink)}")  # fmt: skip
@@ -173,8 +181,14 @@ def _print_report(out: Output, report: object) -> None:  # noqa: PLR0912 - one l
                  "or a cut file); only their valid prefix was checked")  # fmt: skip
     if report.truncated_tail:
         out.warn("the last line is cut short (a truncated tail, as a crash mid-write leaves)")
+    if report.untracked_evictions:
+        out.warn(f"{report.untracked_evictions:,} eviction(s) came past the verifier's memory "
+                 "bound for block hashes and were not checked for a repeated block")  # fmt: skip
+    if report.unsummed_batches:
+        out.warn(f"{report.unsummed_batches:,} batch(es) end a round longer than the verifier "
+                 "remembers: their byte totals were not recomputed")  # fmt: skip
     kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(report.kinds.items())) or "no records"
-    auth = _AUTH[report.authentication]
+    auth = _auth(report)
     if report.ok:
         out.show(
             f"[green]✓[/green] {escape(report.path)}: {report.records:,} records ({kinds}) in "
@@ -188,8 +202,13 @@ def _print_report(out: Output, report: object) -> None:  # noqa: PLR0912 - one l
             f"[red]✗[/red] {escape(report.path)}: {report.violation_count:,} violation(s) in "
             f"{report.records:,} records{hint}"
         )
-    out.show(f"{'[yellow]' if report.authentication != 'authenticated' else ''}{auth}")
+    trusted = report.authentication in ("hmac", "signed")
+    colour = "" if trusted else "[red]" if report.authentication == "failed" else "[yellow]"
+    out.show(f"{colour}{escape(auth)}")
+    for anchor in report.anchors_matched:
+        out.show(f"anchor matched: run {escape(anchor.run_id)} ends at seq {anchor.seq:,} with "
+                 f"digest {anchor.digest}")  # fmt: skip
     if report.signatures != "none":
         out.show(_SIGNATURES[report.signatures].format(n=report.checkpoints))
-    if report.authentication != "authenticated" and not out.stdout_is_terminal:
+    if not trusted and not out.stdout_is_terminal:
         out.warn(f"{report.path}: {auth}")  # stdout may be a pipe nobody reads

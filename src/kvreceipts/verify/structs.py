@@ -40,7 +40,9 @@ def _type(name: str, f: Field) -> Any:
     if "number" in f.types:
         low_float = math.nextafter(-_FLOAT_LIMIT, 0) if f.minimum is None else f.minimum
         options.append(Annotated[float, Meta(ge=low_float, lt=_FLOAT_LIMIT)])
-    if "string" in f.types:
+    if "string" in f.types and f.enum is not None:
+        options.append(Literal[f.enum])
+    elif "string" in f.types:
         options.append(Annotated[str, Meta(pattern=_PATTERNS[f.pattern])] if f.pattern else str)
     if "boolean" in f.types:
         options.append(bool)
