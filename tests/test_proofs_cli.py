@@ -328,3 +328,34 @@ def test_unusable_input_is_one_line_and_exit_2(
         ),
         "NaN",
     )
+
+
+def test_the_independent_check_in_the_docs_works(
+    tmp_path: Path, lines: list[str], keys: tuple[Path, Path]
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    docs = Path(__file__).parent.parent / "docs" / "proofs.md"
+    text = docs.read_text(encoding="utf-8").partition("<!-- independent-check -->\n```python\n")[2]
+    program = _write(tmp_path / "check.py", text.partition("```")[0])
+    key, pub = keys
+    signer = _signer(key)
+
+    def check(document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        path = _write(tmp_path / "b.json", document)
+        return subprocess.run([sys.executable, str(program), str(path), str(pub)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+
+    for index in (0, 5, len(lines) - 1):
+        good = _proof(lines, index, signer)
+        done = check(good)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"valid: {lines[index]}\n"
+        edited = good["record"].replace('"seq":', '"seq": ')
+        assert check(good | {"record": edited}).returncode != 0
+        assert check(good | {"leaf_index": index ^ 1}).returncode != 0
+        twin = note.generate("audit.example")
+        stranger = check(good | {"checkpoint": _signed(lines, len(lines), twin)})
+        assert "not signed by this key" in stranger.stderr
