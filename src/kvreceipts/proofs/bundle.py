@@ -181,13 +181,18 @@ def _type_name(value: Any) -> str:
                 type(value), type(value).__name__)  # fmt: skip
 
 
+def _at(where: str) -> str:
+    """``"proofs[2]."`` (a prefix of field names) as ``"proofs[2]: "``."""
+    return f"{where.removesuffix('.')}: " if where else ""
+
+
 def _keys(document: dict[str, Any], where: str, required: set[str], optional: set[str]) -> None:
     missing = sorted(required - document.keys())
     if missing:
-        raise FormatError(f"{where}missing field {missing[0]!r}")
+        raise FormatError(f"{_at(where)}missing field {missing[0]!r}")
     unknown = sorted(document.keys() - required - optional)
     if unknown:
-        raise FormatError(f"{where}unknown field {unknown[0]!r}")
+        raise FormatError(f"{_at(where)}unknown field {unknown[0]!r}")
 
 
 def _str(document: dict[str, Any], key: str, where: str) -> str:
@@ -230,7 +235,7 @@ def _run_id(document: dict[str, Any]) -> str:
 
 def _entry(document: Any, where: str) -> InclusionEntry:
     if not isinstance(document, dict):
-        raise FormatError(f"{where.rstrip(': ')}: expected an object, found "
+        raise FormatError(f"{_at(where)}expected an object, found "
                           f"{_type_name(document)}")  # fmt: skip
     _keys(document, where, {"record", "leaf_index", "inclusion"}, set())
     return _entry_fields(document, where)
