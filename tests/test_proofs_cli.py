@@ -359,3 +359,21 @@ def test_the_independent_check_in_the_docs_works(
         twin = note.generate("audit.example")
         stranger = check(good | {"checkpoint": _signed(lines, len(lines), twin)})
         assert "not signed by this key" in stranger.stderr
+
+
+def test_key_files_are_read_for_commands(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    from kvreceipts.errors import InputError
+    from kvreceipts.proofs.keyfiles import read_signer, read_verifier
+
+    key, pub = keys
+    assert read_signer(key).verifier == read_verifier(pub)
+    with pytest.raises(InputError, match=r"audit\.pub: this is a verifier \(public\) key"):
+        read_signer(pub)
+    with pytest.raises(InputError, match=r"audit\.key: this is a signer \(private\) key") as exc:
+        read_verifier(key)
+    assert key.read_text().split("+")[-1].strip() not in str(exc.value)
+    with pytest.raises(InputError, match="not found"):
+        read_signer(tmp_path / "none.key")
+    (tmp_path / "bin.pub").write_bytes(b"\xff")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_verifier(tmp_path / "bin.pub")

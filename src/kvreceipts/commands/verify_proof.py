@@ -31,7 +31,7 @@ Exit status: 0 valid, 1 invalid (the output says what failed), 2 unusable input 
 bundle, a bad or private key, a missing file).
 """
 
-_LIMITS = {"proof bundle": 256 << 20, "verifier key file": 64 << 10, "checkpoint note": 1 << 20}
+_LIMITS = {"proof bundle": 256 << 20, "checkpoint note": 1 << 20}
 
 
 class _InvalidError(Exception):
@@ -55,16 +55,6 @@ def _text(path: Path, what: str) -> str:
         return _read(path, what).decode()
     except UnicodeDecodeError:
         raise InputError(f"not UTF-8 text, so not a {what}", path=str(path)) from None
-
-
-def _verifier(path: Path) -> Verifier:
-    from kvreceipts.proofs.errors import FormatError
-    from kvreceipts.proofs.note import parse_verifier
-
-    try:
-        return parse_verifier(_text(path, "verifier key file"))
-    except FormatError as exc:
-        raise InputError(str(exc), path=str(path)) from None
 
 
 def _receipt(record: str, run_id: str, leaf_index: int, where: str) -> dict[str, Any]:
@@ -167,7 +157,9 @@ def verify_proof(
     from kvreceipts.proofs.errors import FormatError
 
     out = Output(json_mode=fmt is ReportFormat.json)
-    verifier = _verifier(vkey)
+    from kvreceipts.proofs.keyfiles import read_verifier
+
+    verifier = read_verifier(vkey)
     try:
         bundle = load_bundle(_read(bundle_path, "proof bundle"))
     except FormatError as exc:
