@@ -448,6 +448,51 @@ def bench_startup(reps: int, rows: list[Row]) -> None:
     rows.append(Row("python -c pass (process)", start.b, "s"))
 
 
+def bench_proofs(reps: int, rows: list[Row], tmp: str) -> None:
+    """Issue 23: the Merkle frontier's append (once per sealed receipt) and ``verify-proof``
+    as a whole process, beside ``--version``.
+    """
+    import hashlib
+
+    from kvreceipts.proofs import bundle, checkpoint, merkle, note
+
+    hashes = [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(200_000)]
+
+    def appends() -> None:
+        append = merkle.Frontier().append
+        for h in hashes:
+            append(h)
+
+    samples = [_timed(appends) for _ in range(max(reps, 5))]
+    per = statistics.median(samples) / len(hashes) * 1e6
+    rows.append(Row("Frontier.append (Merkle leaf, in process)", per, "µs",
+                    note=f"{len(hashes):,} appends, a 32-byte leaf hash each"))  # fmt: skip
+    out = Path(tmp) / "proof"
+    out.mkdir()
+    command = _kvreceipts()
+
+    def run(args: list[str]) -> bytes:
+        return subprocess.run(args, check=True, capture_output=True).stdout
+
+    run([*command, "keygen", "bench.example", "-o", str(out / "k")])
+    lines = run([*command, "simulate", "--requests", "3000", "-q", "-f", "jsonl"])
+    leaves = [merkle.leaf_hash(line) for line in lines.splitlines()]
+    run_id, index = json.loads(lines.splitlines()[0])["run_id"], len(leaves) // 2
+    signer = note.parse_signer((out / "k.key").read_text())
+    signed = checkpoint.sign_checkpoint(checkpoint.Checkpoint(
+        bundle.origin_for(run_id), len(leaves), merkle.root_of(leaves)), signer)  # fmt: skip
+    document = bundle.proof_bundle(
+        run_id=run_id, record=lines.splitlines()[index].decode(), leaf_index=index,
+        tree_size=len(leaves), inclusion=merkle.inclusion_proof_of(leaves, index),
+        checkpoint=signed)  # fmt: skip
+    (out / "p.json").write_text(json.dumps(document))
+    verify = [*command, "verify-proof", str(out / "p.json"), "--vkey", str(out / "k.pub")]
+    pair = paired(lambda: run(verify), lambda: run([*command, "--version"]), max(reps, 9))
+    rows.append(Row("verify-proof (process)", pair.a, "s", "<= 0.3", pair.a <= 0.3,
+                    f"{pair.ratio:.2f}x kvreceipts --version ({pair.b:.3f} s), one receipt "
+                    f"of {len(leaves):,}"))  # fmt: skip
+
+
 _MEMORY_CHILD = """
 import resource, sys
 from kvreceipts import CachingConfig, PagedKVCacheManager
@@ -669,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_proofs(reps, rows, tmp, million=200_000 if args.quick else 1_000_000)
         if args.only is None:
             bench_startup(reps, rows)
+            bench_proofs(reps, rows, tmp)
             bench_memory(rows, tmp)
             bench_arena(arena, rows, tmp)
         if args.only in (None, "sweep"):

@@ -8,6 +8,7 @@ golang-golang-x-mod-dev); without them these tests skip and say so.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -239,3 +240,92 @@ def test_checkpoint_bodies_match_tlog_s(goref: Path) -> None:
         )
     for (n, r), answer in zip(cases, answers[len(cases) :], strict=True):
         assert answer == {"ok": {"size": n, "root": r.hex()}}
+
+
+def _run_lines() -> list[str]:
+    from typer.testing import CliRunner
+
+    from kvreceipts.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--requests", "300", "--capacity-mb", "64",
+                                      "-q", "-f", "jsonl"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_verify_proof_accepts_bundles_go_made(goref: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kvreceipts.cli import app
+
+    lines = _run_lines()
+    run_id, n, index, old = json.loads(lines[0])["run_id"], len(lines), len(lines) // 3, 7
+    [keys, other_keys] = ask(goref, {"op": "generate", "name": "go.example"},
+                             {"op": "generate", "name": "go.example"})  # fmt: skip
+    skey, vkey = keys["ok"]
+    [tree] = ask(goref, {"op": "tree", "leaves": [line.encode().hex() for line in lines],
+                         "sizes": [n, old], "inclusion": [[index, n]],
+                         "consistency": [[old, n]]})  # fmt: skip
+    roots = [base64.b64encode(bytes.fromhex(r)).decode() for r in tree["ok"]["roots"]]
+    # The checkpoint bodies written out by hand, from C2SP tlog-checkpoint; Go signs them.
+    new_body = f"kvreceipts/run/{run_id}\n{n}\n{roots[0]}\n"
+    old_body = f"kvreceipts/run/{run_id}\n{old}\n{roots[1]}\n"
+    signed = ask(goref, {"op": "sign", "text": new_body, "skey": skey},
+                 {"op": "sign", "text": old_body, "skey": skey},
+                 {"op": "sign", "text": new_body, "skey": other_keys["ok"][0]})  # fmt: skip
+    new_note, old_note, stranger_note = (s["ok"] for s in signed)
+    (tmp_path / "go.pub").write_text(vkey + "\n")
+    (tmp_path / "old.note").write_text(old_note)
+    proof = {"format": "kvreceipts.proof/1", "run_id": run_id, "record": lines[index],
+             "leaf_index": index, "tree_size": n, "inclusion": tree["ok"]["inclusion"][0],
+             "checkpoint": new_note}  # fmt: skip
+    consistency = {"format": "kvreceipts.consistency/1", "run_id": run_id, "old_size": old,
+                   "new_size": n, "consistency": tree["ok"]["consistency"][0],
+                   "checkpoint": new_note}  # fmt: skip
+    runner = CliRunner()
+
+    def verify(document: dict[str, Any], *extra: str) -> Any:
+        (tmp_path / "b.json").write_text(json.dumps(document))
+        return runner.invoke(app, ["verify-proof", str(tmp_path / "b.json"), "--vkey",
+                                   str(tmp_path / "go.pub"), "-f", "json", *extra])  # fmt: skip
+
+    result = verify(proof)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["record"] == json.loads(lines[index])
+    result = verify(consistency, "--old-checkpoint", str(tmp_path / "old.note"))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    result = verify(proof | {"checkpoint": stranger_note})
+    assert result.exit_code == 1
+    assert "no verifiable signatures" in json.loads(result.stdout)["reason"]
+
+
+def test_go_checks_the_bundles_we_build(goref: Path) -> None:
+    from kvreceipts.proofs import bundle
+
+    lines = _run_lines()
+    hashes = [leaf_hash(line.encode()) for line in lines]
+    run_id, n = json.loads(lines[0])["run_id"], len(lines)
+    signer = note.generate("kvreceipts.example")
+    cp = checkpoint.sign_checkpoint(
+        checkpoint.Checkpoint(bundle.origin_for(run_id), n, root_of(hashes)), signer)  # fmt: skip
+    requests: list[dict[str, Any]] = [{"op": "open", "note": cp,
+                                       "vkeys": [signer.verifier.key_string]}]  # fmt: skip
+    for index in range(0, n, max(1, n // 25)):
+        document = bundle.proof_bundle(run_id=run_id, record=lines[index], leaf_index=index,
+                                       tree_size=n, inclusion=inclusion_proof_of(hashes, index),
+                                       checkpoint=cp)  # fmt: skip
+        requests.append({"op": "check_record", "proof": document["inclusion"], "size": n,
+                         "root": root_of(hashes).hex(), "index": index,
+                         "leaf_data": document["record"].encode().hex()})  # fmt: skip
+    for old in (1, 2, 5, n // 2, n - 1):
+        document = bundle.consistency_bundle(run_id=run_id, old_size=old, new_size=n,
+                                             consistency=consistency_proof_of(hashes, old),
+                                             checkpoint=cp)  # fmt: skip
+        requests.append({"op": "check_tree", "proof": document["consistency"], "size": n,
+                         "root": root_of(hashes).hex(), "old": old,
+                         "old_root": root_of(hashes[:old]).hex()})  # fmt: skip
+    answers = ask(goref, *requests)
+    opened = answers[0]["ok"]
+    assert opened["sigs"] == [signer.verifier.label]
+    assert opened["text"].startswith(f"kvreceipts/run/{run_id}\n{n}\n")
+    assert all(answer == {"ok": True} for answer in answers[1:]), answers

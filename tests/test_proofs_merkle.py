@@ -303,3 +303,17 @@ def test_range_hashes_serves_nested_ranges_in_one_pass() -> None:
     ranges = [(0, 64), (64, 77), (64, 72), (0, 1), (76, 77), (32, 64)]
     got = range_hashes(iter([(i, 0, x) for i, x in enumerate(hashes)]), ranges, 77)
     assert got == [root_of(hashes[a:b]) for a, b in ranges]
+
+
+def test_a_node_running_past_a_needed_range_is_refused() -> None:
+    hashes = _tree(8, 8)
+    stream = [
+        (0, 1, root_of(hashes[:2])),
+        (2, 1, root_of(hashes[2:4])),
+        (4, 2, root_of(hashes[4:])),
+    ]
+    assert range_hashes(iter(stream), [(0, 4)], 8) == [root_of(hashes[:4])]
+    with pytest.raises(LostLeafError, match=r"leaves 0\.\.2 end strictly inside .* 2\.\.3"):
+        range_hashes(iter(stream), [(0, 3)], 8)
+    with pytest.raises(LostLeafError, match=r"leaves 5\.\.5 lie strictly inside .* 4\.\.7"):
+        range_hashes(iter(stream), [(5, 6)], 8)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvreceipts.errors import InputError, UsageError
+from kvreceipts.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from kvreceipts.proofs.merkle import Frontier
     from kvreceipts.proofs.note import Signer
 
-__all__ = ["ORIGIN_PREFIX", "Checkpoints", "make_checkpoints", "origin", "read_key_text"]
+__all__ = ["ORIGIN_PREFIX", "Checkpoints", "make_checkpoints", "origin"]
 
 ORIGIN_PREFIX = "kvreceipts/run/"
 log = logging.getLogger("kvreceipts.kv.receipts")
@@ -70,21 +70,6 @@ class Checkpoints:
         return True
 
 
-def read_key_text(path: str | Path, what: str) -> str:
-    """The one line of a key file (``what`` names it in errors)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what}: {exc.strerror}", path=str(path)) from None
-    try:
-        text = raw.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise InputError(f"not a {what}: it is not ASCII text", path=str(path)) from None
-    if not text or "\n" in text:
-        raise InputError(f"not a {what}: expected one line", path=str(path))
-    return text
-
-
 def _publisher(path: Path) -> Callable[[str], None]:
     """Write each note to ``path`` atomically: a reader sees the old note or the new one."""
 
@@ -113,14 +98,9 @@ def make_checkpoints(
         return None
     signer = None
     if sign_key is not None:
-        from kvreceipts.proofs.errors import ProofError
-        from kvreceipts.proofs.note import parse_signer
+        from kvreceipts.proofs.keyfiles import read_signer
 
-        text = read_key_text(sign_key, "signer key")
-        try:
-            signer = parse_signer(text)
-        except (ProofError, ValueError) as exc:
-            raise InputError(str(exc), path=str(sign_key)) from None
+        signer = read_signer(sign_key)
     publish = None
     if out is not None:
         target = Path(out)

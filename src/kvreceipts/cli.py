@@ -12,6 +12,7 @@ from typer.core import TyperGroup, TyperOption
 
 from kvreceipts import __version__
 from kvreceipts.commands import config as config_command
+from kvreceipts.commands import keygen as keygen_command
 from kvreceipts.commands import prove as prove_command
 from kvreceipts.commands import schema as schema_command
 from kvreceipts.commands import simulate as simulate_command
@@ -19,6 +20,7 @@ from kvreceipts.commands import stats as stats_command
 from kvreceipts.commands import sweep as sweep_command
 from kvreceipts.commands import validate as validate_command
 from kvreceipts.commands import verify as verify_command
+from kvreceipts.commands import verify_proof as verify_proof_command
 from kvreceipts.commands import watch as watch_command
 from kvreceipts.commands.output import Output
 from kvreceipts.errors import KvReceiptsError
@@ -123,11 +125,13 @@ app.command(epilog=simulate_command.EXAMPLES)(simulate_command.simulate)
 app.command(epilog=sweep_command.EXAMPLES)(sweep_command.sweep)
 app.command(epilog=verify_command.EXAMPLES)(verify_command.verify)
 app.command(epilog=prove_command.EXAMPLES)(prove_command.prove)
+app.command("verify-proof", epilog=verify_proof_command.EXAMPLES)(verify_proof_command.verify_proof)
 app.command(epilog=stats_command.EXAMPLES)(stats_command.stats)
 app.command(epilog=schema_command.EXAMPLES)(schema_command.schema)
 app.command(epilog=watch_command.EXAMPLES)(watch_command.watch)
 app.add_typer(config_command.app, name="config")
 app.command(epilog=validate_command.EXAMPLES)(validate_command.validate)
+app.command(epilog=keygen_command.EXAMPLES)(keygen_command.keygen)
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from kvreceipts.commands.options import (
 )
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.reading import open_receipts
-from kvreceipts.commands.signing import read_verifier
 from kvreceipts.errors import UsageError
+from kvreceipts.proofs.keyfiles import read_verifier
 
 if TYPE_CHECKING:
     from kvreceipts.verify import VerifyReport

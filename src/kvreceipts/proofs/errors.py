@@ -1,6 +1,7 @@
 """The two ways a proof input goes wrong: it does not check out, or it is not one at all.
 
-The proof modules import nothing else from kvreceipts; commands turn :class:`FormatError`
+The proof modules import nothing else from kvreceipts (but :mod:`.keyfiles`, which reads key
+files for commands, raises kvreceipts' ``InputError``); commands turn :class:`FormatError`
 into exit 2 (unusable input) and :class:`ProofError` into exit 1 (invalid).
 """
 

@@ -283,7 +283,76 @@ def _node_end(start: int, height: int, h: bytes, pos: int, size: int) -> int:
     return end
 
 
-def range_hashes(  # noqa: PLR0912 - one pass; each branch is one way a stream is bad
+_NEVER = 1 << 64
+"""Past any leaf: where the next event is when there is none."""
+
+
+class _Ranges:
+    """The state of :func:`range_hashes`: the ranges not begun, the leaves not yet seen, and
+    the frontiers of the ranges under way. Its methods are the slow path, taken only at a
+    node where a range starts or ends or a wanted leaf lies.
+    """
+
+    __slots__ = ("active", "next_end", "next_event", "order", "ranges", "results", "wanted")
+
+    def __init__(self, ranges: Sequence[tuple[int, int]], wanted: list[int]) -> None:
+        self.ranges = ranges
+        # Ranges by start, the outer of two with one start first; wanted leaves reversed.
+        order = sorted(range(len(ranges)), key=lambda i: (ranges[i][0], -ranges[i][1]))
+        self.order = order[::-1]
+        self.wanted = wanted[::-1]
+        self.results: list[bytes | None] = [None] * len(ranges)
+        self.active: list[tuple[int, int, Frontier]] = []  # (end, range number, frontier)
+        self.next_end = self.next_event = _NEVER
+        self._next_event()
+
+    def _next_event(self) -> None:
+        starts = [self.ranges[self.order[-1]][0]] if self.order else []
+        self.next_event = min([*starts, *self.wanted[-1:]], default=_NEVER)
+
+    def begin(self, start: int, height: int, end: int) -> None:
+        """The node ``[start, end)`` holds a wanted leaf or a range's first leaf."""
+        wanted, ranges, order = self.wanted, self.ranges, self.order
+        while wanted and wanted[-1] < end:
+            if height:
+                raise LostLeafError(
+                    f"leaf {wanted[-1]} was lost: it lies inside the subtree of leaves "
+                    f"{start}..{end - 1}, of which only the root hash is known"
+                )
+            wanted.pop()
+        while order and ranges[order[-1]][0] < end:
+            number = order.pop()
+            r_start, r_end = ranges[number]
+            if r_start != start or r_end < end:
+                raise LostLeafError(
+                    f"leaves {r_start}..{r_end - 1} lie strictly inside the subtree of leaves "
+                    f"{start}..{end - 1}, of which only the root hash is known"
+                )
+            self.active.append((r_end, number, Frontier()))
+            self.next_end = min(self.next_end, r_end)
+        self._next_event()
+
+    def straddle(self, start: int, end: int) -> LostLeafError:
+        """The error for a node that runs past the end of a range under way."""
+        r_end, number, _ = min(self.active)
+        return LostLeafError(
+            f"leaves {self.ranges[number][0]}..{r_end - 1} end strictly inside the subtree of "
+            f"leaves {start}..{end - 1}, of which only the root hash is known"
+        )
+
+    def finish(self, end: int) -> None:
+        """Ranges under way that end at ``end`` are complete."""
+        still = []
+        for entry in self.active:
+            if entry[0] == end:
+                self.results[entry[1]] = entry[2].root()
+            else:
+                still.append(entry)
+        self.active = still
+        self.next_end = min((entry[0] for entry in still), default=_NEVER)
+
+
+def range_hashes(  # noqa: PLR0912 - the per-node fast path is inline, on purpose
     nodes: Iterable[Node],
     ranges: Sequence[tuple[int, int]],
     size: int,
@@ -299,59 +368,41 @@ def range_hashes(  # noqa: PLR0912 - one pass; each branch is one way a stream i
     a range or one of ``leaves`` lies strictly inside a node, :class:`FormatError` when the
     nodes do not cover ``[0, size)`` contiguously with aligned subtrees.
     """
-    for start, end in ranges:
-        if not 0 <= start < end <= size:
-            raise ValueError(f"range [{start}, {end}) is not within a tree of size {size}")
-    order = sorted(range(len(ranges)), key=lambda i: (ranges[i][0], -ranges[i][1]))
-    results: list[bytes | None] = [None] * len(ranges)
+    for r_start, r_end in ranges:
+        if not 0 <= r_start < r_end <= size:
+            raise ValueError(f"range [{r_start}, {r_end}) is not within a tree of size {size}")
     wanted = sorted(set(leaves))
     if wanted and not 0 <= wanted[0] <= wanted[-1] < size:
         raise ValueError(f"leaf indices must be in a tree of size {size}")
-    next_range = next_leaf = 0
-    active: list[tuple[int, int, Frontier]] = []  # (end, range number, its frontier)
-    pos = 0
     if size == 0:
         return []
+    state = _Ranges(ranges, wanted)
+    pos = 0
     for start, height, h in nodes:
-        end = _node_end(start, height, h, pos, size)
-        while next_leaf < len(wanted) and wanted[next_leaf] < end:
+        # The fast path, once per leaf: a leaf that comes next, with a 32-byte hash.
+        if height or start != pos or type(h) is not bytes or len(h) != HASH_SIZE:
+            end = _node_end(start, height, h, pos, size)
+        else:
+            end = pos + 1
+        if state.next_event < end:
+            state.begin(start, height, end)
+        if state.active:
+            if end > state.next_end:
+                raise state.straddle(start, end)
             if height:
-                raise LostLeafError(
-                    f"leaf {wanted[next_leaf]} was lost: it lies inside the subtree of leaves "
-                    f"{start}..{end - 1}, of which only the root hash is known"
-                )
-            next_leaf += 1
-        while next_range < len(order) and ranges[order[next_range]][0] < end:
-            number = order[next_range]
-            r_start, r_end = ranges[number]
-            if r_start != start or r_end < end:
-                raise LostLeafError(
-                    f"leaves {r_start}..{r_end - 1} lie strictly inside the subtree of leaves "
-                    f"{start}..{end - 1}, of which only the root hash is known"
-                )
-            active.append((r_end, number, Frontier()))
-            next_range += 1
-        if active:
-            done = False
-            for r_end, number, frontier in active:
-                if end > r_end:
-                    raise LostLeafError(
-                        f"leaves {ranges[number][0]}..{r_end - 1} end strictly inside the "
-                        f"subtree of leaves {start}..{end - 1}, of which only the root hash "
-                        "is known"
-                    )
-                frontier.append_subtree(height, h)
-                if end == r_end:
-                    results[number] = frontier.root()
-                    done = True
-            if done:
-                active = [entry for entry in active if entry[0] != end]
+                for _, _, frontier in state.active:
+                    frontier.append_subtree(height, h)
+            else:
+                for _, _, frontier in state.active:
+                    frontier.append(h)
+            if end == state.next_end:
+                state.finish(end)
         pos = end
         if pos == size:
             break
     if pos != size:
         raise FormatError(f"the nodes end after {pos} leaves, short of the tree's size {size}")
-    return [h for h in results if h is not None]
+    return [h for h in state.results if h is not None]
 
 
 def inclusion_proof(nodes: Iterable[Node], index: int, size: int) -> list[bytes]:
