@@ -260,9 +260,7 @@ def test_a_file_that_cannot_be_read_is_one_error_line(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "kvreceipts", command, "/proc/self/mem"],
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "error: /proc/self/mem: cannot read: Input/output error"
-    ]
+    assert result.stderr.splitlines() == ["error: /proc/self/mem: cannot read: Input/output error"]
 
 
 @pytest.mark.parametrize("command", ["verify", "stats"])

@@ -137,7 +137,7 @@ def verify(
         raise typer.Exit(1)
 
 
-def _print_report(out: Output, report: VerifyReport) -> None:
+def _print_report(out: Output, report: VerifyReport) -> None:  # noqa: PLR0912
     from rich.markup import escape
     from rich.table import Table
 
