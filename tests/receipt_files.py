@@ -145,7 +145,9 @@ def seal(
         leaves.clear()
 
     for index, given in enumerate(records):
-        record = {k: v for k, v in given.items() if k not in ("digest", "alg", "key_id")}
+        # The sealer states alg and key_id (a key_id of null, an attacker's, is kept).
+        record = {k: v for k, v in given.items()
+                  if k not in ("digest", "alg") and (k != "key_id" or v is None)}  # fmt: skip
         sealer = sealers.setdefault(str(record.get("run_id")), Sealer(key))
         if record.get("kind") == "close" and "head" not in record:
             record["head"] = sealer.last_digest

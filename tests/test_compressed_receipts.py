@@ -10,6 +10,7 @@ import io
 import lzma
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from typer.testing import CliRunner, Result
 from kvreceipts.cli import app
 from kvreceipts.commands.reading import MAX_LINE, ReceiptLines, open_receipts
 from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
+from receipt_files import lean_run, seal
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -172,30 +174,103 @@ def test_a_torn_last_frame_is_a_truncated_tail(
     assert "truncated tail" in stats.stderr
 
 
-@pytest.mark.parametrize("ext", [".gz", ".zst"])
-def test_garbage_after_the_last_frame_is_a_truncated_tail(tmp_path: Path, ext: str) -> None:
-    line = b'{"schema": "kvreceipts.eviction/1", "kind": "snapshot", "run_id": "r", "seq": 0}\n'
-    frame = gzip.compress(line) if ext == ".gz" else zstandard.ZstdCompressor().compress(line)
-    path = tmp_path / f"junk{ext}"
-    path.write_bytes(frame * 3 + b"\x00" * 100 + frame)
+def _frame(data: bytes, kind: str) -> bytes:
+    if kind == "gzip":
+        return gzip.compress(data, mtime=0)
+    return zstandard.ZstdCompressor().compress(data)
+
+
+_RUN = b"".join(seal(lean_run(4)))
+_EXTRA = b"".join(seal(lean_run(3, run_id="smuggled")))
+
+
+@pytest.mark.parametrize(
+    ("kind", "tail"),
+    [
+        pytest.param("gzip", b"\x00" * 100, id="gz-garbage"),
+        pytest.param("zstd", b"\x00" * 100, id="zst-garbage"),
+        pytest.param("gzip", _frame(_EXTRA, "zstd"), id="gz-then-a-zstd-run"),
+        pytest.param("zstd", _frame(_EXTRA, "gzip"), id="zst-then-a-gzip-run"),
+        pytest.param("zstd", struct.pack("<II", 0x184D2A50, len(_EXTRA)) + _EXTRA,
+                     id="zst-skippable-frame"),
+        pytest.param("gzip", b"\x1e", id="gz-one-stray-byte"),
+    ],
+)  # fmt: skip
+def test_bytes_after_the_last_frame_are_a_violation(tmp_path: Path, kind: str, tail: bytes) -> None:
+    path = tmp_path / "hidden"
+    path.write_bytes(_frame(_RUN, kind) + tail)
     lines, reader = read_lines(path)
-    assert lines == [line] * 3
-    assert reader.truncated_tail
+    assert b"".join(lines) == _RUN  # nothing of the hidden part is read as the file's
+    assert reader.hidden_bytes is not None
+    assert not reader.truncated_tail
+    report = verify_file(path)
+    assert not report.ok
+    assert report.hidden_bytes
+    assert [v.check for v in report.violations] == ["bytes"]
+    result = invoke("verify", str(path), "--format", "json")
+    assert result.exit_code == 1
+    assert "no " + kind + " frame" in orjson.loads(result.stdout)["violations"][0]["message"]
+    stats = invoke("stats", str(path))
+    assert "hidden from every reader" in " ".join(stats.stderr.split())
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_a_torn_frame_after_whole_ones_stays_a_truncated_tail(tmp_path: Path, kind: str) -> None:
+    whole = b"".join(_frame(line, kind) for line in seal(lean_run(4)))
+    last = len(_frame(seal(lean_run(4))[-1], kind))
+    for keep in (1, 2, 5, last - 1):
+        path = tmp_path / "torn"
+        path.write_bytes(whole[: len(whole) - last + keep])
+        _, reader = read_lines(path)
+        assert reader.truncated_tail, keep
+        assert reader.hidden_bytes is None
 
 
 @pytest.mark.parametrize("compress", [gzip.compress, zstandard.compress])
-def test_a_decompression_bomb_streams_in_bounded_lines(compress: object) -> None:
+def test_a_decompression_bomb_stops_at_the_line_limit(compress: object) -> None:
     assert callable(compress)
     bomb = compress(b"x" * (64 * MAX_LINE) + b"\n" + b'{"a": 1}\n')
-    lines = list(ReceiptLines(io.BytesIO(bomb), "bomb"))
-    assert [len(line) for line in lines] == [MAX_LINE + 2, 9]
+    reader = ReceiptLines(io.BytesIO(bomb), "bomb")
+    assert [len(line) for line in reader] == [MAX_LINE + 2]
+    assert reader.stopped_at == 1
 
 
-def test_overlong_plain_lines_are_cut_and_later_lines_kept() -> None:
-    data = b"a\n" + b"y" * (3 * MAX_LINE) + b"\nb\n" + b"z" * (2 * MAX_LINE)
-    lines = list(ReceiptLines(io.BytesIO(data), "long"))
-    assert [line[:1] for line in lines] == [b"a", b"y", b"b", b"z"]
-    assert [len(line) for line in lines] == [2, MAX_LINE + 2, 2, MAX_LINE + 2]
+def test_an_overlong_plain_line_stops_reading_before_its_end() -> None:
+    data = b"a\n" + b"y" * (30 * MAX_LINE) + b"\nb\n"
+    stream = io.BufferedReader(io.BytesIO(data))
+    reader = ReceiptLines(stream, "long")
+    assert [line[:1] for line in reader] == [b"a", b"y"]
+    assert reader.stopped_at == 2
+    assert stream.tell() <= MAX_LINE + 3  # the rest of the line was never read
+
+
+def test_an_overlong_line_is_one_violation_and_reading_stops(tmp_path: Path) -> None:
+    lines = seal(lean_run(4))
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b"".join(lines[:3]) + b"{" + b"x" * (2 * MAX_LINE) + b"\n" +
+                     b"".join(lines[3:]))  # fmt: skip
+    report = verify_file(path)
+    assert report.stopped_at == 4
+    assert (4, "bytes") in {(v.line, v.check) for v in report.violations}
+    assert report.lines == 4
+
+
+@pytest.mark.parametrize("command", ["verify", "stats"])
+def test_a_file_that_cannot_be_read_is_one_error_line(command: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "kvreceipts", command, "/proc/self/mem"],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: /proc/self/mem: cannot read: Input/output error"]
+
+
+@pytest.mark.parametrize("command", ["verify", "stats"])
+def test_dev_zero_stops_at_the_line_limit(command: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "kvreceipts", command, "/dev/zero"],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: /dev/zero: not a kvreceipts receipts file (line 1: binary data, not text)"
+    ]
 
 
 def test_xz_is_refused_in_one_line(tmp_path: Path) -> None:

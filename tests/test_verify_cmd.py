@@ -99,8 +99,8 @@ def test_violations_exit_1_and_the_table_names_their_lines_and_checks(tmp_path: 
 
 
 def test_an_old_format_file_is_refused_in_one_line(tmp_path: Path) -> None:
-    old = b'{"kind":"eviction","prev_digest":"%b","run_id":"r","schema":"kvreceipts.eviction/1",' \
-        b'"seq":0,"digest":"%b"}\n' % (b"0" * 64, b"1" * 64)  # fmt: skip
+    old = (b'{"kind":"eviction","prev_digest":"%b","run_id":"r","schema":"kvreceipts.eviction/1",'
+           b'"seq":0,"digest":"%b"}\n') % (b"0" * 64, b"1" * 64)  # fmt: skip
     for at, lines in ((1, [old, old]), (3, [*handmade(5)[0][:2], old])):
         path = write(tmp_path / "old.jsonl", lines)
         result = invoke("verify", path)

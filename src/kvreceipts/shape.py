@@ -88,12 +88,12 @@ def _compile(fields: dict[str, Field]) -> _Shape:
     )
 
 
-def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:
+def _fits(fields: dict[str, Field]) -> Callable[[dict[str, Any]], bool]:  # noqa: PLR0915
     """Generate the fast yes-test of :class:`_Shape` from the same field table."""
     lines: list[str] = []
     scope: dict[str, Any] = {"_HEX": _HEX, "_ABSENT": _ABSENT}
 
-    def emit(fields: dict[str, Field], var: str) -> None:
+    def emit(fields: dict[str, Field], var: str) -> None:  # noqa: PLR0912
         required = frozenset(n for n, f in fields.items() if not f.optional)
         scope[f"_req_{var}"], scope[f"_all_{var}"] = required, frozenset(fields)
         lines.append(f"if type({var}) is not dict: return False")
@@ -203,7 +203,7 @@ def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
     return _check_values(value, shape, where)
 
 
-def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | None:  # noqa: PLR0911, PLR0912
     """Bounds and digests, for a record whose keys and types are known to be right."""
     for low, names, get in shape.floors:
         if min(get(value)) < low:
@@ -216,17 +216,18 @@ def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | Non
     for name, allowed in shape.enums:
         item = value.get(name, _ABSENT)
         if item is not _ABSENT and item not in allowed:
-            return f"field {where + name!r} must be {' or '.join(map(repr, allowed))}, not " \
-                f"{_short(item)}"  # fmt: skip
+            return (f"field {where + name!r} must be {' or '.join(map(repr, allowed))}, not "
+                    f"{_short(item)}")  # fmt: skip
     for name, of in shape.maps:
-        for key, item in value.get(name, {}).items():
-            wanted = _PY_TYPES[of.types[0]][0]
+        entries: dict[str, Any] = value.get(name, {})
+        for key, entry in entries.items():
+            wanted, item = _PY_TYPES[of.types[0]][0], entry
             if type(item) is not wanted:
-                return f"field {where + name + '.' + _short_key(key)!r} must be " \
-                    f"{of.types[0]}, not {_short(item)}"  # fmt: skip
+                return (f"field {where + name + '.' + _short_key(key)!r} must be "
+                        f"{of.types[0]}, not {_short(item)}")  # fmt: skip
             if of.minimum is not None and item < of.minimum:
-                return f"field {where + name + '.' + _short_key(key)!r} must be at least " \
-                    f"{of.minimum:g}, not {_short(item)}"  # fmt: skip
+                return (f"field {where + name + '.' + _short_key(key)!r} must be at least "
+                        f"{of.minimum:g}, not {_short(item)}")  # fmt: skip
     for name in shape.hex_fields:
         item = value.get(name)
         if item is None:  # an optional digest that is absent

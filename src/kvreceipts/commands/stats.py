@@ -36,7 +36,8 @@ def stats(
     """Summarize a receipts file: counts, bytes freed, top sessions, memory over time.
 
     Counts by kind, reason and policy; runs; the sessions evicted most; memory in use before
-    and after each eviction, as a chart over time. Reads schema /2 (and summarizes old /1 files), plain, gzip or zstd.
+    and after each eviction, as a chart over time. Reads schema /2 (and old /1 files), plain,
+    gzip or zstd.
     Exit status: 0 summarized, 1 no records, 2 not a receipts file or unreadable.
     """
     from kvreceipts.engine.figures import EngineFigures

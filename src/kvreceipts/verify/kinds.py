@@ -77,7 +77,7 @@ def stats_problems(stats: Any, total_bytes: int, where: str) -> list[str]:
     return problems
 
 
-def check_eviction(v: StreamVerifier, number: int, run: RunState, rec: Any) -> None:
+def check_eviction(v: StreamVerifier, number: int, run: RunState, rec: Any) -> None:  # noqa: PLR0912
     """The arithmetic of one eviction, and its place among the run's evictions."""
     before, after, size, seq, run_id = rec.before, rec.after, rec.block_size_bytes, rec.seq, run
     fail = v.fail

@@ -142,7 +142,7 @@ class VerifyReport:
 
     @property
     def authentication(self) -> str:
-        """What was established about who sealed the records, one of :data:`AUTHENTICATION`:
+        """What was established about who sealed the records (one of :data:`AUTHENTICATION`).
 
         - ``failed``: a key was given and some record failed a check made under it, or some
           line could not be checked under it at all;

@@ -132,7 +132,7 @@ class StreamVerifier:
                     return
         self._general(number, payload, claimed)
 
-    def _general(self, number: int, payload: bytes, claimed: bytes) -> None:  # noqa: PLR0911, PLR0912
+    def _general(self, number: int, payload: bytes, claimed: bytes) -> None:  # noqa: PLR0911, PLR0912, PLR0915
         """Check a line of any kind as a parsed dict, and word what is wrong with it."""
         try:
             record = _loads(payload)

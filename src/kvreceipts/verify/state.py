@@ -77,7 +77,7 @@ def instant(timestamp: str) -> tuple[int, int] | None:
         return None
     if z is None:
         hours, minutes = int(off_h), int(off_m)
-        if hours > 23 or minutes > 59:  # noqa: PLR2004 - the RFC's bounds
+        if hours > 23 or minutes > 59:
             return None
         offset = timedelta(hours=hours, minutes=minutes)
         when = when - offset if sign == "+" else when + offset
