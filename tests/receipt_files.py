@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.chain import Sealer
-from kvreceipts.proofs.merkle import RangeCover
 from kvreceipts.config import CachingConfig
+from kvreceipts.proofs.merkle import RangeCover
 from kvreceipts.schema import SCHEMA_ID
 from kvreceipts.stats import KVCacheStatistics
 

@@ -330,3 +330,44 @@ def test_prove_needs_a_signed_run(tmp_path: Path) -> None:
     result = run("prove", "-", "--seq", "3")
     assert result.exit_code == 2
     assert "standard input" in result.stderr
+
+
+def test_verify_proof_takes_what_prove_writes_and_refuses_edits(
+    signed: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pub = str(keys[1])
+    bundle = tmp_path / "p.json"
+    assert run("prove", str(signed), "--seq", "200", "-o", str(bundle)).exit_code == 0
+    result = run("verify-proof", str(bundle), "--vkey", pub, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["record"]["seq"] == 200
+    document = json.loads(bundle.read_text())
+    edits = {
+        "record": {**document, "record": document["record"].replace('"seq":200', '"seq":201')},
+        "path": {**document, "inclusion": ["00" * 32, *document["inclusion"][1:]]},
+        "index": {**document, "leaf_index": 201},
+    }
+    for name, edited in edits.items():
+        forged = tmp_path / f"{name}.json"
+        forged.write_text(json.dumps(edited))
+        result = run("verify-proof", str(forged), "--vkey", pub)
+        assert result.exit_code == 1, (name, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_verify_proof_ties_an_earlier_checkpoint_to_the_newest(
+    signed: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    early = next(r for r in records(signed) if r["kind"] == "checkpoint")
+    old = tmp_path / "old.note"
+    old.write_text(early["checkpoint"])
+    grew = tmp_path / "grew.json"
+    result = run("prove", str(signed), "--from-size", str(early["tree_size"]), "-o", str(grew))
+    assert result.exit_code == 0, result.stderr
+    result = run("verify-proof", str(grew), "--vkey", str(keys[1]), "--old-checkpoint", str(old))
+    assert result.exit_code == 0, result.stderr
+    # An older note of another size does not fit the proof.
+    later = [r for r in records(signed) if r["kind"] == "checkpoint"][1]
+    old.write_text(later["checkpoint"])
+    result = run("verify-proof", str(grew), "--vkey", str(keys[1]), "--old-checkpoint", str(old))
+    assert result.exit_code == 1

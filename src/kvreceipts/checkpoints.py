@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvreceipts.errors import UsageError
+from kvreceipts.proofs.bundle import origin_for as origin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,15 +23,9 @@ if TYPE_CHECKING:
     from kvreceipts.proofs.merkle import Frontier
     from kvreceipts.proofs.note import Signer
 
-__all__ = ["ORIGIN_PREFIX", "Checkpoints", "make_checkpoints", "origin"]
+__all__ = ["Checkpoints", "make_checkpoints", "origin"]
 
-ORIGIN_PREFIX = "kvreceipts/run/"
 log = logging.getLogger("kvreceipts.kv.receipts")
-
-
-def origin(run_id: str) -> str:
-    """The checkpoint origin of a run: unique per run, as C2SP asks of an origin line."""
-    return ORIGIN_PREFIX + run_id
 
 
 @dataclass(frozen=True, slots=True)

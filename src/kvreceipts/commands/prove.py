@@ -30,8 +30,6 @@ The proof is against the run's newest signed checkpoint (its close record's, onc
 Exit status: 0 written, 2 unusable input (no such seq, no signed checkpoint, …).
 """
 
-_PROOF, _CONSISTENCY = "kvreceipts.proof/1", "kvreceipts.consistency/1"
-
 
 def prove(
     path: Annotated[
@@ -98,13 +96,16 @@ def prove(
 
     with open_receipts(name) as lines:
         found = proving.scan(lines, name, run=run, wanted=None if from_size else wanted)
-    bundle: dict[str, Any]
+    from kvreceipts.proofs import bundle as bundles
+
+    document: dict[str, Any]
     if from_size is not None:
         with open_receipts(name) as lines:
             path_hashes = proving.consistency(lines, name, found, from_size)
-        bundle = {"format": _CONSISTENCY, "run_id": found.run_id, "old_size": from_size,
-                  "new_size": found.tree_size, "consistency": [h.hex() for h in path_hashes],
-                  "checkpoint": found.checkpoint}  # fmt: skip
+        document = bundles.consistency_bundle(
+            run_id=found.run_id, old_size=from_size, new_size=found.tree_size,
+            consistency=path_hashes, checkpoint=found.checkpoint,
+        )  # fmt: skip
         what = f"tree size {from_size:,} → {found.tree_size:,}"
     else:
         targets = [t for t in found.targets if session is None or _session_of(t.line) == session]
@@ -114,20 +115,20 @@ def prove(
             raise UsageError(f"{name}: {missing} run {found.run_id[:40]}")
         with open_receipts(name) as lines:
             paths = proving.inclusions(lines, name, found, targets)
-        entries = [
-            {"record": t.line.decode(), "leaf_index": t.seq, "tree_size": found.tree_size,
-             "inclusion": [h.hex() for h in p]}
-            for t, p in zip(targets, paths, strict=True)
-        ]  # fmt: skip
         if seq is not None:
-            bundle = {"format": _PROOF, "run_id": found.run_id, **entries[0],
-                      "checkpoint": found.checkpoint}  # fmt: skip
+            document = bundles.proof_bundle(
+                run_id=found.run_id, record=targets[0].line.decode(), leaf_index=seq,
+                tree_size=found.tree_size, inclusion=paths[0], checkpoint=found.checkpoint,
+            )  # fmt: skip
             what = f"seq {seq}"
         else:
-            bundle = {"format": _PROOF, "run_id": found.run_id, "tree_size": found.tree_size,
-                      "proofs": entries, "checkpoint": found.checkpoint}  # fmt: skip
-            what = f"{len(entries):,} receipt(s) of session {session}"
-    data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+            document = bundles.session_bundle(
+                run_id=found.run_id, tree_size=found.tree_size, checkpoint=found.checkpoint,
+                proofs=[(t.line.decode(), t.seq, p) for t, p in zip(targets, paths, strict=True)],
+                session_id=session,
+            )  # fmt: skip
+            what = f"{len(targets):,} receipt(s) of session {session}"
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
     if output is None:
         out.write(data)
     else:
