@@ -19,7 +19,13 @@ from kvreceipts.checkpoints import origin
 from kvreceipts.cli import app
 from kvreceipts.proofs import note
 from kvreceipts.proofs.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from kvreceipts.proofs.merkle import Frontier, check_consistency, check_inclusion, leaf_hash
+from kvreceipts.proofs.merkle import (
+    Frontier,
+    RangeCover,
+    check_consistency,
+    check_inclusion,
+    leaf_hash,
+)
 from kvreceipts.schema import ZERO_DIGEST
 
 if TYPE_CHECKING:
@@ -371,3 +377,75 @@ def test_verify_proof_ties_an_earlier_checkpoint_to_the_newest(
     old.write_text(later["checkpoint"])
     result = run("verify-proof", str(grew), "--vkey", str(keys[1]), "--old-checkpoint", str(old))
     assert result.exit_code == 1
+
+
+def _with_a_loss(signed: Path, first: int, last: int) -> bytes:
+    """The signed run with records first..last dropped and declared by a loss record: the
+    sink's view (it hashed the lines it dropped into lost_tree), so the signed root holds.
+    """
+    lines = signed.read_bytes().splitlines()
+    lost = [orjson.loads(line) for line in lines[first : last + 1]]
+    cover = RangeCover(first)
+    for line in lines[first : last + 1]:
+        cover.append(leaf_hash(line))
+    counts: dict[str, int] = {}
+    for record in lost:
+        counts[record["kind"]] = counts.get(record["kind"], 0) + 1
+    before = orjson.loads(lines[first - 1])
+    loss = {
+        "kind": "loss", "run_id": before["run_id"], "seq": last,
+        "timestamp": lost[-1]["timestamp"], "alg": "sha256", "sink": "channel",
+        "first_seq": first, "last_seq": last, "count": last - first + 1,
+        "prev_digest": before["digest"], "last_lost_digest": lost[-1]["digest"],
+        "lost_counts": dict(sorted(counts.items())),
+        "lost_tree": [h.hex() for h in cover.hashes()],
+    }  # fmt: skip
+    payload = canonical(loss)
+    line = payload[:-1] + b',"digest":"%b"}' % chain_digest(loss["prev_digest"], payload).encode()
+    return b"\n".join([*lines[:first], line, *lines[last + 1 :]]) + b"\n"
+
+
+@pytest.mark.parametrize("chunk_height", [0, 1, 3, 6])
+def test_proofs_stream_right_at_every_chunk_size_and_across_a_loss(
+    signed: Path, keys: tuple[Path, Path], tmp_path: Path, chunk_height: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The second pass hashes whole chunks at once: every proof it makes, near a chunk's edge,
+    near a loss or across one, is the RFC's (checked against the signed root).
+    """
+    from kvreceipts import proving
+
+    monkeypatch.setattr(proving, "_CHUNK", 1 << chunk_height)
+    lossy = tmp_path / "lossy.jsonl"
+    lossy.write_bytes(_with_a_loss(signed, 70, 133))
+    code, report = verify_json(lossy, "--vkey", str(keys[1]), "--allow-loss")
+    assert code == 0, report["violations"]  # the signed root still binds the records kept
+    root = bytes.fromhex(records(signed)[-1]["root"])
+    size = records(signed)[-1]["tree_size"]
+    for path in (signed, lossy):
+        name = str(path)
+
+        def opener(name: str = name) -> Any:
+            from kvreceipts.commands.reading import open_receipts
+
+            return open_receipts(name)
+
+        found = proving.find_run(name, opener, run=None, session=None)
+        assert found.tree_size == size
+        seqs = [s for s in (0, 1, 7, 8, 63, 64, 69, 134, 200, 511, 512, size - 1)
+                if path is signed or not 70 <= s <= 133]  # fmt: skip
+        proofs, lines = proving.inclusions(opener, name, found, seqs)
+        for seq, proof in zip(seqs, proofs, strict=True):
+            check_inclusion(leaf_hash(lines[seq]), seq, size, proof, root)
+        for old in (1, 2, 69, 70, 134, 300, size):
+            old_root = Frontier()
+            for line in signed.read_bytes().splitlines()[:old]:
+                old_root.append(leaf_hash(line))
+            proof = proving.consistency(opener, name, found, old)
+            check_consistency(old, size, proof, old_root.root(), root)
+    result = run("prove", str(lossy), "--seq", "100")
+    assert result.exit_code == 2
+    assert "was lost" in result.stderr
+    result = run("prove", str(lossy), "--from-size", "100")  # inside the lost range
+    assert result.exit_code == 2
+    assert "needs records that were lost" in result.stderr

@@ -4,8 +4,10 @@ or that a run's tree grew from an earlier checkpoint without rewriting it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
@@ -85,49 +87,14 @@ def prove(
     check_output(output, append=False, force=force)
     out = Output()
 
-    def wanted(head: Any, line: bytes) -> bool:
-        if seq is not None:
-            return bool(head.seq == seq and head.kind != "loss")
-        return (
-            session is not None
-            and head.kind == "eviction"
-            and (b'"session_id":' + orjson.dumps(session) in line)
-        )
+    def opener() -> AbstractContextManager[Iterable[bytes]]:
+        return open_receipts(name)
 
-    with open_receipts(name) as lines:
-        found = proving.scan(lines, name, run=run, wanted=None if from_size else wanted)
-    from kvreceipts.proofs import bundle as bundles
-
-    document: dict[str, Any]
+    found = proving.find_run(name, opener, run=run, session=session)
     if from_size is not None:
-        with open_receipts(name) as lines:
-            path_hashes = proving.consistency(lines, name, found, from_size)
-        document = bundles.consistency_bundle(
-            run_id=found.run_id, old_size=from_size, new_size=found.tree_size,
-            consistency=path_hashes, checkpoint=found.checkpoint,
-        )  # fmt: skip
-        what = f"tree size {from_size:,} → {found.tree_size:,}"
+        document, what = proving.consistency_bundle(opener, name, found, from_size)
     else:
-        targets = [t for t in found.targets if session is None or _session_of(t.line) == session]
-        if not targets:
-            missing = (f"seq {seq} is not in" if seq is not None
-                       else f"no eviction receipt of session {str(session)[:60]} in")  # fmt: skip
-            raise UsageError(f"{name}: {missing} run {found.run_id[:40]}")
-        with open_receipts(name) as lines:
-            paths = proving.inclusions(lines, name, found, targets)
-        if seq is not None:
-            document = bundles.proof_bundle(
-                run_id=found.run_id, record=targets[0].line.decode(), leaf_index=seq,
-                tree_size=found.tree_size, inclusion=paths[0], checkpoint=found.checkpoint,
-            )  # fmt: skip
-            what = f"seq {seq}"
-        else:
-            document = bundles.session_bundle(
-                run_id=found.run_id, tree_size=found.tree_size, checkpoint=found.checkpoint,
-                proofs=[(t.line.decode(), t.seq, p) for t, p in zip(targets, paths, strict=True)],
-                session_id=session,
-            )  # fmt: skip
-            what = f"{len(targets):,} receipt(s) of session {session}"
+        document, what = proving.inclusion_bundle(opener, name, found, seq=seq, session=session)
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
     if output is None:
         out.write(data)
@@ -137,7 +104,3 @@ def prove(
         f"proof of {what} in run {found.run_id} under its signed checkpoint of "
         f"{found.tree_size:,} records" + (f" written to {output}" if output else "")
     )
-
-
-def _session_of(line: bytes) -> object:
-    return orjson.loads(line).get("session_id")
