@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from kvreceipts.proofs import checkpoint, note
+from kvreceipts.proofs.errors import FormatError
 from kvreceipts.proofs.merkle import (
     check_consistency,
     check_inclusion,
@@ -171,8 +172,17 @@ def test_key_names_follow_go_s_rules(goref: Path) -> None:
              "kvreceipts/run/x", "PRIVATE"]  # fmt: skip
     generated = ask(goref, *({"op": "generate", "name": name} for name in names))
     checks = ask(goref, *({"op": "verifier", "vkey": g["ok"][1]} for g in generated))
-    for name, check in zip(names, checks, strict=True):
+    for name, generated_keys, check in zip(names, generated, checks, strict=True):
         assert note.is_valid_name(name) == ("ok" in check), repr(name)
+        skey, vkey = generated_keys["ok"]
+        if "ok" in check:
+            assert note.parse_verifier(vkey).label == check["ok"]
+            assert note.parse_signer(skey).verifier == note.parse_verifier(vkey)
+        else:
+            with pytest.raises(FormatError):
+                note.parse_verifier(vkey)
+            with pytest.raises(FormatError):
+                note.parse_signer(skey)
 
 
 def test_go_opens_our_notes_and_we_open_go_s(goref: Path) -> None:

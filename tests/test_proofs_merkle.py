@@ -26,6 +26,7 @@ from kvreceipts.proofs.merkle import (
     inclusion_proof,
     inclusion_proof_of,
     leaf_hash,
+    lost_nodes,
     node_hash,
     range_hashes,
     root_of,
@@ -317,3 +318,20 @@ def test_a_node_running_past_a_needed_range_is_refused() -> None:
         range_hashes(iter(stream), [(0, 3)], 8)
     with pytest.raises(LostLeafError, match=r"leaves 5\.\.5 lie strictly inside .* 4\.\.7"):
         range_hashes(iter(stream), [(5, 6)], 8)
+
+
+def test_append_data_and_lost_nodes() -> None:
+    frontier = Frontier()
+    assert [frontier.append_data(x) for x in LEAVES] == LEAF_HASHES
+    assert frontier.root() == ROOTS[8]
+    hashes = _tree(40, 9)
+    lost = lost_nodes(3, 30, [root_of(hashes[s : s + (1 << h)]) for s, h in aligned_ranges(3, 30)])
+    assert lost == [n for n in _with_losses(hashes, [(3, 30)]) if 3 <= n[0] <= 30]
+    stream = [
+        *((i, 0, hashes[i]) for i in range(3)),
+        *lost,
+        *((i, 0, hashes[i]) for i in range(31, 40)),
+    ]
+    assert inclusion_proof(iter(stream), 35, 40) == inclusion_proof_of(hashes, 35)
+    with pytest.raises(FormatError, match="aligned subtrees, not 1"):
+        lost_nodes(3, 30, [hashes[0]])

@@ -180,9 +180,8 @@ def _report_invalid(out: Output, path: str, reason: str) -> None:
         out.json({"valid": False, "bundle": path, "reason": reason})
         out.warn(f"{path}: INVALID: {reason}")
         return
-    from rich.markup import escape
-
-    out.show(f"[red]✗[/red] {escape(path)}: INVALID: {escape(reason)}")
+    out.write(f"✗ {_cell(path)}: INVALID: {_cell(reason)}\n".encode())
+    out.flush()
     if not out.stdout_is_terminal:
         out.warn(f"{path}: INVALID: {reason}")  # stdout may be a pipe nobody reads
 
@@ -214,11 +213,26 @@ def _document(
 
 
 def _cell(value: Any) -> str:
+    """A field's value on one line, with no control character (a signed record can hold
+    anything a JSON string can).
+    """
     import json
 
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"),
+                                                              ensure_ascii=False)  # fmt: skip
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _columns(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows as aligned text columns, two spaces apart (plain text: no rich to import, so
+    that the whole process stays fast).
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]  # fmt: skip
 
 
 def _print(
@@ -228,43 +242,34 @@ def _print(
     verified: Verified,
     receipts: list[dict[str, Any]],
 ) -> None:
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
     from kvreceipts.proofs.bundle import ConsistencyBundle
 
     cp = verified.checkpoint
-    signed = f"signed by {escape(verified.signer)}"
+    name, run = _cell(path), _cell(bundle.run_id)
+    signed = f"signed by {_cell(verified.signer)}"
     if isinstance(bundle, ConsistencyBundle):
         assert verified.old_checkpoint is not None
-        out.show(f"[green]✓[/green] {escape(path)}: run {escape(bundle.run_id)}'s tree of "
-                 f"{bundle.old_size:,} records (root {verified.old_checkpoint.root.hex()}) is a "
-                 f"prefix of its tree of {bundle.new_size:,} (root {cp.root.hex()}), both "
-                 f"{signed}")  # fmt: skip
-        return
-    if bundle.multi:
-        title = f"{len(receipts):,} proven receipts of run {escape(bundle.run_id)}"
+        verdict = (f"✓ {name}: run {run}'s tree of {bundle.old_size:,} records (root "
+                   f"{verified.old_checkpoint.root.hex()}) is a prefix of its tree of "
+                   f"{bundle.new_size:,} (root {cp.root.hex()}), both {signed}")  # fmt: skip
+        lines = [verdict]
+    elif bundle.multi:
+        title = f"{len(receipts):,} proven receipts of run {run}"
         if bundle.session_id is not None:
-            title += f", session {escape(bundle.session_id)}"
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            title += f", session {_cell(bundle.session_id)}"
         columns = ("seq", "kind", "session_id", "reason", "block_size_bytes", "timestamp")
-        for column in columns:
-            table.add_column(column.removesuffix("_id").removesuffix("_bytes"),
-                             justify="right" if column in ("seq", "block_size_bytes")
-                             else "left")  # fmt: skip
-        for receipt in receipts:
-            table.add_row(*(escape(_cell(receipt.get(c, ""))) for c in columns))
-        what = f"{len(receipts):,} records are"
+        header = [c.removesuffix("_id").removesuffix("_bytes") for c in columns]
+        rows = [header, *([_cell(r.get(c, "")) for c in columns] for r in receipts)]
+        table = _columns(rows, right={0, 4})
+        verdict = (f"✓ {name}: {len(receipts):,} records are in run {run}'s tree of "
+                   f"{cp.size:,} records (root {cp.root.hex()}), {signed}")  # fmt: skip
+        lines = [title, "", table[0], "─" * len(table[0]), *table[1:], "", verdict]
     else:
-        receipt = receipts[0]
-        table = Table(title=f"proven receipt: run {escape(bundle.run_id)}, seq "
-                      f"{bundle.proofs[0].leaf_index:,}", title_justify="left",
-                      box=box.SIMPLE_HEAD, pad_edge=False, show_header=False)  # fmt: skip
-        table.add_column("field", style="bold", no_wrap=True)
-        table.add_column("value", overflow="fold")
-        for key, value in receipt.items():
-            table.add_row(escape(key), escape(_cell(value)))
-        what = f"record {bundle.proofs[0].leaf_index:,} is"
-    out.show(table, f"[green]✓[/green] {escape(path)}: {what} in run {escape(bundle.run_id)}'s "
-             f"tree of {cp.size:,} records (root {cp.root.hex()}), {signed}")  # fmt: skip
+        index = bundle.proofs[0].leaf_index
+        rows = [[_cell(key), _cell(value)] for key, value in receipts[0].items()]
+        verdict = (f"✓ {name}: record {index:,} is in run {run}'s tree of {cp.size:,} "
+                   f"records (root {cp.root.hex()}), {signed}")  # fmt: skip
+        lines = [f"proven receipt: run {run}, seq {index:,}", "",
+                 *(f"  {line}" for line in _columns(rows, right=set())), "", verdict]  # fmt: skip
+    out.write("".join(f"{line}\n" for line in lines).encode())
+    out.flush()

@@ -44,6 +44,7 @@ __all__ = [
     "inclusion_ranges",
     "leaf_hash",
     "leaf_nodes",
+    "lost_nodes",
     "node_hash",
     "range_hashes",
     "root_from_inclusion",
@@ -128,6 +129,20 @@ class Frontier:
             n >>= 1
         hashes.append(leaf_hash)
 
+    def append_data(self, data: bytes) -> bytes:
+        """Add the next leaf, given its data; returns its leaf hash. :meth:`append` with
+        :func:`leaf_hash` in one call, for the sealer's hot path.
+        """
+        leaf = h = _sha256(b"\x00" + data).digest()
+        n = self.size
+        self.size = n + 1
+        hashes = self._hashes
+        while n & 1:
+            h = _sha256(b"\x01" + hashes.pop() + h).digest()
+            n >>= 1
+        hashes.append(h)
+        return leaf
+
     def append_subtree(self, height: int, subtree_hash: bytes) -> None:
         """Add the next ``2**height`` leaves at once, given the hash of their complete
         subtree; the subtree must be aligned: :attr:`size` a multiple of ``2**height``.
@@ -154,6 +169,20 @@ class Frontier:
         for i in range(len(hashes) - 2, -1, -1):
             root = _sha256(b"\x01" + hashes[i] + root).digest()
         return root
+
+
+def lost_nodes(first: int, last: int, subtree_hashes: Sequence[bytes]) -> list[Node]:
+    """The nodes of lost leaves ``first..last`` (inclusive), from the hashes a loss record
+    carries, one per range of :func:`aligned_ranges` in order.
+    """
+    ranges = aligned_ranges(first, last)
+    if len(subtree_hashes) != len(ranges):
+        raise FormatError(f"leaves {first}..{last} are {len(ranges)} aligned subtrees, not "
+                          f"{len(subtree_hashes)}")  # fmt: skip
+    for h in subtree_hashes:
+        if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+            raise FormatError(f"a subtree hash is {HASH_SIZE} bytes")
+    return [(start, height, h) for (start, height), h in zip(ranges, subtree_hashes, strict=True)]
 
 
 def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
