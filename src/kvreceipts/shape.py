@@ -219,15 +219,15 @@ def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | Non
             return (f"field {where + name!r} must be {' or '.join(map(repr, allowed))}, not "
                     f"{_short(item)}")  # fmt: skip
     for name, of in shape.maps:
-        entries: dict[str, Any] = value.get(name, {})
+        entries: dict[str, Any] = value.get(name, {})  # values of any type, checked here
         for key, entry in entries.items():
-            wanted, item = _PY_TYPES[of.types[0]][0], entry
-            if type(item) is not wanted:
+            wanted: Any = _PY_TYPES[of.types[0]][0]
+            if type(entry) is not wanted:
                 return (f"field {where + name + '.' + _short_key(key)!r} must be "
-                        f"{of.types[0]}, not {_short(item)}")  # fmt: skip
-            if of.minimum is not None and item < of.minimum:
+                        f"{of.types[0]}, not {_short(entry)}")  # fmt: skip
+            if of.minimum is not None and entry < of.minimum:
                 return (f"field {where + name + '.' + _short_key(key)!r} must be at least "
-                        f"{of.minimum:g}, not {_short(item)}")  # fmt: skip
+                        f"{of.minimum:g}, not {_short(entry)}")  # fmt: skip
     for name in shape.hex_fields:
         item = value.get(name)
         if item is None:  # an optional digest that is absent
