@@ -7,8 +7,11 @@ feature off (a verifier needs no emitter).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from kvreceipts.engine.kinds import ENGINE_KINDS
+from kvreceipts.fields import Field
+from kvreceipts.fields import field as _f
 
 __all__ = [
     "ALGORITHMS",
@@ -33,23 +36,6 @@ LAYOUTS = ("lean", "upstream")
 """Eviction receipt layouts: ``lean`` (the default) and upstream's full payload."""
 HEX64 = "^[0-9a-f]{64}$"
 HEX16 = "^[0-9a-f]{16}$"
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One field: JSON type(s), whether it may be absent, and a lower bound for numbers."""
-
-    types: tuple[str, ...]
-    doc: str
-    optional: bool = False
-    minimum: float | None = None
-    pattern: str | None = None
-    fields: dict[str, Field] | None = None
-    """For ``object`` fields: the nested fields (all required, no others allowed)."""
-
-
-def _f(kind: str, doc: str, **extra: Any) -> Field:
-    return Field(tuple(kind.split("|")), doc, **extra)
 
 
 _COUNT = {"minimum": 0}
@@ -319,8 +305,6 @@ def register_kind(kind: str, fields: dict[str, Field]) -> None:
 
 # A watched engine's receipt kinds (kvreceipts watch): registered here, so that every reader
 # of this module (verify, schema) knows them without the watch extra.
-from kvreceipts.engine.kinds import engine_kinds  # noqa: E402
-
-for _kind, _fields in engine_kinds(_f).items():
+for _kind, _fields in ENGINE_KINDS.items():
     register_kind(_kind, _fields)
 KIND_NAMES = tuple(KINDS)
