@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from kvreceipts.commands.options import ReceiptFormat
 from kvreceipts.commands.output import Output, human_bytes
+from kvreceipts.commands.receipt_table import receipt_dict, receipt_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from rich.table import Table
-
-    from kvreceipts.receipts import Receipt
     from kvreceipts.simulation import Plan, RunResult
     from kvreceipts.sinks.base import BaseSink
 
@@ -30,68 +28,6 @@ REJECTION_REASONS = {
     "no_contiguous_space": "no contiguous space",
 }
 """How the summary says each reason of ``requests.rejected_by_reason``."""
-
-
-def _receipt_table(kept: list[Receipt], total: int, paged: bool) -> Table:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title="KV eviction receipts", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)  # fmt: skip
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("reason", no_wrap=True)
-    table.add_column("session", overflow="fold", min_width=8)
-    table.add_column("trigger", overflow="fold", min_width=8)
-    # Paged entries are blocks: their count sits at capacity, so the column would say nothing.
-    columns = ("block hash", "size", "used") if paged else ("offset", "size", "used", "entries")
-    for name in columns:
-        table.add_column(name, justify="right", no_wrap=True)
-    from kvreceipts.receipts import as_receipt
-
-    for record in kept:
-        table.add_row(*_receipt_row(as_receipt(record), paged))
-    more = total - len(kept)
-    if more > 0:
-        table.caption = f"… {more:,} more (--limit N shows more; --format jsonl prints all)"
-    elif not total:
-        table.caption = "no receipts: nothing was evicted"
-    return table
-
-
-def _receipt_row(record: Any, paged: bool) -> list[str]:
-    kind = record.kind
-    if kind == "eviction":
-        where = str(record.block_hash) if paged else human_bytes(record.block_offset)
-        return [
-            str(record.seq), str(record.reason), record.session_id,
-            record.trigger_session_id or "-", where, human_bytes(record.block_size_bytes),
-            human_bytes(record.after.used_bytes), f"{record.after.total_sessions:,}",
-        ][: 7 if paged else 8]  # fmt: skip
-    if kind == "eviction_batch":
-        row = [
-            str(record.seq),
-            "round",
-            f"{record.count} evicted",
-            "",
-            "",
-            human_bytes(record.total_bytes_freed),
-            human_bytes(record.pool_used_after),
-            "",
-        ]
-    elif kind == "snapshot":
-        row = [
-            str(record.seq),
-            "snapshot",
-            f"as of seq {record.as_of_seq if record.as_of_seq is not None else '-'}",
-            "",
-            "",
-            "",
-            human_bytes(record.pool_used),
-            f"{record.active_sessions:,}",
-        ]
-    else:
-        row = [str(record.seq), kind, "", "", "", "", "", ""]
-    return row[: 7 if paged else 8]
 
 
 def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
@@ -270,7 +206,8 @@ def report(
         table = next((s for s in sinks if s.name == "table"), None)
         kept = getattr(table, "kept", [])
         if plan.caching.enable_receipts:
-            out.show(_receipt_table(kept, result.receipts, plan.allocator == "paged"))
+            rows = [receipt_dict(record) for record in kept]
+            out.show(receipt_table(rows, result.receipts, paged=plan.allocator == "paged"))
         out.show(panel)
         if head:
             out.show(head)
