@@ -78,6 +78,47 @@ def _rejections_text(result: RunResult) -> str:
     return f", {result.rejected:,} rejected: {'; '.join(parts)}"
 
 
+HINT_SHARE = 0.1
+"""Above this share of requests rejected as too large, the summary says what would hold them."""
+
+
+def capacity_hint(plan: Plan, result: RunResult) -> dict[str, Any] | None:
+    """When more than a tenth of the requests were larger than the whole cache: the capacity
+    that would hold the largest of them (bytes, MiB, blocks of ``--block-tokens``) and the
+    option that asks for it. ``None`` otherwise.
+    """
+    too_large = result.rejected_by_reason.get("too_large", 0)
+    largest = result.largest_too_large_bytes
+    if not largest or too_large <= HINT_SHARE * result.requests:
+        return None
+    block_tokens = plan.simulation.block_tokens
+    block_bytes = plan.sizing.block_bytes(block_tokens)
+    blocks = -(-largest // block_bytes)
+    mib = -(-largest // (1 << 20))
+    paged = plan.allocator == "paged"
+    option = f"--capacity-blocks {blocks}" if paged else f"--capacity-mb {mib}"
+    return {
+        "too_large": too_large,
+        "requests": result.requests,
+        "largest_request_bytes": largest,
+        "capacity_mb": mib,
+        "capacity_blocks": blocks,
+        "block_tokens": block_tokens,
+        "option": option,
+    }
+
+
+def capacity_hint_text(hint: dict[str, Any], total_bytes: int) -> str:
+    """The hint as one line for people."""
+    share = hint["too_large"] / hint["requests"]
+    return (
+        f"hint: {hint['too_large']:,} of {hint['requests']:,} requests ({share:.0%}) were "
+        f"larger than the whole {human_bytes(total_bytes)} cache; the largest needs "
+        f"{human_bytes(hint['largest_request_bytes'])} ({hint['capacity_blocks']:,} blocks of "
+        f"{hint['block_tokens']} tokens): pass {hint['option']}"
+    )
+
+
 def _counters_text(sink: Any) -> str:
     c = sink.counters
     parts = [f"{c.delivered:,} delivered"]
@@ -114,6 +155,7 @@ def _summary_document(plan: Plan, result: RunResult, sinks: list[Any]) -> dict[s
             "average_latency_ms": result.average_latency_ms,
         },
         "duration_s": round(result.sim_time_ms / 1000.0, 6),
+        "capacity_hint": capacity_hint(plan, result),
     }
 
 
@@ -196,7 +238,12 @@ def report(
         out.warn(f"… {result.skipped_lines - len(result.skip_errors):,} more bad lines skipped")
     for note in _trace_notes(plan):
         out.note(note)
+    hint = capacity_hint(plan, result)
+    hint_text = None if hint is None or result.stats is None else \
+        capacity_hint_text(hint, result.stats.total_bytes)  # fmt: skip
     if fmt is ReceiptFormat.json:
+        if hint_text:
+            out.note(hint_text)
         out.json(_summary_document(plan, result, shown))
         return
     panel = _summary_panel(plan, result, shown)
@@ -220,6 +267,8 @@ def report(
         out.note(panel)
         if head:
             out.note(head)
+    if hint_text:
+        out.note(hint_text)  # after the summary it explains, on stderr
     out.note(f"[dim]ran in {result.duration_s:.2f} s[/dim]")
 
 
