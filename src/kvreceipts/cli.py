@@ -147,8 +147,18 @@ def build_app(only: str | None = None) -> typer.Typer:
         if hasattr(module, "app"):
             built.add_typer(module.app, name=name)
         else:
-            built.command(epilog=module.EXAMPLES)(getattr(module, name))
+            built.command(epilog=module.EXAMPLES)(_evaluated(getattr(module, name)))
     return built
+
+
+def _evaluated(function: Any) -> Any:
+    """``function`` with its annotations evaluated once (the modules postpone them): Typer
+    reads them twice, through ``inspect`` and ``typing``, and would compile each string twice.
+    """
+    import inspect
+
+    function.__annotations__ = inspect.get_annotations(function, eval_str=True)
+    return function
 
 
 _FULL: list[typer.Typer] = []

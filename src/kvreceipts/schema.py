@@ -280,14 +280,18 @@ def _kind_schema(kind: str, fields: dict[str, Field]) -> dict[str, Any]:
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one receipt kind; ``eviction`` accepts either layout."""
+    """JSON Schema (draft 2020-12) of one receipt kind; ``eviction`` accepts either layout
+    (``oneOf``) and lists the fields both require in its own ``required``.
+    """
     if kind == "eviction":
-        body: dict[str, Any] = {
-            "oneOf": [
-                {"title": f"{layout} layout", **_kind_schema(kind, fields)}
-                for layout, fields in EVICTION_LAYOUTS.items()
-            ]
-        }
+        layouts = [
+            {"title": f"{layout} layout", **_kind_schema(kind, fields)}
+            for layout, fields in EVICTION_LAYOUTS.items()
+        ]
+        # What every layout requires, beside the oneOf (``jq '.eviction.required'`` reads it).
+        shared = [name for name in layouts[0]["required"]
+                  if all(name in other["required"] for other in layouts[1:])]  # fmt: skip
+        body: dict[str, Any] = {"type": "object", "required": shared, "oneOf": layouts}
     else:
         body = _kind_schema(kind, KINDS[kind])
     return {
