@@ -127,7 +127,9 @@ whose function of the same name (or, for a group, ``app``) is the command."""
 
 
 def build_app(only: str | None = None) -> typer.Typer:
-    """The app with every command, or with ``only`` that one (what a process runs)."""
+    """The app with every command, or with ``only`` that one (what a process runs; ``""``:
+    none, for ``--version``).
+    """
     from importlib import import_module
 
     coercion.install()
@@ -142,7 +144,7 @@ def build_app(only: str | None = None) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     built.callback()(_root)
-    for name in COMMANDS if only is None else (only,):
+    for name in COMMANDS if only is None else (only,) if only else ():
         module = import_module(f"kvreceipts.commands.{name}")
         if hasattr(module, "app"):
             built.add_typer(module.app, name=name)
@@ -173,10 +175,14 @@ def __getattr__(name: str) -> Any:
 
 
 def _command_named(argv: list[str]) -> str | None:
-    """The command a command line runs, when it names one (before it, only ``--debug``)."""
+    """The command a command line runs, when it names one (before it, only ``--debug``);
+    ``""`` for ``--version``, which needs none.
+    """
     if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
         return None  # shell completion lists every command
     for arg in argv:
+        if arg in ("--version", "-V"):
+            return ""
         if arg != "--debug":
             return arg if arg in COMMANDS else None
     return None
