@@ -57,7 +57,8 @@ class Example:
     output_lines: tuple[int, int] = (0, 0)
     """The page lines [start, end) that show its output."""
     lang: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    before: list[str] = field(default_factory=list)
+    """The commands before it in its console block (they make the files it reads)."""
 
     @property
     def where(self) -> str:
@@ -105,8 +106,10 @@ def examples(page: Path) -> list[Example]:
                 while i < len(block) and not block[i].startswith("$ "):
                     i += 1
                 shown = block[first:i] or None
+                earlier = [e.command for e in found if e.lang == lang and e.output_lines[0]
+                           and e.output_lines[0] >= start]  # fmt: skip
                 found.append(Example(page, start + first - end, command, shown,
-                                     (start + first, start + i), lang))  # fmt: skip
+                                     (start + first, start + i), lang, earlier))  # fmt: skip
         elif lang in ("bash", "sh") or (lang == "text" and page.name == "cli.md"):
             while i < len(block):
                 text = block[i].strip()
@@ -178,11 +181,16 @@ def test_the_examples_are_found() -> None:
 
 @pytest.mark.parametrize("example", JQ, ids=[e.where for e in JQ])
 def test_every_jq_example_gives_a_real_answer(
-    example: Example, sandbox: tuple[Path, dict[str, str]]
+    example: Example, sandbox: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     work, env = sandbox
     if "../shared/traces" in example.command and not TRACES.is_dir():
         pytest.skip("the traces are not beside the checkout")
+    if example.before:  # in a copy of the sandbox, after the commands that lead up to it
+        work, env = _sandbox(tmp_path)
+        shutil.copytree(sandbox[0], work, dirs_exist_ok=True)
+        for command in filter(lambda c: not c.startswith(SKIPPED), example.before):
+            sh(command, work, env)
     done = sh(example.command, work, env)
     assert done.returncode == 0, f"{example.where}: {example.command}\n{done.stderr}"
     assert "jq: error" not in done.stderr, done.stderr
