@@ -45,7 +45,7 @@ def test_help_shows_no_bool_metavar() -> None:
 def test_requests_0_is_refused_rather_than_running_everything() -> None:
     result = runner.invoke(app, ["simulate", "-q", "--requests", "0"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: Invalid value for '--requests'")
+    assert result.stderr.startswith("error: --requests: 0 is out of range (at least 1)")
 
 
 @pytest.mark.needs("receipts")

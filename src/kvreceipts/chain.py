@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from kvreceipts.errors import InputError
 from kvreceipts.proofs.merkle import Frontier
 from kvreceipts.schema import ZERO_DIGEST
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "DIGEST_SUFFIX_LEN",
@@ -56,15 +61,25 @@ def chain_digest(prev_digest: str, payload: bytes, key: bytes | None = None) -> 
     return hmac.new(key, prev_digest.encode() + payload, hashlib.sha256).hexdigest()
 
 
-def read_hmac_key(path: str | Path) -> bytes:
-    """Read an HMAC key file (its bytes, one trailing newline stripped)."""
+def read_hmac_key(path: str | Path, *, warn: Callable[[str], object] | None = None) -> bytes:
+    """Read an HMAC key file (its bytes, one trailing newline stripped). With ``warn``, a key
+    file its group or others can read is reported through it, once (the key is still used).
+    """
     try:
-        key = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            key = handle.read()
     except OSError as exc:
         raise InputError(f"cannot read HMAC key file: {exc.strerror}", path=str(path)) from None
     key = key.removesuffix(b"\n").removesuffix(b"\r")
     if not key:
         raise InputError("HMAC key file is empty", path=str(path))
+    exposed = mode & (stat.S_IRGRP | stat.S_IROTH)
+    if warn is not None and stat.S_ISREG(mode) and exposed:
+        who = "its group and everyone" if exposed == stat.S_IRGRP | stat.S_IROTH else \
+            "its group" if exposed == stat.S_IRGRP else "everyone"  # fmt: skip
+        warn(f"{path}: the HMAC key file can be read by {who} (mode {stat.S_IMODE(mode):04o}); "
+             f"anyone who can read it can forge receipts: chmod 600 {path}")  # fmt: skip
     return key
 
 

@@ -1,9 +1,15 @@
 """The ``kvreceipts`` command: composes one module per command, and turns every error into
 one ``error: …`` line on stderr (exit 2 for bad usage or input) instead of a traceback.
+
+A process imports only the command it runs: :func:`main` builds the app with that one command
+when the command line names it (the full app, for ``--help``, completion or a typo, otherwise),
+and every value is parsed by :mod:`kvreceipts.commands.coercion` rather than by pydantic.
+``app`` (the full app, as tests and the docs generator use it) is built on first use.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,24 +17,17 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from kvreceipts import __version__
-from kvreceipts.commands import config as config_command
-from kvreceipts.commands import keygen as keygen_command
-from kvreceipts.commands import prove as prove_command
-from kvreceipts.commands import schema as schema_command
-from kvreceipts.commands import simulate as simulate_command
-from kvreceipts.commands import stats as stats_command
-from kvreceipts.commands import sweep as sweep_command
-from kvreceipts.commands import validate as validate_command
-from kvreceipts.commands import verify as verify_command
-from kvreceipts.commands import verify_proof as verify_proof_command
-from kvreceipts.commands import watch as watch_command
+from kvreceipts.commands import coercion
 from kvreceipts.commands.output import Output
 from kvreceipts.errors import KvReceiptsError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["app", "main"]
+    app: typer.Typer
+    """Every command (built on first use, by the module's ``__getattr__``)."""
+
+__all__ = ["COMMANDS", "app", "build_app", "main"]
 
 
 class _Group(TyperGroup):
@@ -58,12 +57,25 @@ class _Group(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":
                 code = 0
             else:
-                name = getattr(getattr(exc, "ctx", None), "command_path", "kvreceipts")
-                Output().error(f"{exc.format_message()} (see: {name} --help)")
+                Output().error(_usage_message(exc))
                 code = getattr(exc, "exit_code", 2)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: Any) -> str:
+    """Click's usage error as our one line: a bad value is ``--opt: what is wrong``, with
+    no pydantic wording; anything else points at the command's ``--help``.
+    """
+    param = getattr(exc, "param", None)
+    message = str(getattr(exc, "message", "")).removeprefix("Value error, ")
+    if type(exc).__name__ == "BadParameter" and param is not None and message:
+        opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        name = max(opts, key=len) if opts else param.human_readable_name
+        return f"{name}: {message}"
+    name = getattr(getattr(exc, "ctx", None), "command_path", "kvreceipts")
+    return f"{exc.format_message().replace('Value error, ', '')} (see: {name} --help)"
 
 
 _display_type = TyperOption.display_type_rich
@@ -88,25 +100,12 @@ def _hoist_debug(argv: list[str]) -> tuple[list[str], bool]:
     return ["--debug", *rest], True
 
 
-app = typer.Typer(
-    name="kvreceipts",
-    cls=_Group,
-    help="Auditable KV-cache eviction receipts: simulate a KV cache manager, print one "
-    "verifiable receipt per eviction, verify and summarize receipt files.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
 def _version(value: bool) -> None:
     if value:
         sys.stdout.write(f"kvreceipts {__version__}\n")
         raise typer.Exit
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -121,19 +120,76 @@ def _root(
     """kvreceipts: what did my KV cache evict, why, and can I prove it?"""
 
 
-app.command(epilog=simulate_command.EXAMPLES)(simulate_command.simulate)
-app.command(epilog=sweep_command.EXAMPLES)(sweep_command.sweep)
-app.command(epilog=verify_command.EXAMPLES)(verify_command.verify)
-app.command(epilog=prove_command.EXAMPLES)(prove_command.prove)
-app.command("verify-proof", epilog=verify_proof_command.EXAMPLES)(verify_proof_command.verify_proof)
-app.command(epilog=stats_command.EXAMPLES)(stats_command.stats)
-app.command(epilog=schema_command.EXAMPLES)(schema_command.schema)
-app.command(epilog=watch_command.EXAMPLES)(watch_command.watch)
-app.add_typer(config_command.app, name="config")
-app.command(epilog=validate_command.EXAMPLES)(validate_command.validate)
-app.command(epilog=keygen_command.EXAMPLES)(keygen_command.keygen)
+COMMANDS = ("simulate", "sweep", "show", "verify", "prove", "verify-proof", "stats", "schema",
+            "watch", "keygen", "config", "validate")  # fmt: skip
+"""The commands in the order ``--help`` lists them; each is ``kvreceipts.commands.<name>``
+(dashes as underscores), whose function of the same name (or, for a group, ``app``) is the
+command."""
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The app with every command, or with ``only`` that one (what a process runs; ``""``:
+    none, for ``--version``).
+    """
+    from importlib import import_module
+
+    coercion.install()
+    built = typer.Typer(
+        name="kvreceipts",
+        cls=_Group,
+        help="Auditable KV-cache eviction receipts: simulate a KV cache manager, print one "
+        "verifiable receipt per eviction, verify and summarize receipt files.",
+        no_args_is_help=True,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    built.callback()(_root)
+    for name in COMMANDS if only is None else (only,) if only else ():
+        attribute = name.replace("-", "_")
+        module = import_module(f"kvreceipts.commands.{attribute}")
+        if hasattr(module, "app"):
+            built.add_typer(module.app, name=name)
+        else:
+            built.command(name, epilog=module.EXAMPLES)(_evaluated(getattr(module, attribute)))
+    return built
+
+
+def _evaluated(function: Any) -> Any:
+    """``function`` with its annotations evaluated once (the modules postpone them): Typer
+    reads them twice, through ``inspect`` and ``typing``, and would compile each string twice.
+    """
+    import inspect
+
+    function.__annotations__ = inspect.get_annotations(function, eval_str=True)
+    return function
+
+
+_FULL: list[typer.Typer] = []
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        if not _FULL:
+            _FULL.append(build_app())
+        return _FULL[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The command a command line runs, when it names one (before it, only ``--debug``);
+    ``""`` for ``--version``, which needs none.
+    """
+    if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
+        return None  # shell completion lists every command
+    for arg in argv:
+        if arg in ("--version", "-V"):
+            return ""
+        if arg != "--debug":
+            return arg if arg in COMMANDS else None
+    return None
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: builds only the command it runs."""
+    build_app(_command_named(sys.argv[1:]))()

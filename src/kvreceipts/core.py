@@ -76,6 +76,8 @@ class ManagerCore:
         self.rejected_by_reason: dict[str, int] = {}
         """Rejections by cause: ``too_large`` (more than the whole cache), ``all_pinned`` (the
         space is held by running requests), ``no_contiguous_space`` (enough free bytes, split)."""
+        self.largest_too_large_bytes = 0
+        """The size of the largest request rejected as ``too_large`` (what would hold it)."""
         self.requests = 0
         self.bytes_freed = 0
         self.peak_used_bytes = 0
@@ -225,6 +227,11 @@ class ManagerCore:
             required_bytes=required_bytes,
             satisfied=satisfied,
         )
+
+    def _reject_too_large(self, size_bytes: int) -> None:
+        """Count a request larger than the whole cache, and remember the largest."""
+        self.largest_too_large_bytes = max(self.largest_too_large_bytes, size_bytes)
+        self._reject("too_large")
 
     def _reject(self, reason: str) -> None:
         """Count a rejected request under its reason (the rejection path only)."""

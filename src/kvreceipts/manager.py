@@ -169,7 +169,7 @@ class KVCacheManager(ManagerCore):
             self.policy.on_miss(session_id)
         size = self.sizing.entry_bytes(context_length)
         if size > self.pool.total_bytes:
-            self._reject("too_large")
+            self._reject_too_large(size)
             return None
         offset = self.pool.allocate(size)
         if offset is None:

@@ -209,7 +209,7 @@ class PagedKVCacheManager(ManagerCore):
             # libCacheSim); pinned, it can never fit: every block reference misses.
             if len(hashes) > self._capacity and self.pin_admitting:
                 self.misses += len(hashes)
-                self._reject("too_large")
+                self._reject_too_large(len(hashes) * self.block_bytes)
                 return Served(False, 0, request.input_tokens)
             hits = self._admit(hashes, request.request_id)
             if hits < 0:

@@ -7,8 +7,11 @@ feature off (a verifier needs no emitter).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from kvreceipts.engine.kinds import ENGINE_KINDS
+from kvreceipts.fields import Field
+from kvreceipts.fields import field as _f
 
 __all__ = [
     "ALGORITHMS",
@@ -34,27 +37,6 @@ LAYOUTS = ("lean", "upstream")
 """Eviction receipt layouts: ``lean`` (the default) and upstream's full payload."""
 HEX64 = "^[0-9a-f]{64}$"
 HEX16 = "^[0-9a-f]{16}$"
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One field: JSON type(s), whether it may be absent, and a lower bound for numbers."""
-
-    types: tuple[str, ...]
-    doc: str
-    optional: bool = False
-    minimum: float | None = None
-    pattern: str | None = None
-    fields: dict[str, Field] | None = None
-    """For ``object`` fields: the nested fields (all required, no others allowed)."""
-    values: Field | None = None
-    """For ``object`` fields that map names to values (``counts``): the type of every value."""
-    enum: tuple[str, ...] | None = None
-    """The only values a string field may take."""
-
-
-def _f(kind: str, doc: str, **extra: Any) -> Field:
-    return Field(tuple(kind.split("|")), doc, **extra)
 
 
 _COUNT = {"minimum": 0}
@@ -304,14 +286,18 @@ def _kind_schema(kind: str, fields: dict[str, Field]) -> dict[str, Any]:
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one receipt kind; ``eviction`` accepts either layout."""
+    """JSON Schema (draft 2020-12) of one receipt kind; ``eviction`` accepts either layout
+    (``oneOf``) and lists the fields both require in its own ``required``.
+    """
     if kind == "eviction":
-        body: dict[str, Any] = {
-            "oneOf": [
-                {"title": f"{layout} layout", **_kind_schema(kind, fields)}
-                for layout, fields in EVICTION_LAYOUTS.items()
-            ]
-        }
+        layouts = [
+            {"title": f"{layout} layout", **_kind_schema(kind, fields)}
+            for layout, fields in EVICTION_LAYOUTS.items()
+        ]
+        # What every layout requires, beside the oneOf (``jq '.eviction.required'`` reads it).
+        shared = [name for name in layouts[0]["required"]
+                  if all(name in other["required"] for other in layouts[1:])]  # fmt: skip
+        body: dict[str, Any] = {"type": "object", "required": shared, "oneOf": layouts}
     else:
         body = _kind_schema(kind, KINDS[kind])
     return {
@@ -329,8 +315,6 @@ def register_kind(kind: str, fields: dict[str, Field]) -> None:
 
 # A watched engine's receipt kinds (kvreceipts watch): registered here, so that every reader
 # of this module (verify, schema) knows them without the watch extra.
-from kvreceipts.engine.kinds import engine_kinds  # noqa: E402
-
-for _kind, _fields in engine_kinds(_f).items():
+for _kind, _fields in ENGINE_KINDS.items():
     register_kind(_kind, _fields)
 KIND_NAMES = tuple(KINDS)

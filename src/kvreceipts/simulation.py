@@ -213,6 +213,8 @@ class RunResult:
     admitted: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    largest_too_large_bytes: int = 0
+    """The largest request rejected as larger than the whole cache (0: none was)."""
     stats: KVCacheStatistics | None = None
     evictions: int = 0
     bytes_freed: int = 0
@@ -304,6 +306,7 @@ def _result(manager: ManagerCore, trace_stats: TraceStats | None) -> RunResult:
     result = RunResult(
         rejected=manager.rejected,
         rejected_by_reason=dict(sorted(manager.rejected_by_reason.items())),
+        largest_too_large_bytes=manager.largest_too_large_bytes,
         stats=manager.get_statistics(),
         evictions=manager.evictions,
         bytes_freed=manager.bytes_freed,

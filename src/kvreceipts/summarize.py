@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
 __all__ = [
+    "BLOCKS_KEPT",
     "PROBLEMS_KEPT",
     "RUNS_KEPT",
     "SERIES_POINTS",
@@ -41,6 +42,8 @@ SERIES_POINTS = 120
 """Points kept for the memory chart; older points are thinned as the stream grows."""
 SESSIONS_KEPT = 25_000
 """Sessions counted exactly until this many are seen; beyond, a top-k sketch (see TopCounter)."""
+BLOCKS_KEPT = 25_000
+"""Prefix blocks (paged runs) counted exactly until this many are seen; beyond, a top-k sketch."""
 RUNS_KEPT = 1000
 """Runs listed one by one; later ones are only counted."""
 DISTINCT_KEPT = 64
@@ -182,11 +185,27 @@ class RunSummary:
     evictions: int = 0
     policy: str | None = None
     total_bytes: int | None = None
+    source: str | None = None
+    """What wrote the run (its open record's ``source``: ``simulate``, ``watch``)."""
+    removals: int = 0
+    """A watched engine's ``engine_removal`` receipts (a watch run evicts nothing itself)."""
+    hits: int | None = None
+    misses: int | None = None
+    """The run's lookups, from its close record's ``final_stats`` (None: no close record)."""
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over lookups, from the close record (None without one, or without lookups)."""
+        if self.hits is None or self.misses is None or not self.hits + self.misses:
+            return None
+        return self.hits / (self.hits + self.misses)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values."""
         return {"run_id": self.run_id, "records": self.records, "evictions": self.evictions,
-                "policy": self.policy, "total_bytes": self.total_bytes}  # fmt: skip
+                "policy": self.policy, "total_bytes": self.total_bytes, "source": self.source,
+                "removals": self.removals, "cache_hits": self.hits, "cache_misses": self.misses,
+                "hit_rate": self.hit_rate}  # fmt: skip
 
 
 @dataclass(slots=True)  # not frozen: a frozen init is several times slower
@@ -201,6 +220,8 @@ class _Eviction:
     used_after: int
     total_bytes: int | None
     when: float | str
+    block: str | None
+    """A paged eviction's prefix-block hash, as text (None: an arena eviction)."""
 
     @classmethod
     def read(cls, record: dict[str, Any], run: RunSummary | None, stamp: str | None) -> _Eviction:
@@ -224,7 +245,24 @@ class _Eviction:
             when = stamp
         else:
             raise _BadFieldError("timestamp", "missing (and no sim_time_ms)")
-        return cls(reason, policy, session, size, used_before, used_after, total, when)
+        block = _block_hash(record) if "block_hash" in record else None
+        return cls(reason, policy, session, size, used_before, used_after, total, when, block)
+
+
+def _block_hash(record: dict[str, Any]) -> str:
+    """A block hash as text: an integer (64 bits, either sign) or a short string."""
+    value = record.get("block_hash")
+    if type(value) is int and -(2**64) < value < 2**64:
+        return str(value)
+    if type(value) is str and len(value) <= MAX_ID:
+        return value
+    raise _bad("block_hash", value, "an integer or a string of at most 256 characters", "")
+
+
+def _lookups(record: dict[str, Any]) -> tuple[int, int]:
+    """A close record's hits and misses (its ``final_stats``)."""
+    final = _obj(record, "final_stats")
+    return _int(final, "cache_hits", "final_stats."), _int(final, "cache_misses", "final_stats.")
 
 
 def _bump(counter: Counter[str], key: str, n: int = 1) -> None:
@@ -248,6 +286,12 @@ class ReceiptSummary:
     reasons: Counter[str] = field(default_factory=Counter)
     policies: Counter[str] = field(default_factory=Counter)
     sessions: TopCounter = field(default_factory=TopCounter)
+    blocks: TopCounter = field(default_factory=lambda: TopCounter(BLOCKS_KEPT))
+    """Evictions per prefix block (paged runs)."""
+    hits: int = 0
+    misses: int = 0
+    closed_runs: int = 0
+    """Runs whose close record was read: ``hits`` and ``misses`` are theirs, summed."""
     runs: dict[str, RunSummary] = field(default_factory=dict)
     run_count: int = 0
     """Runs seen; those past :data:`RUNS_KEPT` are counted where the run id changes."""
@@ -301,14 +345,23 @@ class ReceiptSummary:
         opened = None
         if kind == "open":  # a watch's run has no policy of its own
             policy = None if record.get("policy") is None else _str(record, "policy")
-            opened = (policy, _int(record, "total_bytes"))
+            source = None if record.get("source") is None else _str(record, "source")
+            opened = (policy, _int(record, "total_bytes"), source)
+        lookups = _lookups(record) if kind == "close" and "final_stats" in record else None
         eviction = _Eviction.read(record, self._known(run_id), stamp) if kind == "eviction" \
             else None  # fmt: skip
         # Every field is good: from here on nothing raises.
         run = self._run_of(run_id)
         if opened is not None:
-            run.policy, run.total_bytes = opened
+            run.policy, run.total_bytes, run.source = opened
             self.total_bytes = opened[1]
+        if lookups is not None:
+            run.hits, run.misses = lookups
+            self.hits += lookups[0]
+            self.misses += lookups[1]
+            self.closed_runs += 1
+        if kind == "engine_removal":
+            run.removals += 1
         if eviction is not None:
             self._eviction(eviction, run)
         run.records += 1
@@ -330,6 +383,8 @@ class ReceiptSummary:
         _bump(self.reasons, ev.reason)
         _bump(self.policies, ev.policy)
         self.sessions.add(ev.session)
+        if ev.block is not None:
+            self.blocks.add(ev.block)
         self.bytes_freed += ev.size
         self.peak_used_bytes = max(self.peak_used_bytes, ev.used_before)
         self.series.add((ev.when, ev.used_before, ev.used_after))
@@ -343,6 +398,20 @@ class ReceiptSummary:
     def runs_not_listed(self) -> int:
         """Runs seen but not kept in :attr:`runs`."""
         return self.run_count - len(self.runs)
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over lookups of the runs with a close record (None: none, or no lookups)."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else None
+
+    @property
+    def engine_only(self) -> bool:
+        """Whether the file is a watched engine's: no evictions of its own, and every run
+        that says what wrote it is a watch.
+        """
+        sources = {run.source for run in self.runs.values()}
+        return not self.evictions and "watch" in sources and sources <= {"watch", None}
 
     def top_sessions(self, n: int = 10) -> list[tuple[str, int]]:
         """The sessions with the most evictions."""
@@ -375,6 +444,15 @@ class ReceiptSummary:
             "top_sessions": [{"session_id": s, "evictions": n} for s, n in self.top_sessions(top)],
             "top_sessions_exact": self.sessions.exact,
             "top_sessions_max_overcount": self.sessions.floor,
+            "hit_rate": self.hit_rate,
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "closed_runs": self.closed_runs,
+            "top_blocks": [
+                {"block_hash": b, "evictions": n} for b, n in self.blocks.most_common(top)
+            ],
+            "top_blocks_exact": self.blocks.exact,
+            "top_blocks_max_overcount": self.blocks.floor,
             "memory": [
                 {
                     ("timestamp" if isinstance(t, str) else "sim_time_ms"): t,

@@ -30,6 +30,10 @@ def render_engine(figures: EngineFigures) -> RenderableType:
     by_medium = ", ".join(f"{m} {n:,}" for m, n in figures.removals.most_common())
     grid.add_row("removals", f"{data['removals']:,}" + (f" ({by_medium})" if by_medium else ""))
     residency = data["residency_ms"]
+    # A store is a receipt only through the removal that ends it: the file can count those.
+    grid.add_row("stores", f"{residency['known']:,} of the removed blocks were stored while "
+                 "watched; stores of blocks still held are in no receipt (the watch's "
+                 "kvreceipts_engine_stores_total counts every one)")  # fmt: skip
     grid.add_row("residency", f"p50 {_ms(residency['p50'])}, p90 {_ms(residency['p90'])}, "
                  f"p99 {_ms(residency['p99'])}, max {_ms(residency['max'])} "
                  f"({residency['known']:,} known, {residency['unknown']:,} stored before the "

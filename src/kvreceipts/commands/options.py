@@ -18,6 +18,7 @@ __all__ = [
     "ForceOption",
     "HmacKeyOption",
     "InputArgument",
+    "Kind",
     "OutputOption",
     "PinOption",
     "QuietOption",
@@ -37,6 +38,23 @@ class ReceiptFormat(StrEnum):
     table = "table"
     jsonl = "jsonl"
     json = "json"
+
+
+class Kind(StrEnum):
+    """Receipt kinds, or all of them."""
+
+    open = "open"
+    close = "close"
+    eviction = "eviction"
+    eviction_batch = "eviction_batch"
+    snapshot = "snapshot"
+    loss = "loss"
+    engine_removal = "engine_removal"
+    engine_clear = "engine_clear"
+    engine_restore = "engine_restore"
+    engine_restart = "engine_restart"
+    engine_loss = "engine_loss"
+    all = "all"
 
 
 class ReportFormat(StrEnum):

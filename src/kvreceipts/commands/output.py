@@ -13,20 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kvreceipts.units import human_bytes
+
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
 __all__ = ["Output", "human_bytes"]
-
-
-def human_bytes(count: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
 
 
 class Output:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from kvreceipts.commands.options import Kind
 from kvreceipts.commands.output import Output
 from kvreceipts.schema import KIND_NAMES, json_schema
 
@@ -18,23 +18,6 @@ EXAMPLES = """
   kvreceipts schema --kind eviction
   kvreceipts schema | jq '.eviction.required'
 """
-
-
-class Kind(StrEnum):
-    """Receipt kinds, or all of them."""
-
-    open = "open"
-    close = "close"
-    eviction = "eviction"
-    eviction_batch = "eviction_batch"
-    snapshot = "snapshot"
-    loss = "loss"
-    engine_removal = "engine_removal"
-    engine_clear = "engine_clear"
-    engine_restore = "engine_restore"
-    engine_restart = "engine_restart"
-    engine_loss = "engine_loss"
-    all = "all"
 
 
 def schema(

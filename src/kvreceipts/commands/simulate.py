@@ -424,7 +424,7 @@ def _run(
         from kvreceipts.chain import read_hmac_key
         from kvreceipts.sinks import fan_out
 
-        key = read_hmac_key(sim.hmac_key_file) if sim.hmac_key_file else None
+        key = read_hmac_key(sim.hmac_key_file, warn=out.warn) if sim.hmac_key_file else None
         sinks, stop = _sinks(plan, out, fmt, limit, append=append)
         sink = fan_out(sinks)
     manager = build_manager(plan, sink=sink, hmac_key=key, checkpoints=checkpoints)

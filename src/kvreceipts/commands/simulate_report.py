@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from kvreceipts.commands.options import ReceiptFormat
 from kvreceipts.commands.output import Output, human_bytes
+from kvreceipts.commands.receipt_table import receipt_dict, receipt_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from rich.table import Table
-
-    from kvreceipts.receipts import Receipt
     from kvreceipts.simulation import Plan, RunResult
     from kvreceipts.sinks.base import BaseSink
 
@@ -30,68 +28,6 @@ REJECTION_REASONS = {
     "no_contiguous_space": "no contiguous space",
 }
 """How the summary says each reason of ``requests.rejected_by_reason``."""
-
-
-def _receipt_table(kept: list[Receipt], total: int, paged: bool) -> Table:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title="KV eviction receipts", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)  # fmt: skip
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("reason", no_wrap=True)
-    table.add_column("session", overflow="fold", min_width=8)
-    table.add_column("trigger", overflow="fold", min_width=8)
-    # Paged entries are blocks: their count sits at capacity, so the column would say nothing.
-    columns = ("block hash", "size", "used") if paged else ("offset", "size", "used", "entries")
-    for name in columns:
-        table.add_column(name, justify="right", no_wrap=True)
-    from kvreceipts.receipts import as_receipt
-
-    for record in kept:
-        table.add_row(*_receipt_row(as_receipt(record), paged))
-    more = total - len(kept)
-    if more > 0:
-        table.caption = f"… {more:,} more (--limit N shows more; --format jsonl prints all)"
-    elif not total:
-        table.caption = "no receipts: nothing was evicted"
-    return table
-
-
-def _receipt_row(record: Any, paged: bool) -> list[str]:
-    kind = record.kind
-    if kind == "eviction":
-        where = str(record.block_hash) if paged else human_bytes(record.block_offset)
-        return [
-            str(record.seq), str(record.reason), record.session_id,
-            record.trigger_session_id or "-", where, human_bytes(record.block_size_bytes),
-            human_bytes(record.after.used_bytes), f"{record.after.total_sessions:,}",
-        ][: 7 if paged else 8]  # fmt: skip
-    if kind == "eviction_batch":
-        row = [
-            str(record.seq),
-            "round",
-            f"{record.count} evicted",
-            "",
-            "",
-            human_bytes(record.total_bytes_freed),
-            human_bytes(record.pool_used_after),
-            "",
-        ]
-    elif kind == "snapshot":
-        row = [
-            str(record.seq),
-            "snapshot",
-            f"as of seq {record.as_of_seq if record.as_of_seq is not None else '-'}",
-            "",
-            "",
-            "",
-            human_bytes(record.pool_used),
-            f"{record.active_sessions:,}",
-        ]
-    else:
-        row = [str(record.seq), kind, "", "", "", "", "", ""]
-    return row[: 7 if paged else 8]
 
 
 def _summary_panel(plan: Plan, result: RunResult, sinks: list[Any]) -> Any:
@@ -142,6 +78,47 @@ def _rejections_text(result: RunResult) -> str:
     return f", {result.rejected:,} rejected: {'; '.join(parts)}"
 
 
+HINT_SHARE = 0.1
+"""Above this share of requests rejected as too large, the summary says what would hold them."""
+
+
+def capacity_hint(plan: Plan, result: RunResult) -> dict[str, Any] | None:
+    """When more than a tenth of the requests were larger than the whole cache: the capacity
+    that would hold the largest of them (bytes, MiB, blocks of ``--block-tokens``) and the
+    option that asks for it. ``None`` otherwise.
+    """
+    too_large = result.rejected_by_reason.get("too_large", 0)
+    largest = result.largest_too_large_bytes
+    if not largest or too_large <= HINT_SHARE * result.requests:
+        return None
+    block_tokens = plan.simulation.block_tokens
+    block_bytes = plan.sizing.block_bytes(block_tokens)
+    blocks = -(-largest // block_bytes)
+    mib = -(-largest // (1 << 20))
+    paged = plan.allocator == "paged"
+    option = f"--capacity-blocks {blocks}" if paged else f"--capacity-mb {mib}"
+    return {
+        "too_large": too_large,
+        "requests": result.requests,
+        "largest_request_bytes": largest,
+        "capacity_mb": mib,
+        "capacity_blocks": blocks,
+        "block_tokens": block_tokens,
+        "option": option,
+    }
+
+
+def capacity_hint_text(hint: dict[str, Any], total_bytes: int) -> str:
+    """The hint as one line for people."""
+    share = hint["too_large"] / hint["requests"]
+    return (
+        f"hint: {hint['too_large']:,} of {hint['requests']:,} requests ({share:.0%}) were "
+        f"larger than the whole {human_bytes(total_bytes)} cache; the largest needs "
+        f"{human_bytes(hint['largest_request_bytes'])} ({hint['capacity_blocks']:,} blocks of "
+        f"{hint['block_tokens']} tokens): pass {hint['option']}"
+    )
+
+
 def _counters_text(sink: Any) -> str:
     c = sink.counters
     parts = [f"{c.delivered:,} delivered"]
@@ -178,6 +155,7 @@ def _summary_document(plan: Plan, result: RunResult, sinks: list[Any]) -> dict[s
             "average_latency_ms": result.average_latency_ms,
         },
         "duration_s": round(result.sim_time_ms / 1000.0, 6),
+        "capacity_hint": capacity_hint(plan, result),
     }
 
 
@@ -260,7 +238,12 @@ def report(
         out.warn(f"… {result.skipped_lines - len(result.skip_errors):,} more bad lines skipped")
     for note in _trace_notes(plan):
         out.note(note)
+    hint = capacity_hint(plan, result)
+    hint_text = None if hint is None or result.stats is None else \
+        capacity_hint_text(hint, result.stats.total_bytes)  # fmt: skip
     if fmt is ReceiptFormat.json:
+        if hint_text:
+            out.note(hint_text)
         out.json(_summary_document(plan, result, shown))
         return
     panel = _summary_panel(plan, result, shown)
@@ -270,7 +253,8 @@ def report(
         table = next((s for s in sinks if s.name == "table"), None)
         kept = getattr(table, "kept", [])
         if plan.caching.enable_receipts:
-            out.show(_receipt_table(kept, result.receipts, plan.allocator == "paged"))
+            rows = [receipt_dict(record) for record in kept]
+            out.show(receipt_table(rows, result.receipts, paged=plan.allocator == "paged"))
         out.show(panel)
         if head:
             out.show(head)
@@ -283,6 +267,8 @@ def report(
         out.note(panel)
         if head:
             out.note(head)
+    if hint_text:
+        out.note(hint_text)  # after the summary it explains, on stderr
     out.note(f"[dim]ran in {result.duration_s:.2f} s[/dim]")
 
 

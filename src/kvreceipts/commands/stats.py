@@ -23,6 +23,7 @@ EXAMPLES = """
   kvreceipts stats run.jsonl
   kvreceipts simulate --format jsonl | kvreceipts stats -
   kvreceipts stats run.jsonl --format json | jq .top_sessions
+  kvreceipts stats run.jsonl --format json | jq '{hit_rate, top_blocks}'
 """
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -30,14 +31,18 @@ _BARS = "▁▂▃▄▅▆▇█"
 
 def stats(
     path: InputArgument = "-",
-    top: Annotated[int, typer.Option(help="Sessions shown in the top list.", min=1)] = 10,
+    top: Annotated[
+        int, typer.Option(help="Sessions (and paged blocks) shown in the top lists.", min=1)
+    ] = 10,
     fmt: ReportFormatOption = ReportFormat.table,
 ) -> None:
-    """Summarize a receipts file: counts, bytes freed, top sessions, memory over time.
+    """Summarize a receipts file: counts, hit rate, bytes freed, top sessions and blocks, memory.
 
-    Counts by kind, reason and policy; runs; the sessions evicted most; memory in use before
-    and after each eviction, as a chart over time. Reads schema /2 (and old /1 files), plain,
-    gzip or zstd.
+    Counts by kind, reason and policy; runs; the hit rate (from each run's close record); the
+    sessions and, in paged runs, the prefix blocks evicted most; memory in use before and after
+    each eviction, as a chart over time. On a watch file: what the engine stored and removed
+    (by medium), restored, lost and restarted. Reads schema /2 (and old /1
+    files), plain, gzip or zstd.
     Exit status: 0 summarized, 1 no records, 2 not a receipts file or unreadable.
     """
     from kvreceipts.engine.figures import EngineFigures
@@ -86,7 +91,7 @@ def _sparkline(values: list[int], ceiling: int, width: int) -> str:
     return "".join(_BARS[max(0, min(top, round(v / ceiling * top)))] for v in peaks)
 
 
-def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableType]:
+def _overview(summary: ReceiptSummary) -> RenderableType:
     from rich.table import Table
 
     overview = Table.grid(padding=(0, 2))
@@ -104,14 +109,35 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
         overview.add_row("", f"{where}: {problem['problem']}")
     if len(summary.problems) < summary.unreadable_lines:
         overview.add_row("", f"… {summary.unreadable_lines - len(summary.problems):,} more")
-    for title, counts in (("kinds", summary.kinds), ("reasons", summary.reasons),
-                          ("policies", summary.policies)):  # fmt: skip
+    tables = [("kinds", summary.kinds)]
+    if not summary.engine_only:  # a watch evicts nothing itself: no hit rate, reasons or bytes
+        overview.add_row("hit rate", _hit_rate(summary))
+        tables += [("reasons", summary.reasons), ("policies", summary.policies)]
+    for title, counts in tables:
         overview.add_row(title, ", ".join(f"{k} {n:,}" for k, n in counts.most_common()) or "-")
-    overview.add_row("bytes freed", human_bytes(summary.bytes_freed))
+    if not summary.engine_only:
+        overview.add_row("bytes freed", human_bytes(summary.bytes_freed))
     if summary.lost:
         overview.add_row("lost", f"{summary.lost:,} receipts dropped by sinks (loss records)")
     if summary.first_timestamp:
         overview.add_row("time", f"{summary.first_timestamp} → {summary.last_timestamp}")
+    return overview
+
+
+def _hit_rate(summary: ReceiptSummary) -> str:
+    """``64.9% (1,298 hits, 702 misses; from the close record)``: the runs' own figures."""
+    if not summary.closed_runs:
+        return "- (no close record: no run finished)"
+    closes = "the close record" if summary.closed_runs == 1 else \
+        f"{summary.closed_runs:,} close records"  # fmt: skip
+    rate = "-" if summary.hit_rate is None else f"{summary.hit_rate:.1%}"
+    return f"{rate} ({summary.hits:,} hits, {summary.misses:,} misses; from {closes})"
+
+
+def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableType]:
+    from rich.table import Table
+
+    overview = _overview(summary)
     parts: list[RenderableType] = [overview]
     if summary.runs:
         parts.append(_runs_table(summary))
@@ -125,6 +151,8 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
         for session, count in summary.top_sessions(top):
             sessions.add_row(session, f"{count:,}")
         parts.append(sessions)
+    if summary.blocks:
+        parts.append(_blocks_table(summary, top))
     points = summary.series.points
     if points:
         ceiling = summary.total_bytes or max(b for _, b, _ in points)
@@ -145,6 +173,20 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
     return parts
 
 
+def _blocks_table(summary: ReceiptSummary, top: int) -> RenderableType:
+    from rich.table import Table
+
+    blocks = Table(title=f"top {top} prefix blocks by evictions (paged)", title_justify="left")
+    if not summary.blocks.exact:
+        blocks.caption = (f"{len(summary.blocks):,} blocks tracked; counts may be up to "
+                          f"{summary.blocks.floor:,} too high")  # fmt: skip
+    blocks.add_column("block hash")
+    blocks.add_column("evictions", justify="right")
+    for block, count in summary.blocks.most_common(top):
+        blocks.add_row(block, f"{count:,}")
+    return blocks
+
+
 def _when(time: float | str) -> str:
     """Simulated milliseconds as seconds; a timestamp as it is."""
     return time if isinstance(time, str) else f"{time / 1000:,.1f} s"
@@ -157,12 +199,22 @@ def _runs_table(summary: ReceiptSummary) -> RenderableType:
     from rich.table import Table
 
     table = Table(title="runs", title_justify="left")
-    for column in ("run", "records", "evictions", "policy", "pool"):
-        table.add_column(column, justify="left" if column in ("run", "policy") else "right")
-    for run in list(summary.runs.values())[:RUNS_SHOWN]:
-        pool = "" if run.total_bytes is None else human_bytes(run.total_bytes)
-        table.add_row(run.run_id, f"{run.records:,}", f"{run.evictions:,}", run.policy or "",
-                      pool)  # fmt: skip
+    runs = list(summary.runs.values())[:RUNS_SHOWN]
+    # A watch's run evicts nothing itself; its pool and hit rate are not in its receipts.
+    engine = summary.engine_only
+    columns = ("run", "source", "records", "removals") if engine else \
+        ("run", "records", "evictions", "hit rate", "policy", "pool")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run", "source", "policy") else
+                         "right")  # fmt: skip
+    for run in runs:
+        if engine:
+            table.add_row(run.run_id, run.source or "-", f"{run.records:,}", f"{run.removals:,}")
+            continue
+        pool = "-" if run.total_bytes is None else human_bytes(run.total_bytes)
+        rate = "-" if run.hit_rate is None else f"{run.hit_rate:.1%}"
+        table.add_row(run.run_id, f"{run.records:,}", f"{run.evictions:,}", rate,
+                      run.policy or "-", pool)  # fmt: skip
     more = summary.run_count - min(len(summary.runs), RUNS_SHOWN)
     if more:
         listed = len(summary.runs)

@@ -138,7 +138,7 @@ def verify(
 
     out = Output(json_mode=fmt is ReportFormat.json)
     options = VerifyOptions(
-        key=read_hmac_key(hmac_key_file) if hmac_key_file else None,
+        key=read_hmac_key(hmac_key_file, warn=out.warn) if hmac_key_file else None,
         anchors=_anchors(expect_last_digest or []),
         allow_incomplete=allow_incomplete,
         allow_loss=allow_loss,

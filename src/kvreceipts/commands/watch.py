@@ -195,7 +195,7 @@ def watch(
     out = Output(quiet=quiet)
     from kvreceipts.chain import read_hmac_key
 
-    key = read_hmac_key(hmac_key_file) if hmac_key_file else None
+    key = read_hmac_key(hmac_key_file, warn=out.warn) if hmac_key_file else None
     problems = _Problems(out)
     sinks = _sinks(out, chosen, output, http_sink, append=append)
     from kvreceipts.sinks import fan_out

@@ -1,24 +1,22 @@
 """The fields of a watched engine's receipt kinds, as plain data for :mod:`kvreceipts.schema`.
 
 Kept apart from the receipt classes so that ``verify`` and ``schema`` know the kinds without
-the ``watch`` extra. :func:`engine_kinds` is given schema's field maker, so this module
-imports nothing of schema (which registers these kinds when it loads).
+the ``watch`` extra. Written in :mod:`kvreceipts.fields` (a leaf), so imports run one way:
+schema imports this module, which imports nothing of schema.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from kvreceipts.fields import Field
+from kvreceipts.fields import field as f
 
-    from kvreceipts.schema import Field
-
-__all__ = ["engine_kinds"]
+__all__ = ["ENGINE_KINDS", "engine_kinds"]
 
 
-def engine_kinds(f: Callable[..., Field]) -> dict[str, dict[str, Field]]:
-    """Each engine kind's own fields, made with ``f(types, doc, **bounds)``."""
+def engine_kinds() -> dict[str, dict[str, Field]]:
+    """Each engine kind's own fields."""
     count: dict[str, Any] = {"minimum": 0}
     engine = {
         "topic": f("string", "The engine's ZMQ topic (empty by default)."),
@@ -62,3 +60,7 @@ def engine_kinds(f: Callable[..., Field]) -> dict[str, dict[str, Field]]:
             "loss_seq": f("integer", "Seq of the loss record that declares them.", **count),
         },
     }  # fmt: skip
+
+
+ENGINE_KINDS = engine_kinds()
+"""What :mod:`kvreceipts.schema` registers: each engine kind's own fields."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvreceipts.errors import UsageError
 from kvreceipts.sweep.grid import ROW_KEYS
+from kvreceipts.units import human_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -89,8 +90,6 @@ def _capacity_key(rows: Sequence[dict[str, Any]]) -> str:
 
 def _capacity_text(capacity: float, key: str, block_bytes: int) -> str:
     if key == "capacity_blocks":
-        from kvreceipts.commands.output import human_bytes
-
         return f"{int(capacity):,} ({human_bytes(capacity * block_bytes)})"
     return f"{capacity:,g} MiB"
 
