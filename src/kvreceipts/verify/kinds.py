@@ -22,8 +22,7 @@ from kvreceipts.verify.state import (
 )
 
 if TYPE_CHECKING:
-    from kvreceipts.verify.runs import StreamVerifier
-    from kvreceipts.verify.state import RunState
+    from kvreceipts.verify.state import Checker, RunState
 
 __all__ = [
     "MAX_TRACKED_BLOCKS_TOTAL",
@@ -77,7 +76,7 @@ def stats_problems(stats: Any, total_bytes: int, where: str) -> list[str]:
     return problems
 
 
-def check_eviction(v: StreamVerifier, number: int, run: RunState, rec: Any) -> None:  # noqa: PLR0912
+def check_eviction(v: Checker, number: int, run: RunState, rec: Any) -> None:  # noqa: PLR0912
     """The arithmetic of one eviction, and its place among the run's evictions."""
     before, after, size, seq, run_id = rec.before, rec.after, rec.block_size_bytes, rec.seq, run
     fail = v.fail
@@ -128,7 +127,7 @@ def check_eviction(v: StreamVerifier, number: int, run: RunState, rec: Any) -> N
             v.report.untracked_evictions += 1
 
 
-def _upstream(v: StreamVerifier, number: int, run: RunState, rec: Any) -> None:
+def _upstream(v: Checker, number: int, run: RunState, rec: Any) -> None:
     before, after, seq = rec.before, rec.after, rec.seq
     if after.evictions != before.evictions + 1:
         v.fail(number, "counter", "evictions must rise by exactly one", seq, run)
@@ -144,7 +143,7 @@ def barrier(run: RunState, seq: int, kind: str) -> None:
     run.streak_next = -1
 
 
-def check_batch(v: StreamVerifier, number: int, record: dict[str, Any], run: RunState) -> None:
+def check_batch(v: Checker, number: int, record: dict[str, Any], run: RunState) -> None:
     """A batch covers the evictions of its round, just before it, and adds them up."""
     seq = record["seq"]
     first, last, freed = record["first_seq"], record["last_seq"], record["total_bytes_freed"]
@@ -178,7 +177,7 @@ def check_batch(v: StreamVerifier, number: int, record: dict[str, Any], run: Run
     barrier(run, seq, "eviction_batch")
 
 
-def check_snapshot(v: StreamVerifier, number: int, record: dict[str, Any], run: RunState) -> None:
+def check_snapshot(v: Checker, number: int, record: dict[str, Any], run: RunState) -> None:
     """A snapshot's pool is the run's, its bytes within it, its counters never behind."""
     seq, pool = record["seq"], run.total_bytes
     if record["pool_total"] != pool or record["pool_used"] > pool:
@@ -196,7 +195,7 @@ def check_snapshot(v: StreamVerifier, number: int, record: dict[str, Any], run: 
     barrier(run, seq, "snapshot")
 
 
-def check_loss(v: StreamVerifier, number: int, record: dict[str, Any], run: RunState) -> None:
+def check_loss(v: Checker, number: int, record: dict[str, Any], run: RunState) -> None:
     """A loss record stands for a range of the chain that follows the record before the gap;
     its kinds add up to its count.
     """
@@ -246,7 +245,7 @@ def check_loss(v: StreamVerifier, number: int, record: dict[str, Any], run: RunS
 
 
 def check_close(
-    v: StreamVerifier, number: int, record: dict[str, Any], run: RunState, head: bytes
+    v: Checker, number: int, record: dict[str, Any], run: RunState, head: bytes
 ) -> None:
     """The close record against the run: its seq and ``head`` (the chain head before it), the
     counts of every kind (present plus declared lost), the bytes freed and the final statistics.

@@ -10,14 +10,20 @@ import re
 from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kvreceipts.schema import ZERO_DIGEST
 from kvreceipts.verify.tree import RunTree
+
+if TYPE_CHECKING:
+    from kvreceipts.verify import VerifyOptions
+    from kvreceipts.verify.report import VerifyReport
 
 __all__ = [
     "MAX_ID",
     "MAX_STREAK",
     "MAX_TRACKED_BLOCKS",
+    "Checker",
     "RunState",
     "clip",
     "instant",
@@ -32,6 +38,20 @@ MAX_STREAK = 1 << 16
 """Evictions of one round whose sizes are remembered for its batch's byte total."""
 MAX_ID = 64
 """Longest identifier kept or printed whole."""
+
+
+class Checker(Protocol):
+    """What the checks of one kind (:mod:`kvreceipts.verify.kinds`) need of the verifier."""
+
+    report: VerifyReport
+    options: VerifyOptions
+    tracked_blocks: int
+    """Evicted block hashes remembered across all runs."""
+
+    def fail(
+        self, line: int, check: str, message: str, seq: Any = None, run: RunState | Any = None
+    ) -> None:
+        """Record a violation."""
 
 
 def short_id(value: str) -> str:
