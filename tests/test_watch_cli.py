@@ -126,7 +126,7 @@ def test_schema_lists_the_engine_kinds() -> None:
         record = orjson.loads(line)
         jsonschema.validate(record, document[record["kind"]])
     assert {"engine_removal", "engine_clear", "engine_restore", "engine_restart",
-            "engine_loss"} <= document.keys()  # fmt: skip
+            "engine_loss", "engine_reuse", "engine_tally"} <= document.keys()  # fmt: skip
 
 
 def test_a_live_watch_on_the_command_line(tmp_path: Path) -> None:
@@ -142,10 +142,11 @@ def test_a_live_watch_on_the_command_line(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert out.read_text() == result.stdout
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
-    assert [r["kind"] for r in lines] == ["open", "engine_removal", "close"]
+    assert [r["kind"] for r in lines] == ["open", "engine_removal", "engine_tally", "close"]
     assert lines[0]["workload"]["endpoint"] == pub.endpoint
     assert lines[1]["residency_ms"] == 1000.0
-    assert lines[2]["counts"] == {"engine_removal": 1, "open": 1}
+    assert lines[2]["hit_rate"] == 0.0
+    assert lines[3]["counts"] == {"engine_removal": 1, "engine_tally": 1, "open": 1}
     assert "stopped by  max-batches" in result.stderr
 
 
@@ -274,8 +275,9 @@ def test_a_torn_recording_replays_what_is_whole(tmp_path: Path) -> None:
     assert result.stderr.count("the recording ends mid-entry") == 1
     lines = result.stdout.encode().splitlines(keepends=True)
     expected = EXPECTED.read_bytes().splitlines(keepends=True)
-    assert lines[:-1] == expected[: len(lines) - 1]  # the same receipts up to the cut
-    assert orjson.loads(lines[-1])["kind"] == "close"
+    whole = [line for line in lines if b'"kind":"engine_tally"' not in line]
+    assert whole[:-1] == expected[: len(whole) - 1]  # the same receipts up to the cut
+    assert orjson.loads(lines[-1])["kind"] == "close"  # after the tallies of what was read
     replayed = tmp_path / "replayed.jsonl"
     replayed.write_bytes(result.stdout.encode())
     assert invoke("verify", str(replayed), "--allow-loss").exit_code == 0  # a complete run

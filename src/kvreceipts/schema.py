@@ -270,6 +270,8 @@ def _json_type(field: Field) -> dict[str, Any]:
         out["pattern"] = field.pattern
     if field.fields is not None:
         out.update(_object(field.fields))
+        if len(field.types) > 1:  # e.g. object|null: _object set "object" alone
+            out["type"] = list(field.types)
     return out
 
 

@@ -34,6 +34,7 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "null": (type(None),),
     "object": (dict,),
+    "array": (list,),
 }
 _HEX = "0123456789abcdef"
 

@@ -34,6 +34,8 @@ class Kind(StrEnum):
     engine_restore = "engine_restore"
     engine_restart = "engine_restart"
     engine_loss = "engine_loss"
+    engine_reuse = "engine_reuse"
+    engine_tally = "engine_tally"
     all = "all"
 
 
