@@ -174,7 +174,8 @@ class WatchCore:
             self.writer.emit(
                 EngineTallyReceipt, at_s, topic=state.topic, incarnations=state.incarnation + 1,
                 tiers=[t.row() for t in tiers], unknown=dict(sorted(state.unknown.items())),
-                hit_rate=state.hit_rate,
+                hit_rate=state.hit_rate, batches=state.batches,
+                recovered_batches=state.recovered_batches, lost_batches=state.lost_batches,
             )  # fmt: skip
 
     # -- continuity -----------------------------------------------------------------------

@@ -115,6 +115,10 @@ def engine_kinds(f: Callable[..., Field]) -> dict[str, dict[str, Field]]:
         "engine_tally": {
             "topic": f("string", "The engine's ZMQ topic."),
             "incarnations": f("integer", "Engine processes seen (restarts + 1).", minimum=1),
+            "batches": f("integer", "Batches processed (replayed ones included).", **count),
+            "recovered_batches": f("integer", "Of them, given back by the replay socket.",
+                                   **count),
+            "lost_batches": f("integer", "Batches declared lost (engine_loss).", **count),
             "tiers": f("array", "Per (dp_rank, medium, group_idx, locality, ownership): "
                        "stores, hits, removals, regret, resident blocks, spec kind."),
             "unknown": f("object", "Unknown event types (type:NAME) and fields, counted."),

@@ -167,9 +167,15 @@ class EngineTallyReceipt(Receipt):
     """
 
     kind: ClassVar[str] = "engine_tally"
-    body_fields = ("topic", "incarnations", "tiers", "unknown", "hit_rate")
+    body_fields = (
+        "topic", "incarnations", "batches", "recovered_batches", "lost_batches", "tiers",
+        "unknown", "hit_rate",
+    )  # fmt: skip
     topic: str
     incarnations: int
+    batches: int
+    recovered_batches: int
+    lost_batches: int
     tiers: list[dict[str, Any]]
     unknown: dict[str, int]
     hit_rate: float | None

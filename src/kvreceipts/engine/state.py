@@ -63,6 +63,8 @@ class Tier:
     removals: int = 0
     regret: int = 0
     spec_kind: str | None = None
+    held_at_end: int | None = None
+    """Blocks it held when its incarnation ended (a restart forgets them)."""
     fragments: tuple[bytes, bytes, bytes] = (b"", b"", b"")
 
     def __post_init__(self) -> None:
@@ -76,7 +78,8 @@ class Tier:
                 "group_idx": group, "locality": locality,
                 "ownership": ownership, "kv_cache_spec_kind": self.spec_kind,
                 "stores": self.stores, "hits": self.hits, "removals": self.removals,
-                "regret": self.regret, "resident": len(self.resident)}  # fmt: skip
+                "regret": self.regret, "resident": len(self.resident) if self.held_at_end is None
+                else self.held_at_end}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -170,6 +173,7 @@ class EngineState:
         """Drop all resident state (a new incarnation); returns how many blocks were held."""
         held = self.held
         for tier in self.tiers.values():
+            tier.held_at_end = len(tier.resident)
             tier.resident.clear()
             tier.removed.clear()
             self.old_tiers.append(tier)
