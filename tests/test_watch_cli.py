@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -281,3 +282,36 @@ def test_a_torn_recording_replays_what_is_whole(tmp_path: Path) -> None:
     replayed = tmp_path / "replayed.jsonl"
     replayed.write_bytes(result.stdout.encode())
     assert invoke("verify", str(replayed), "--allow-loss").exit_code == 0  # a complete run
+
+
+def test_no_publisher_says_what_to_check_and_exits_1() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("watch", f"tcp://127.0.0.1:{port}", "--idle-timeout", "0.5", "-f", "jsonl")
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: nothing was received from tcp://127.0.0.1:{port}")
+    assert '--kv-events-config \'{"enable_kv_cache_events": true' in last
+
+
+@pytest.mark.parametrize("option", ["-o", "--record"])
+def test_an_unwritable_output_fails_before_the_watch(option: str, tmp_path: Path) -> None:
+    result = invoke("watch", "tcp://127.0.0.1:1", option, str(tmp_path / "no" / "x"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {option} ")
+    assert "does not exist" in result.stderr
+    assert "watching" not in result.stderr
+
+
+def test_a_metrics_port_in_use_fails_before_the_watch(tmp_path: Path) -> None:
+    out = tmp_path / "x.jsonl"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = invoke("watch", "tcp://127.0.0.1:1", "--metrics-port", str(port), "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --metrics-port: cannot serve on 127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # nothing was written
