@@ -264,6 +264,19 @@ def crosscheck(session: nox.Session) -> None:
     _pytest(session, *FULL, "-m", "oracle")
 
 
+@nox.session(name="engine-compat", tags=["test"])
+def engine_compat(session: nox.Session) -> None:
+    """``watch`` against the engines' own publishers: vLLM 0.10.2 and 0.34.0, SGLang 0.5.10
+    and 0.5.23, each ``kv_events.py`` read from its wheel (``pip download --no-deps``, cached
+    in ~/.cache/kvreceipts-tests/wheels) and run with stubs for its imports.
+    """
+    session.env[FEATURES_ENV] = ALL_FEATURES
+    session.env["KVRECEIPTS_ENGINE_COMPAT"] = "1"
+    _install(session, "test")
+    session.install("pip")  # the test downloads the wheels with `python -m pip download`
+    _pytest(session, *FULL, "-m", "engine_compat", "tests/test_engine_compat.py")
+
+
 @nox.session(tags=["bench"], default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks (scripts/bench.py; posargs go to the script). Not in the default set."""

@@ -25,7 +25,7 @@ receipts = pytest.mark.needs("receipts")
 
 
 ENGINE_KINDS = ("engine_removal", "engine_clear", "engine_restore", "engine_restart",
-                "engine_loss")  # fmt: skip
+                "engine_loss", "engine_reuse", "engine_tally")  # fmt: skip
 """What kvreceipts watch writes: schema prints these kinds too."""
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -126,7 +127,7 @@ def test_schema_lists_the_engine_kinds() -> None:
         record = orjson.loads(line)
         jsonschema.validate(record, document[record["kind"]])
     assert {"engine_removal", "engine_clear", "engine_restore", "engine_restart",
-            "engine_loss"} <= document.keys()  # fmt: skip
+            "engine_loss", "engine_reuse", "engine_tally"} <= document.keys()  # fmt: skip
 
 
 def test_a_live_watch_on_the_command_line(tmp_path: Path) -> None:
@@ -142,10 +143,11 @@ def test_a_live_watch_on_the_command_line(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert out.read_text() == result.stdout
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
-    assert [r["kind"] for r in lines] == ["open", "engine_removal", "close"]
+    assert [r["kind"] for r in lines] == ["open", "engine_removal", "engine_tally", "close"]
     assert lines[0]["workload"]["endpoint"] == pub.endpoint
     assert lines[1]["residency_ms"] == 1000.0
-    assert lines[2]["counts"] == {"engine_removal": 1, "open": 1}
+    assert lines[2]["hit_rate"] == 0.0
+    assert lines[3]["counts"] == {"engine_removal": 1, "engine_tally": 1, "open": 1}
     assert "stopped by  max-batches" in result.stderr
 
 
@@ -274,8 +276,42 @@ def test_a_torn_recording_replays_what_is_whole(tmp_path: Path) -> None:
     assert result.stderr.count("the recording ends mid-entry") == 1
     lines = result.stdout.encode().splitlines(keepends=True)
     expected = EXPECTED.read_bytes().splitlines(keepends=True)
-    assert lines[:-1] == expected[: len(lines) - 1]  # the same receipts up to the cut
-    assert orjson.loads(lines[-1])["kind"] == "close"
+    whole = [line for line in lines if b'"kind":"engine_tally"' not in line]
+    assert whole[:-1] == expected[: len(whole) - 1]  # the same receipts up to the cut
+    assert orjson.loads(lines[-1])["kind"] == "close"  # after the tallies of what was read
     replayed = tmp_path / "replayed.jsonl"
     replayed.write_bytes(result.stdout.encode())
     assert invoke("verify", str(replayed), "--allow-loss").exit_code == 0  # a complete run
+
+
+def test_no_publisher_says_what_to_check_and_exits_1() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("watch", f"tcp://127.0.0.1:{port}", "--idle-timeout", "0.5", "-f", "jsonl")
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: nothing was received from tcp://127.0.0.1:{port}")
+    assert '--kv-events-config \'{"enable_kv_cache_events": true' in last
+
+
+@pytest.mark.parametrize("option", ["-o", "--record"])
+def test_an_unwritable_output_fails_before_the_watch(option: str, tmp_path: Path) -> None:
+    result = invoke("watch", "tcp://127.0.0.1:1", option, str(tmp_path / "no" / "x"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {option} ")
+    assert "does not exist" in result.stderr
+    assert "watching" not in result.stderr
+
+
+def test_a_metrics_port_in_use_fails_before_the_watch(tmp_path: Path) -> None:
+    out = tmp_path / "x.jsonl"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = invoke("watch", "tcp://127.0.0.1:1", "--metrics-port", str(port), "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --metrics-port: cannot serve on 127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # nothing was written

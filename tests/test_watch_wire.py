@@ -20,7 +20,11 @@ from kvreceipts import engine  # noqa: E402
 from kvreceipts.chain import canonical  # noqa: E402
 from kvreceipts.engine.core import WatchCore  # noqa: E402
 from kvreceipts.engine.live import check_endpoint  # noqa: E402
-from kvreceipts.engine.receipts import EngineRemovalReceipt, removal_template  # noqa: E402
+from kvreceipts.engine.receipts import (  # noqa: E402
+    EngineRemovalReceipt,
+    removal_template,
+    tier_fragments,
+)
 from kvreceipts.engine.recording import MESSAGE, Recorder, RecordingReader  # noqa: E402
 from kvreceipts.engine.wire import (  # noqa: E402
     CLEARED,
@@ -202,23 +206,48 @@ _TIMES = st.floats(0, 2e9, allow_nan=False)
     residency=st.none() | st.floats(-1e9, 1e9, allow_nan=False),
     seqs=st.tuples(st.integers(0, 2**63), st.integers(0, 2**63)),
     key_id=st.none() | st.just("0123456789abcdef"),
+    tier=st.tuples(
+        st.none() | st.integers(0, 64),
+        st.none() | st.integers(0, 8),
+        st.none() | st.just("LOCAL"),
+        st.none() | st.text(max_size=6),
+    ),
+    tokens=st.none() | st.integers(0, 64),
+    store=st.none()
+    | st.fixed_dictionaries(
+        {
+            "cache_salt": st.none() | st.text(max_size=6),
+            "kv_cache_spec_kind": st.none() | st.just("sliding_window"),
+            "kv_cache_spec_sliding_window": st.none() | st.integers(0, 4096),
+            "lora_name": st.none() | st.text(max_size=6),
+            "session_id": st.none() | st.text(max_size=6),
+        }
+    ),
 )
-def test_the_removal_template_is_the_canonical_json(  # noqa: PLR0917 - drawn by hypothesis
+def test_the_removal_template_is_the_canonical_json(  # noqa: PLR0917 - hypothesis
     block_hash: int | str, parent: int | str | None, medium: str | None, topic: str,
     engine_ts: float, stored_ts: float | None, residency: float | None,
     seqs: tuple[int, int], key_id: str | None,
+    tier: tuple[int | None, int | None, str | None, str | None], tokens: int | None,
+    store: dict[str, Any] | None,
 ) -> None:  # fmt: skip
     alg = "hmac-sha256" if key_id else "sha256"
+    rank, group, locality, ownership = tier
+    freed = None if tokens is None else tokens * 131072
     record = EngineRemovalReceipt(
         run_id="r%x", seq=seqs[0], timestamp="2026-01-01T00:00:00.000000Z", alg=alg,
         key_id=key_id, topic=topic, engine_seq=seqs[1], engine_ts=engine_ts, medium=medium,
         block_hash=block_hash, parent_block_hash=parent, stored_ts=stored_ts,
-        residency_ms=residency,
+        residency_ms=residency, dp_rank=rank, group_idx=group, locality=locality,
+        ownership=ownership, tokens=tokens, bytes_freed=freed, store=store,
     )  # fmt: skip
     dumps = orjson.dumps
+    rank_json, group_json, place_json = tier_fragments(rank, group, locality, medium, ownership)
     payload = removal_template("r%x", alg, key_id) % (
-        dumps(block_hash), seqs[1], dumps(engine_ts), dumps(medium), dumps(parent),
-        dumps(residency), seqs[0], dumps(stored_ts), record.timestamp.encode(), dumps(topic),
+        dumps(block_hash), dumps(freed), rank_json, seqs[1], dumps(engine_ts), group_json,
+        place_json, dumps(parent), dumps(residency), seqs[0],
+        dumps(store, option=orjson.OPT_SORT_KEYS), dumps(stored_ts),
+        record.timestamp.encode(), dumps(tokens), dumps(topic),
     )  # fmt: skip
     assert payload == canonical(record.to_dict())
     assert check_record({**orjson.loads(payload), "digest": "0" * 64}) is None
@@ -242,7 +271,9 @@ def test_batches_our_queue_dropped_are_not_asked_of_the_replay_socket() -> None:
     core.message(message(4), 1.0)
     core.dropped(b"", 5, 5)
     core.message(message(7), 1.0)  # 5 dropped here, 6 lost on the way: ask for 5..6
-    assert asked == [(5, 6)]
+    # ... from 4, the last batch processed (the answer must hold it byte for byte to prove it
+    # comes from the same process), through 7, the batch that showed the gap.
+    assert asked == [(4, 7)]
     losses = [(r["first_engine_seq"], r["last_engine_seq"], r["cause"], r["replay_attempted"])
               for r in lines.records if r["kind"] == "engine_loss"]  # fmt: skip
     assert losses == [(1, 3, "queue_full", False), (5, 5, "queue_full", True),

@@ -99,4 +99,10 @@ class Watch:
         assert not self._thread.is_alive(), "the watch did not stop"
         if self.error is not None:
             raise self.error
-        return [r for r in self.sink.records if r["kind"].startswith("engine_")]
+        return [r for r in self.sink.records
+                if r["kind"].startswith("engine_") and r["kind"] != "engine_tally"]  # fmt: skip
+
+    @property
+    def tally(self) -> list[dict[str, Any]]:
+        """The run's engine_tally receipts (one per engine, at the end)."""
+        return [r for r in self.sink.records if r["kind"] == "engine_tally"]

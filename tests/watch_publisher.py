@@ -31,7 +31,7 @@ def stored(
             "token_ids": [1, 2, 3], "block_size": 16, "lora_id": None, "medium": medium,
             "lora_name": None}  # fmt: skip
     if extra:
-        body |= {"group_idx": 0, "kv_cache_spec_kind": "full", "something_new": [1, 2]}
+        body |= {"kv_cache_spec_kind": "full", "something_new": [1, 2]}
     return body
 
 

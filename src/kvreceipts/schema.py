@@ -263,6 +263,8 @@ def _json_type(field: Field) -> dict[str, Any]:
             out["enum"] = list(field.enum)
     if field.fields is not None:
         out.update(_object(field.fields))
+        if len(field.types) > 1:  # e.g. object|null: _object set "object" alone
+            out["type"] = list(field.types)
     if field.values is not None:
         out["additionalProperties"] = _json_type(field.values)
     return out

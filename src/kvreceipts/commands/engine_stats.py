@@ -46,6 +46,25 @@ def render_engine(figures: EngineFigures) -> RenderableType:
     grid.add_row("regret", f"{regret['restores']:,} stored again within the window"
                  + ("" if share is None else f" ({share:.1%} of removals, median gap "
                     f"{_ms(regret['gap_ms_p50'])})"))  # fmt: skip
+    for label, counts in (("by group", figures.removals_by_group),
+                          ("by tenant", figures.removals_by_tenant)):  # fmt: skip
+        if len(counts) > 1 or (counts and "-" not in counts):
+            grid.add_row(f"  {label}", ", ".join(f"{k} {n:,}" for k, n in counts.most_common(8)))
+    by_medium_p50 = data["residency_p50_ms_by_medium"]
+    if len(by_medium_p50) > 1:
+        grid.add_row("  p50 by medium", ", ".join(f"{m} {_ms(v)}" for m, v in
+                                                  by_medium_p50.items()))  # fmt: skip
+    reuse = data["reuse"]
+    rate = data["hit_rate"]
+    grid.add_row("reuse", f"{reuse['blocks']:,} blocks reported reused (hits)"
+                 + ("" if rate is None else f", hit rate {rate:.1%}")
+                 + ("" if reuse["blocks"] else " (vLLM reports reuse only with "
+                    "kv_cache_report_mode=full)"))  # fmt: skip
+    if reuse["blocks"]:
+        for label in ("by_medium", "by_group", "by_tenant"):
+            grid.add_row(f"  {label.replace('_', ' ')}", ", ".join(
+                f"{k} {n:,}" for k, n in sorted(reuse[label].items(), key=lambda kv: -kv[1])[:8]
+            ))  # fmt: skip
     grid.add_row("clears", f"{data['clears']:,} ({data['cleared_blocks']:,} blocks)")
     grid.add_row("restarts", f"{data['restarts']:,}")
     causes = ", ".join(f"{c} {n:,}" for c, n in figures.loss_causes.most_common())

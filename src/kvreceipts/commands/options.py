@@ -45,6 +45,7 @@ class Kind(StrEnum):
 
     open = "open"
     close = "close"
+    checkpoint = "checkpoint"
     eviction = "eviction"
     eviction_batch = "eviction_batch"
     snapshot = "snapshot"
@@ -54,6 +55,8 @@ class Kind(StrEnum):
     engine_restore = "engine_restore"
     engine_restart = "engine_restart"
     engine_loss = "engine_loss"
+    engine_reuse = "engine_reuse"
+    engine_tally = "engine_tally"
     all = "all"
 
 

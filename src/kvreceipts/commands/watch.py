@@ -159,6 +159,14 @@ def watch(
     queue_size: Annotated[
         int, typer.Option(help="Messages held between the socket and the receipts.", min=1)
     ] = 100_000,
+    bytes_per_token: Annotated[
+        int | None,
+        typer.Option(
+            help="KV bytes per token of the served model: removals then carry bytes_freed.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Watch a serving engine's KV-cache events (vLLM, SGLang) and write one sealed receipt
@@ -191,6 +199,10 @@ def watch(
         if replay_endpoint is not None:
             check_endpoint(replay_endpoint, "--replay-endpoint")
     check_output(output, append=append, force=force)
+    for name, path in (("-o", output), ("--record", record)):
+        _check_writable(name, path)
+    if metrics_port:
+        _check_port(metrics_host, metrics_port)
     chosen = fmt or (WatchFormat.table if Output().stdout_is_terminal else WatchFormat.jsonl)
     out = Output(quiet=quiet)
     from kvreceipts.chain import read_hmac_key
@@ -205,7 +217,8 @@ def watch(
         from kvreceipts.engine.session import watch_recording
 
         result = watch_recording(str(source), sink, key=key, regret_window_s=regret_window,
-                                 report=problems, max_batches=max_batches)  # fmt: skip
+                                 report=problems, max_batches=max_batches,
+                                 bytes_per_token=bytes_per_token)  # fmt: skip
     else:
         from kvreceipts.engine.session import DEFAULT_REGRET_WINDOW_S, WatchOptions
 
@@ -216,14 +229,54 @@ def watch(
             regret_window_s=DEFAULT_REGRET_WINDOW_S if regret_window is None else regret_window,
             idle_timeout_s=idle_timeout, max_batches=max_batches, queue_size=queue_size,
             record=str(record) if record else None, metrics_host=metrics_host,
-            metrics_port=metrics_port,
+            metrics_port=metrics_port, bytes_per_token=bytes_per_token,
         )  # fmt: skip
         result = _run_live(options, sink, key, out, chosen, problems)
     _report(out, chosen, result, sinks, problems.count)
+    if source is None and result.received == 0:
+        out.error(_nothing_received(endpoint or "", topic, result.connected))
+        raise typer.Exit(1)
     if result.lost_batches and not allow_loss:
         out.error(f"{result.lost_batches:,} engine batch(es) lost (see the engine_loss "
                   "receipts); --allow-loss accepts that")  # fmt: skip
         raise typer.Exit(1)
+
+
+def _check_writable(option: str, path: Path | None) -> None:
+    """An output path that cannot be written fails now, before any work (one line, exit 2)."""
+    import os
+
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path()
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def _check_port(host: str, port: int) -> None:
+    """``--metrics-port`` already in use fails now, before the watch starts."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"--metrics-port: cannot serve on {host}:{port}: {exc.strerror}"
+            ) from None
+
+
+def _nothing_received(endpoint: str, topic: str, connected: int) -> str:
+    where = "a publisher answered but sent no batch" if connected else "nothing answered there"
+    return (
+        f"nothing was received from {endpoint} ({where}); check that the engine runs with "
+        '--kv-events-config \'{"enable_kv_cache_events": true, "publisher": "zmq", '
+        '"endpoint": "tcp://*:PORT", ...}\', that PORT is the one watched (DP rank r '
+        "publishes on PORT + r)"
+        + (f", and that its topic starts with {topic!r}" if topic else ", and its topic")
+    )
 
 
 def _sinks(

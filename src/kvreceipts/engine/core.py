@@ -1,15 +1,19 @@
-"""From engine batches to receipts: per-engine state, gaps, restarts, regret.
+"""From engine batches to receipts: per-engine state, gaps, restarts, reuse, regret.
 
 :class:`WatchCore` is deterministic: given the same messages (with their receive times), the
-same replay answers and the same local-drop notices, it writes the same receipts. The live
-subscriber and the offline reader of a recording both feed it.
+same replay answers, the same local-drop notices and the same connection events, it writes
+the same receipts. The live subscriber and the offline reader of a recording both feed it.
+
+State is kept per engine and per tier (:mod:`kvreceipts.engine.state`). Continuity is
+proven, never assumed: a gap is filled from the replay socket only when its answer holds our
+last batch byte for byte; after the connection dropped (pyzmq's socket monitor) the next
+batch must prove the same way that it comes from the same process, or it starts a new
+incarnation whose earlier batches are asked for or declared lost.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -18,7 +22,16 @@ from kvreceipts.engine.receipts import (
     EngineLossReceipt,
     EngineRestartReceipt,
     EngineRestoreReceipt,
+    EngineReuseReceipt,
+    EngineTallyReceipt,
     removal_template,
+)
+from kvreceipts.engine.state import (
+    GPU_MEDIA,
+    EngineState,
+    block_tokens,
+    cache_salt,
+    normal_medium,
 )
 from kvreceipts.engine.wire import (
     REMOVED,
@@ -30,68 +43,21 @@ from kvreceipts.engine.wire import (
 )
 
 if TYPE_CHECKING:
+    from collections import OrderedDict
     from collections.abc import Callable, Sequence
 
-    from kvreceipts.engine.wire import Hash, Stored
+    from kvreceipts.engine.state import TierKey
+    from kvreceipts.engine.wire import Hash, StoredEvent
     from kvreceipts.engine.writer import RunWriter
 
 __all__ = ["EngineState", "WatchCore"]
 
 
 dumps = orjson.dumps
+_SORT = orjson.OPT_SORT_KEYS
 QUEUE_FULL = "queue_full"
 NOT_RECEIVED = "not_received"
 UNDECODABLE = "undecodable"
-
-
-@dataclass(slots=True)
-class EngineState:
-    """What one engine (one topic) holds, as far as its stream has told us, and its counts."""
-
-    topic: str
-    next_seq: int | None = None
-    last_seq: int | None = None
-    resident: dict[str | None, dict[Hash, tuple[float, Hash | None]]] = field(default_factory=dict)
-    """medium -> hash -> (engine time stored, parent hash). A table per medium: no key tuple
-    to build per event."""
-    removed: dict[str | None, OrderedDict[Hash, tuple[float, int]]] = field(default_factory=dict)
-    """medium -> hash -> (engine time removed, removal receipt seq), inside the regret window."""
-    events: Counter[str] = field(default_factory=Counter)
-    removals: Counter[str] = field(default_factory=Counter)
-    stores: Counter[str] = field(default_factory=Counter)
-    regret: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    recovered_batches: int = 0
-    gaps: int = 0
-    lost_batches: int = 0
-    restarts: int = 0
-    clears: int = 0
-    undecodable: int = 0
-    last_engine_ts: float | None = None
-    local_drops: list[tuple[int, int]] = field(default_factory=list)
-    topic_json: bytes = b""
-    """Seq ranges our own queue dropped, not yet declared lost."""
-
-    @property
-    def held(self) -> int:
-        """Blocks resident on every medium."""
-        return sum(len(blocks) for blocks in self.resident.values())
-
-    @property
-    def resident_by_medium(self) -> dict[str, int]:
-        """Blocks resident per medium (``unknown`` when the engine named none)."""
-        return {_medium_name(m): len(blocks) for m, blocks in list(self.resident.items())}
-
-    def forget(self) -> int:
-        """Drop all resident state (a restart); returns how many blocks were held."""
-        held = self.held
-        self.resident.clear()
-        self.removed.clear()
-        return held
-
-
-def _medium_name(medium: str | None) -> str:
-    return medium if medium is not None else "unknown"
 
 
 class WatchCore:
@@ -99,6 +65,7 @@ class WatchCore:
 
     ``recover(topic, first, last)`` asks the engine's replay socket for missing batches (None:
     no replay socket); ``report`` receives one line per problem in the input.
+    ``bytes_per_token`` turns a removed block's tokens into ``bytes_freed``.
     """
 
     def __init__(
@@ -108,17 +75,22 @@ class WatchCore:
         regret_window_s: float = 60.0,
         recover: Callable[[bytes, int, int], list[Recovered]] | None = None,
         report: Callable[[str], None] | None = None,
+        bytes_per_token: int | None = None,
     ) -> None:
         self.writer = writer
         self.regret_window_s = regret_window_s
         self.recover = recover
         self.report = report or (lambda _message: None)
+        self.bytes_per_token = bytes_per_token
         self.engines: dict[bytes, EngineState] = {}
         sealer = writer.sealer
         self._removal_template = removal_template(writer.run_id, sealer.alg, sealer.key_id)
+        self._stores: dict[tuple[Any, ...], bytes] = {}
+        self._reported: set[str] = set()
         self.messages = 0
         """Well-formed messages handled (the subscriber's, not the replayed ones)."""
         self.bad_messages = 0
+        self.disconnects = 0
 
     # -- input ---------------------------------------------------------------------------
 
@@ -137,6 +109,15 @@ class WatchCore:
             state = self.engines[topic] = EngineState(name)
         return state
 
+    def disconnected(self) -> None:
+        """The subscriber's connection to the engine dropped (pyzmq's socket monitor): the
+        next batch of every engine must prove it continues the stream, or it starts a new
+        incarnation (a TCP connection never outlives the process at its other end).
+        """
+        self.disconnects += 1
+        for state in self.engines.values():
+            state.unproven = True
+
     def message(self, frames: list[bytes], recv_s: float) -> bool:
         """Handle one subscriber message; ``False`` if it was malformed (and reported)."""
         if len(frames) != 3:
@@ -154,12 +135,17 @@ class WatchCore:
         self.messages += 1
         state = self.engine(topic)
         expected = state.next_seq
-        if expected is not None and seq < expected:
-            self._restart(state, seq, recv_s, payload)
-            if seq > 0:
-                self._gap(topic, state, 0, seq - 1, recv_s)
-        elif expected is not None and seq > expected:
-            self._gap(topic, state, expected, seq - 1, recv_s)
+        if expected is not None:
+            if state.unproven:
+                state.unproven = False
+                self._after_reconnect(topic, state, seq, payload, recv_s)
+            elif seq < expected:
+                self._restart(state, seq, recv_s, payload, "seq_back")
+                self._prefix(topic, state, seq, payload, recv_s)
+            elif seq > expected:
+                self._gap(topic, state, expected, seq, payload, recv_s)
+        else:
+            state.unproven = False
         self._batch(state, seq, payload, recv_s)
         return True
 
@@ -175,40 +161,111 @@ class WatchCore:
             drops.append((first, last))
 
     def finish(self, at_s: float) -> None:
-        """End of the watch: batches our queue dropped after the last one handled are lost."""
+        """End of the watch: batches our queue dropped after the last one handled are lost;
+        then one ``engine_tally`` per engine.
+        """
         for state in self.engines.values():
             for first, last in state.local_drops:
                 if state.next_seq is None or first >= state.next_seq:
                     self._loss(state, first, last, at_s, QUEUE_FULL, replay=False)
             state.local_drops.clear()
+        for state in self.engines.values():
+            tiers = [*state.old_tiers, *state.tiers.values()]
+            self.writer.emit(
+                EngineTallyReceipt, at_s, topic=state.topic, incarnations=state.incarnation + 1,
+                tiers=[t.row() for t in tiers], unknown=dict(sorted(state.unknown.items())),
+                hit_rate=state.hit_rate, batches=state.batches,
+                recovered_batches=state.recovered_batches, lost_batches=state.lost_batches,
+            )  # fmt: skip
 
-    # -- what happened ------------------------------------------------------------------
+    # -- continuity -----------------------------------------------------------------------
 
-    def _restart(self, state: EngineState, seq: int, at_s: float, payload: bytes) -> None:
-        previous = state.last_seq if state.last_seq is not None else -1
-        held = state.forget()
-        state.restarts += 1
-        state.local_drops.clear()
-        engine_ts = _peek_ts(payload)
-        self.writer.emit(
-            EngineRestartReceipt, at_s, topic=state.topic, engine_seq=seq,
-            engine_ts=engine_ts if engine_ts is not None else state.last_engine_ts or 0.0,
-            previous_seq=previous, resident_dropped=held,
-        )  # fmt: skip
-        state.next_seq = None
-
-    def _gap(self, topic: bytes, state: EngineState, first: int, last: int, at_s: float) -> None:
-        state.gaps += 1
+    def _ask(self, topic: bytes, first: int, last: int) -> dict[int, tuple[bytes, float]]:
         got: dict[int, tuple[bytes, float]] = {}
-        # Batches our own queue dropped are not asked for again: the watch is what could not
-        # keep up, and replaying them into it then would only drop more.
-        attempted = self.recover is not None and not _covered(state.local_drops, first, last)
-        if attempted and self.recover is not None:
+        if self.recover is not None:
             for seq, payload, recv_s in self.recover(topic, first, last):
                 if first <= seq <= last:
                     got.setdefault(seq, (payload, recv_s))
+        return got
+
+    @staticmethod
+    def _same_process(
+        state: EngineState, got: dict[int, tuple[bytes, float]], seq: int, payload: bytes
+    ) -> bool | None:
+        """Whether a replay answer comes from the process whose batches we processed: True
+        when it holds our last batch byte for byte (and the current one, if present), False
+        when it holds either with other bytes, None when it holds neither end (no proof).
+        """
+        last = state.last_seq
+        anchor = got.get(last) if last is not None else None
+        current = got.get(seq)
+        if current is not None and current[0] != payload:
+            return False
+        if anchor is None:
+            return None
+        return anchor[0] == state.last_payload
+
+    def _gap(  # noqa: PLR0917 - the pieces of one message
+        self, topic: bytes, state: EngineState, first: int, seq: int, payload: bytes,
+        at_s: float,
+    ) -> None:  # fmt: skip
+        """Batches ``first..seq-1`` never arrived on a connection that did not drop (so
+        from the same process): ask the replay socket, starting at our last batch so that
+        its answer proves it is that process's buffer.
+        """
+        state.gaps += 1
+        last = seq - 1
+        # Batches our own queue dropped are not asked for again: the watch is what could not
+        # keep up, and replaying them into it then would only drop more.
+        attempted = self.recover is not None and not _covered(state.local_drops, first, last)
+        got = self._ask(topic, first - 1, seq) if attempted else {}
+        if got and self._same_process(state, got, seq, payload) is False:
+            self._restart(state, seq, at_s, payload, "replay")
+            self._prefix(topic, state, seq, payload, at_s)
+            return
+        self._fill(state, got, first, last, at_s, attempted)
+
+    def _after_reconnect(
+        self, topic: bytes, state: EngineState, seq: int, payload: bytes, at_s: float
+    ) -> None:
+        """The first batch after the connection dropped: the same process only if the
+        replay socket proves it; otherwise a new incarnation, whose batches before ``seq``
+        are asked for (never filled from the old process) or declared lost.
+        """
+        expected = state.next_seq
+        assert expected is not None
+        if seq >= expected and self.recover is not None and state.last_seq is not None:
+            got = self._ask(topic, state.last_seq, seq)
+            if self._same_process(state, got, seq, payload):
+                if seq > expected:
+                    state.gaps += 1
+                    self._fill(state, got, expected, seq - 1, at_s, attempted=True)
+                return
+        self._restart(state, seq, at_s, payload, "seq_back" if seq < expected else "reconnect")
+        self._prefix(topic, state, seq, payload, at_s)
+
+    def _prefix(
+        self, topic: bytes, state: EngineState, seq: int, payload: bytes, at_s: float
+    ) -> None:
+        """A new incarnation's first batch seen is ``seq``: its ``0..seq-1`` come from its
+        own replay buffer (checked to hold ``seq`` as received) or are lost.
+        """
+        if seq == 0:
+            return
+        state.gaps += 1
+        attempted = self.recover is not None
+        got = self._ask(topic, 0, seq) if attempted else {}
+        current = got.get(seq)
+        if current is not None and current[0] != payload:
+            got = {}  # the replay socket answers for yet another process: nothing proven
+        self._fill(state, got, 0, seq - 1, at_s, attempted)
+
+    def _fill(  # noqa: PLR0917 - a range and what the replay socket gave for it
+        self, state: EngineState, got: dict[int, tuple[bytes, float]], first: int, last: int,
+        at_s: float, attempted: bool,
+    ) -> None:  # fmt: skip
         start = first
-        for seq in sorted(got):
+        for seq in sorted(s for s in got if first <= s <= last):
             if seq > start:
                 self._missing(state, start, seq - 1, at_s, attempted)
             payload, recv_s = got[seq]
@@ -218,6 +275,25 @@ class WatchCore:
             start = seq + 1
         if start <= last:
             self._missing(state, start, last, at_s, attempted)
+
+    def _restart(
+        self, state: EngineState, seq: int, at_s: float, payload: bytes, evidence: str
+    ) -> None:
+        previous = state.last_seq if state.last_seq is not None else -1
+        held = state.forget()
+        state.restarts += 1
+        state.incarnation += 1
+        state.local_drops.clear()
+        state.last_payload = None
+        engine_ts = _peek_ts(payload)
+        self.writer.emit(
+            EngineRestartReceipt, at_s, topic=state.topic, engine_seq=seq,
+            engine_ts=engine_ts if engine_ts is not None else state.last_engine_ts or 0.0,
+            previous_seq=previous, resident_dropped=held, evidence=evidence,
+            incarnation=state.incarnation,
+        )  # fmt: skip
+        state.next_seq = None
+        state.last_seq = None
 
     def _missing(
         self, state: EngineState, first: int, last: int, at_s: float, attempted: bool
@@ -254,9 +330,12 @@ class WatchCore:
         loss_seq = self.writer.declare_loss(at_s, what, facts)
         self.writer.emit(EngineLossReceipt, at_s, loss_seq=loss_seq, **facts)
 
+    # -- events --------------------------------------------------------------------------
+
     def _batch(self, state: EngineState, seq: int, payload: bytes, at_s: float) -> None:
         state.next_seq = seq + 1
         state.last_seq = seq
+        state.last_payload = payload
         try:
             batch = decode_batch(payload)
         except WireError as exc:
@@ -266,70 +345,90 @@ class WatchCore:
             return
         state.batches += 1
         state.last_engine_ts = batch.ts
-        if batch.unknown_events:
-            state.events["unknown"] += batch.unknown_events
-        # vLLM sends one BlockRemoved per hash: consecutive removals from one medium are
+        if batch.unknown:
+            self._unknown(state, batch.unknown)
+        rank = batch.dp_rank
+        # vLLM sends one BlockRemoved per hash: consecutive removals from one tier are
         # handled as one run, in order, so the per-event cost is paid once per run.
         removing: list[Hash] = []
-        medium: str | None = None
+        key: TierKey | None = None
         events = 0
         ts = batch.ts
         for event in batch.events:
             op = event.op
             if op == REMOVED:
-                if events and event.medium != medium:  # type: ignore[union-attr]
-                    self._removed(state, seq, ts, removing, medium, at_s, events)
+                k = (rank, normal_medium(event.medium), event.group_idx,  # type: ignore[union-attr]
+                     event.locality, event.ownership)  # type: ignore[union-attr]  # fmt: skip
+                if events and k != key:
+                    self._removed(state, seq, ts, removing, key, at_s, events)  # type: ignore[arg-type]
                     removing, events = [], 0
-                medium = event.medium  # type: ignore[union-attr]
+                key = k
                 removing += event.hashes  # type: ignore[union-attr]
                 events += 1
                 continue
             if events:
-                self._removed(state, seq, ts, removing, medium, at_s, events)
+                self._removed(state, seq, ts, removing, key, at_s, events)  # type: ignore[arg-type]
                 removing, events = [], 0
             if op == STORED:
-                self._stored(state, seq, ts, event, at_s)  # type: ignore[arg-type]
+                self._stored(state, seq, ts, event, rank, at_s)  # type: ignore[arg-type]
             else:
-                self._cleared(state, seq, ts, at_s)
+                self._cleared(state, seq, ts, rank, at_s)
         if events:
-            self._removed(state, seq, ts, removing, medium, at_s, events)
+            self._removed(state, seq, ts, removing, key, at_s, events)  # type: ignore[arg-type]
+
+    def _unknown(self, state: EngineState, unknown: dict[str, int]) -> None:
+        """Unknown event types and fields: counted per engine, reported once each."""
+        for name, n in unknown.items():
+            state.unknown[name] += n
+            if name.startswith("type:"):
+                state.events["unknown"] += n
+            if name not in self._reported:
+                self._reported.add(name)
+                what = f"event type {name[5:]!r}" if name.startswith("type:") else \
+                    f"field {name!r}"  # fmt: skip
+                self.report(f"topic {state.topic!r}: unknown {what} (skipped; counted in the "
+                            "engine_tally receipt, reported once)")  # fmt: skip
 
     def _removed(  # noqa: PLR0917 - the hot path: positional arguments cost least
-        self, state: EngineState, seq: int, ts: float, hashes: Sequence[Hash], medium: str | None,
+        self, state: EngineState, seq: int, ts: float, hashes: Sequence[Hash], key: TierKey,
         at_s: float, events: int,
     ) -> None:  # fmt: skip
-        name = _medium_name(medium)
         state.events["BlockRemoved"] += events
-        resident = state.resident.get(medium) or {}
-        removed = state.removed.get(medium)
-        if removed is None:
-            removed = state.removed[medium] = OrderedDict()
-        elif removed:
+        tier = state.tiers.get(key) or state.tier(key)
+        resident = tier.resident
+        removed = tier.removed
+        if removed:
             self._prune(removed, ts)
         writer = self.writer
         timestamp = writer.stamp(at_s)
         stamp = timestamp.encode()
         template = self._removal_template
-        engine_ts, medium_json = dumps(ts), dumps(medium)
+        rank_json, group_json, place_json = tier.fragments
+        engine_ts = dumps(ts)
         topic = self._topic_json(state)
+        per_token = self.bytes_per_token
         receipt_seq = writer.next_seq
         payloads = []
         for block_hash in hashes:
             held = resident.pop(block_hash, None)
             if held is None:
-                stored_ts = parent = residency = None
+                stored_ts = parent = residency = tokens = freed = None
+                store = b"null"
             else:
-                stored_ts, parent = held
+                stored_ts, parent, tokens, store = held
                 residency = round((ts - stored_ts) * 1000.0, 3)
+                freed = tokens * per_token if per_token is not None and tokens is not None \
+                    else None  # fmt: skip
             payloads.append(template % (
-                dumps(block_hash), seq, engine_ts, medium_json, dumps(parent), dumps(residency),
-                receipt_seq, dumps(stored_ts), stamp, topic,
+                dumps(block_hash), dumps(freed), rank_json, seq, engine_ts, group_json,
+                place_json, dumps(parent), dumps(residency), receipt_seq, store,
+                dumps(stored_ts), stamp, dumps(tokens), topic,
             ))  # fmt: skip
             removed.pop(block_hash, None)
             removed[block_hash] = (ts, receipt_seq)
             receipt_seq += 1
         writer.put_payloads("engine_removal", timestamp, payloads)
-        state.removals[name] += len(hashes)
+        tier.removals += len(hashes)
 
     def _prune(self, removed: OrderedDict[Hash, tuple[float, int]], ts: float) -> None:
         """Forget removals older than the regret window: they can no longer be regretted (and
@@ -342,38 +441,87 @@ class WatchCore:
                 return
             removed.popitem(last=False)
 
-    def _stored(self, state: EngineState, seq: int, ts: float, event: Stored, at_s: float) -> None:
-        medium = event.medium
-        name = _medium_name(medium)
+    def _store_json(self, event: StoredEvent, salt: str | None) -> bytes:
+        """The ``store`` object of the removal receipts of this store's blocks (shared)."""
+        facts = (salt, event.kv_cache_spec_kind, event.kv_cache_spec_sliding_window,
+                 event.lora_name, event.session_id)  # fmt: skip
+        cached = self._stores.get(facts)
+        if cached is None:
+            if len(self._stores) > 4096:  # session ids vary: keep the memo small
+                self._stores.clear()
+            cached = self._stores[facts] = dumps(dict(zip(
+                ("cache_salt", "kv_cache_spec_kind", "kv_cache_spec_sliding_window",
+                 "lora_name", "session_id"), facts, strict=True,
+            )), option=_SORT)  # fmt: skip
+        return cached
+
+    def _stored(  # noqa: PLR0917 - the hot path: positional arguments cost least
+        self, state: EngineState, seq: int, ts: float, event: StoredEvent, rank: int | None,
+        at_s: float,
+    ) -> None:  # fmt: skip
+        key = (rank, normal_medium(event.medium), event.group_idx, event.locality, event.ownership)
+        tier = state.tiers.get(key) or state.tier(key)
+        if event.kv_cache_spec_kind is not None:
+            tier.spec_kind = event.kv_cache_spec_kind
         state.events["BlockStored"] += 1
-        removed = state.removed.get(medium)
+        removed = tier.removed
         if removed:
             self._prune(removed, ts)
-        resident = state.resident.get(medium)
-        if resident is None:
-            resident = state.resident[medium] = {}
+        resident = tier.resident
+        salt = event.cache_salt or cache_salt(event.extra_keys, event.lora_name)
+        store = self._store_json(event, salt)
+        hashes = event.hashes
+        size = event.block_size
+        tokens = block_tokens(len(hashes), size, event.token_ids)
         parent = event.parent
-        for block_hash in event.hashes:
-            resident[block_hash] = (ts, parent)
+        hits: list[Hash] = []
+        new = 0
+        for index, block_hash in enumerate(hashes):
+            if block_hash in resident:
+                # Stored again while resident: a reuse report (vLLM's
+                # kv_cache_report_mode="full"), a hit; its residency clock keeps running.
+                hits.append(block_hash)
+                parent = block_hash
+                continue
+            resident[block_hash] = (ts, parent, size if tokens is None else tokens[index],
+                                    store)  # fmt: skip
             parent = block_hash
+            new += 1
             gone = removed.pop(block_hash, None) if removed else None
             if gone is not None:
-                state.regret[name] += 1
+                tier.regret += 1
                 self.writer.emit(
                     EngineRestoreReceipt, at_s, topic=state.topic, engine_seq=seq,
-                    engine_ts=ts, medium=medium, block_hash=block_hash, removal_seq=gone[1],
-                    removed_ts=gone[0], gap_ms=round((ts - gone[0]) * 1000.0, 3),
+                    engine_ts=ts, dp_rank=rank, group_idx=key[2], medium=key[1],
+                    block_hash=block_hash, removal_seq=gone[1], removed_ts=gone[0],
+                    gap_ms=round((ts - gone[0]) * 1000.0, 3),
                 )  # fmt: skip
-        state.stores[name] += len(event.hashes)
+        tier.stores += new
+        if hits:
+            tier.hits += len(hits)
+            self.writer.emit(
+                EngineReuseReceipt, at_s, topic=state.topic, engine_seq=seq, engine_ts=ts,
+                dp_rank=rank, group_idx=key[2], locality=key[3], ownership=key[4],
+                medium=key[1], blocks=len(hits), block_hashes=hits,
+                session_id=event.session_id, lora_name=event.lora_name, cache_salt=salt,
+            )  # fmt: skip
 
-    def _cleared(self, state: EngineState, seq: int, ts: float, at_s: float) -> None:
+    def _cleared(
+        self, state: EngineState, seq: int, ts: float, rank: int | None, at_s: float
+    ) -> None:
         state.events["AllBlocksCleared"] += 1
         state.clears += 1
-        held = state.held
-        state.resident.clear()
+        count = kept = 0
+        for key, tier in state.tiers.items():
+            if key[1] in GPU_MEDIA and (rank is None or key[0] == rank):
+                count += len(tier.resident)
+                tier.resident.clear()
+            else:
+                kept += len(tier.resident)
         self.writer.emit(
-            EngineClearReceipt, at_s, topic=state.topic, engine_seq=seq, engine_ts=ts, count=held
-        )
+            EngineClearReceipt, at_s, topic=state.topic, engine_seq=seq, engine_ts=ts,
+            dp_rank=rank, count=count, kept=kept,
+        )  # fmt: skip
 
     # -- totals -------------------------------------------------------------------------
 

@@ -52,6 +52,17 @@ class EngineFigures:
     loss_causes: Counter[str] = field(default_factory=Counter)
     first_engine_ts: float | None = None
     last_engine_ts: float | None = None
+    removals_by_group: Counter[str] = field(default_factory=Counter)
+    removals_by_tenant: Counter[str] = field(default_factory=Counter)
+    reuse: Counter[str] = field(default_factory=Counter)
+    """Blocks reported reused (hits), per medium."""
+    reuse_by_group: Counter[str] = field(default_factory=Counter)
+    reuse_by_tenant: Counter[str] = field(default_factory=Counter)
+    residency_by_medium: dict[str, array[float]] = field(default_factory=dict)
+    stores: int = 0
+    hits: int = 0
+    """New stores and reuse hits over every engine, from the tallies."""
+    tallies: int = 0
 
     def tap(self, lines: Iterable[bytes]) -> Iterator[bytes]:
         """Yield ``lines`` unchanged, folding every engine receipt among them in."""
@@ -74,12 +85,12 @@ class EngineFigures:
         """Fold one parsed engine record in."""
         kind = record["kind"]
         if kind == "engine_removal":
-            self.removals[record["medium"] or "unknown"] += 1
-            residency = record["residency_ms"]
-            if residency is None:
-                self.unknown_residency += 1
-            else:
-                self.residency_ms.append(float(residency))
+            self._removal(record)
+        elif kind == "engine_reuse":
+            self._reuse(record)
+        elif kind == "engine_tally":
+            self._tally(record)
+            return
         elif kind == "engine_restore":
             self.restores[record["medium"] or "unknown"] += 1
             self.restore_gap_ms.append(float(record["gap_ms"]))
@@ -101,6 +112,43 @@ class EngineFigures:
                 self.first_engine_ts = float(ts)
             if self.last_engine_ts is None or ts > self.last_engine_ts:
                 self.last_engine_ts = float(ts)
+
+    def _removal(self, record: dict[str, Any]) -> None:
+        medium = record["medium"] or "unknown"
+        self.removals[medium] += 1
+        store = record.get("store")
+        self.removals_by_group[_group(record, store)] += 1
+        self.removals_by_tenant[_tenant(store)] += 1
+        residency = record["residency_ms"]
+        if residency is None:
+            self.unknown_residency += 1
+            return
+        self.residency_ms.append(float(residency))
+        by = self.residency_by_medium.get(medium)
+        if by is None:
+            by = self.residency_by_medium[medium] = array("d")
+        by.append(float(residency))
+
+    def _tally(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        self.tallies += 1
+        for tier in record["tiers"]:
+            self.stores += int(tier["stores"])
+            self.hits += int(tier["hits"])
+
+    def _reuse(self, record: dict[str, Any]) -> None:
+        blocks = int(record["blocks"])
+        self.reuse[record["medium"] or "unknown"] += blocks
+        self.reuse_by_group[_group(record, None)] += blocks
+        self.reuse_by_tenant[_tenant(record)] += blocks
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Reused / (reused + newly stored) blocks, from the tallies (None: none, or no store).
+        Only vLLM with ``kv_cache_report_mode="full"`` reports reuse; otherwise it is 0.
+        """
+        total = self.hits + self.stores
+        return self.hits / total if self.tallies and total else None
 
     @property
     def span_s(self) -> float:
@@ -137,9 +185,37 @@ class EngineFigures:
                 "fraction_of_removals": restores / removals if removals else None,
                 "gap_ms_p50": percentile(gaps, 0.5),
             },
+            "removals_by_group": dict(self.removals_by_group),
+            "removals_by_tenant": dict(self.removals_by_tenant),
+            "residency_p50_ms_by_medium": {
+                m: percentile(array("d", sorted(v)), 0.5)
+                for m, v in sorted(self.residency_by_medium.items())
+            },
+            "reuse": {
+                "blocks": sum(self.reuse.values()),
+                "by_medium": dict(self.reuse),
+                "by_group": dict(self.reuse_by_group),
+                "by_tenant": dict(self.reuse_by_tenant),
+            },
+            "hit_rate": self.hit_rate,
+            "stores": self.stores if self.tallies else None,
             "clears": self.clears,
             "cleared_blocks": self.cleared_blocks,
             "restarts": self.restarts,
             "lost_batches": self.lost_batches,
             "lost_by_cause": dict(self.loss_causes),
         }
+
+
+def _group(record: dict[str, Any], store: dict[str, Any] | None) -> str:
+    group = record.get("group_idx")
+    kind = store.get("kv_cache_spec_kind") if isinstance(store, dict) else None
+    name = "-" if group is None else str(group)
+    return f"{name} ({kind})" if kind else name
+
+
+def _tenant(facts: dict[str, Any] | None) -> str:
+    """The cache salt, else the LoRA adapter, else ``-`` (none named)."""
+    if not isinstance(facts, dict):
+        return "-"
+    return str(facts.get("cache_salt") or facts.get("lora_name") or "-")

@@ -89,7 +89,12 @@ class Buffer:
 
 
 class Subscriber(threading.Thread):
-    """Receives on a SUB socket into a bounded :class:`Buffer`; never blocks on it."""
+    """Receives on a SUB socket into a bounded :class:`Buffer`; never blocks on it.
+
+    pyzmq's socket monitor tells it when the connection to the engine drops: it queues an
+    empty message there (after everything the old connection delivered), which the core
+    takes as "continuity unproven" (a TCP connection never outlives the engine process).
+    """
 
     def __init__(
         self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, topic: bytes,
@@ -106,36 +111,75 @@ class Subscriber(threading.Thread):
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)  # ZMQ queues freely; our queue is the bound
         self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self.connected = 0
+        """Handshakes with a publisher (0: nothing ever answered at the endpoint)."""
+        self.disconnects = 0
+        self.lost_marker = False
+        """A disconnect our full queue could not hold (the core is told at the next drop
+        feed)."""
+        handshake = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", zmq.EVENT_CONNECTED)
+        self._handshake = handshake
+        self._monitor = self._socket.get_monitor_socket(handshake | zmq.EVENT_DISCONNECTED)
         self._socket.connect(endpoint)
 
     def run(self) -> None:
         """Receive until :attr:`stop` is set."""
         sock, put, now = self._socket, self.queue.put, time.time
         recv, again = sock.recv_multipart, zmq.Again
+        monitor = self._monitor
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while not self.stop.is_set():
-                if not poller.poll(50):
+                ready = dict(poller.poll(50))
+                if not ready:
                     continue
                 chunk: list[Message] = []
-                while len(chunk) < CHUNK:  # take what is ready, up to a chunk
+                watching = monitor in ready
+                # After a disconnect event, first take everything the old connection left.
+                while watching or len(chunk) < CHUNK:  # what is ready, up to a chunk
                     try:
                         frames = recv(zmq.NOBLOCK)
                     except again:
                         break
                     chunk.append((frames, now()))
-                self.received += len(chunk)
+                received = len(chunk)
+                if watching:
+                    chunk.extend(self._events())
+                self.received += received
                 for frames, _at in put(chunk):
                     self._drop(frames)
         finally:
+            sock.disable_monitor()
+            monitor.close(0)
             sock.close(0)
+
+    def _events(self) -> list[Message]:
+        from zmq.utils.monitor import recv_monitor_message
+
+        markers: list[Message] = []
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return markers
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.disconnects += 1
+                markers.append(([], time.time()))
+            elif event["event"] == self._handshake:
+                self.connected += 1
 
     def close(self) -> None:
         """Close the socket of a subscriber that never started."""
+        self._socket.disable_monitor()
+        self._monitor.close(0)
         self._socket.close(0)
 
     def _drop(self, frames: list[bytes]) -> None:
+        if not frames:
+            self.lost_marker = True
+            return
         self.dropped += 1
         if len(frames) != 3 or len(frames[1]) != 8:
             return  # not a batch: the core would have skipped it anyway

@@ -41,6 +41,11 @@ class WatchCollector(Collector):
                                        labels=["topic", "medium"])  # fmt: skip
         stores = CounterMetricFamily(f"{_P}stores", "Block hashes stored, by medium.",
                                      labels=["topic", "medium"])  # fmt: skip
+        hits = CounterMetricFamily(
+            f"{_P}hits",
+            "Resident blocks the engine reported reused (vLLM kv_cache_report_mode=full).",
+            labels=["topic", "medium"],
+        )
         regret = CounterMetricFamily(
             f"{_P}regret",
             "Blocks stored again within the regret window of their removal.",
@@ -64,12 +69,17 @@ class WatchCollector(Collector):
             topic = state.topic
             for name, n in list(state.events.items()):
                 events.add_metric([topic, name], n)
-            counted = [dict(c) for c in (state.removals, state.stores, state.regret,
-                                         state.resident_by_medium)]  # fmt: skip
+            counted = [
+                state.removals,
+                state.stores,
+                state.hits,
+                state.regret,
+                state.resident_by_medium,
+            ]
             media = sorted({medium for counts in counted for medium in counts})
             # Every medium the engine used gets a sample in every family, zero included.
             by_medium: tuple[CounterMetricFamily | GaugeMetricFamily, ...] = (
-                removals, stores, regret, resident,
+                removals, stores, hits, regret, resident,
             )  # fmt: skip
             for family, counts in zip(by_medium, counted, strict=True):
                 for medium in media:
@@ -81,8 +91,15 @@ class WatchCollector(Collector):
             restarts.add_metric([topic], state.restarts)
             if state.last_seq is not None:
                 last_seq.add_metric([topic], state.last_seq)
-        yield from (events, removals, stores, regret, resident, batches, gaps, lost, recovered,
-                    restarts, last_seq)  # fmt: skip
+        hit_rate = GaugeMetricFamily(f"{_P}hit_rate",
+                                     "Reused / (reused + newly stored) blocks so far.",
+                                     labels=["topic"])  # fmt: skip
+        for state in engines:
+            rate = state.hit_rate
+            if rate is not None:
+                hit_rate.add_metric([state.topic], rate)
+        yield from (events, removals, stores, hits, hit_rate, regret, resident, batches, gaps,
+                    lost, recovered, restarts, last_seq)  # fmt: skip
         if self.dropped is not None:
             yield CounterMetricFamily(f"{_P}queue_dropped",
                                       "Messages our bounded queue dropped.",

@@ -10,7 +10,7 @@ declared once, in :mod:`kvreceipts.engine.kinds`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -23,7 +23,10 @@ __all__ = [
     "EngineRemovalReceipt",
     "EngineRestartReceipt",
     "EngineRestoreReceipt",
+    "EngineReuseReceipt",
+    "EngineTallyReceipt",
     "removal_template",
+    "tier_fragments",
 ]
 
 
@@ -36,60 +39,94 @@ class EngineRemovalReceipt(Receipt):
 
     kind: ClassVar[str] = "engine_removal"
     body_fields = (
-        "topic", "engine_seq", "engine_ts", "medium", "block_hash", "parent_block_hash",
-        "stored_ts", "residency_ms",
+        "topic", "engine_seq", "engine_ts", "dp_rank", "group_idx", "locality", "ownership",
+        "medium", "block_hash", "parent_block_hash", "stored_ts", "residency_ms", "tokens",
+        "bytes_freed", "store",
     )  # fmt: skip
     topic: str
     engine_seq: int
     engine_ts: float
+    dp_rank: int | None
+    group_idx: int | None
+    locality: str | None
+    ownership: str | None
     medium: str | None
     block_hash: int | str
     parent_block_hash: int | str | None
     stored_ts: float | None
     """Engine time of the store this watch saw (null: stored before the watch began)."""
     residency_ms: float | None
+    tokens: int | None
+    bytes_freed: int | None
+    store: dict[str, Any] | None
 
 
 def removal_template(run_id: str, alg: str, key_id: str | None) -> bytes:
     """The canonical JSON of an ``engine_removal`` record as a %-template, keys in sorted
-    order: block_hash, engine_seq, engine_ts, medium, parent_block_hash, residency_ms, seq,
-    stored_ts, timestamp, topic (each value already JSON, but the two seqs as integers).
+    order. Its arguments: block_hash, bytes_freed, the ``"dp_rank":..,`` fragment,
+    engine_seq (int), engine_ts, the ``"group_idx":..,`` fragment, the
+    ``"locality":..,"medium":..,"ownership":..,`` fragment, parent_block_hash,
+    residency_ms, seq (int), store, stored_ts, timestamp, tokens, topic (each value already
+    JSON). The fragments are a tier's, made once per tier (see :func:`tier_fragments`).
     """
     run = orjson.dumps(run_id).replace(b"%", b"%%")
     kid = b'"key_id":"%b",' % key_id.encode() if key_id else b""
     return (
-        b'{"alg":"' + alg.encode() + b'","block_hash":%b,"engine_seq":%d,"engine_ts":%b,' + kid
-        + b'"kind":"engine_removal","medium":%b,"parent_block_hash":%b,"residency_ms":%b,'
-        b'"run_id":' + run + b',"seq":%d,"stored_ts":%b,"timestamp":"%b","topic":%b}'
+        b'{"alg":"' + alg.encode() + b'","block_hash":%b,"bytes_freed":%b,%b"engine_seq":%d,'
+        b'"engine_ts":%b,%b' + kid + b'"kind":"engine_removal",%b"parent_block_hash":%b,'
+        b'"residency_ms":%b,"run_id":' + run + b',"seq":%d,"store":%b,"stored_ts":%b,'
+        b'"timestamp":"%b","tokens":%b,"topic":%b}'
+    )  # fmt: skip
+
+
+def tier_fragments(
+    dp_rank: int | None, group_idx: int | None, locality: str | None, medium: str | None,
+    ownership: str | None,
+) -> tuple[bytes, bytes, bytes]:  # fmt: skip
+    """The three key-value fragments of a tier in a removal line (see
+    :func:`removal_template`).
+    """
+    dumps = orjson.dumps
+    return (
+        b'"dp_rank":' + dumps(dp_rank) + b",",
+        b'"group_idx":' + dumps(group_idx) + b",",
+        b'"locality":' + dumps(locality) + b',"medium":' + dumps(medium) + b',"ownership":'
+        + dumps(ownership) + b",",
     )  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
 class EngineClearReceipt(Receipt):
-    """``AllBlocksCleared``: the engine reset its prefix cache; ``count`` blocks went."""
+    """``AllBlocksCleared``: the engine reset its (GPU) prefix cache; ``count`` blocks went,
+    ``kept`` on other media stayed.
+    """
 
     kind: ClassVar[str] = "engine_clear"
-    body_fields = ("topic", "engine_seq", "engine_ts", "count")
+    body_fields = ("topic", "engine_seq", "engine_ts", "dp_rank", "count", "kept")
     topic: str
     engine_seq: int
     engine_ts: float
+    dp_rank: int | None
     count: int
+    kept: int
 
 
 @dataclass(slots=True, kw_only=True)
 class EngineRestoreReceipt(Receipt):
-    """A removed block stored again on the same medium within the regret window: the removal
+    """A removed block stored again on the same tier within the regret window: the removal
     (receipt ``removal_seq``) cost a recomputation or a reload.
     """
 
     kind: ClassVar[str] = "engine_restore"
     body_fields = (
-        "topic", "engine_seq", "engine_ts", "medium", "block_hash", "removal_seq",
-        "removed_ts", "gap_ms",
+        "topic", "engine_seq", "engine_ts", "dp_rank", "group_idx", "medium", "block_hash",
+        "removal_seq", "removed_ts", "gap_ms",
     )  # fmt: skip
     topic: str
     engine_seq: int
     engine_ts: float
+    dp_rank: int | None
+    group_idx: int | None
     medium: str | None
     block_hash: int | str
     removal_seq: int
@@ -98,16 +135,71 @@ class EngineRestoreReceipt(Receipt):
 
 
 @dataclass(slots=True, kw_only=True)
+class EngineReuseReceipt(Receipt):
+    """A ``BlockStored`` for blocks already resident on its tier: vLLM's reuse report
+    (``kv_cache_report_mode="full"``), i.e. cache hits. Their residency clock keeps running.
+    """
+
+    kind: ClassVar[str] = "engine_reuse"
+    body_fields = (
+        "topic", "engine_seq", "engine_ts", "dp_rank", "group_idx", "locality", "ownership",
+        "medium", "blocks", "block_hashes", "session_id", "lora_name", "cache_salt",
+    )  # fmt: skip
+    topic: str
+    engine_seq: int
+    engine_ts: float
+    dp_rank: int | None
+    group_idx: int | None
+    locality: str | None
+    ownership: str | None
+    medium: str | None
+    blocks: int
+    block_hashes: list[int | str]
+    session_id: str | None
+    lora_name: str | None
+    cache_salt: str | None
+
+
+@dataclass(slots=True, kw_only=True)
+class EngineTallyReceipt(Receipt):
+    """At the end of a watch, per engine: what each tier stored, reused (hits), removed and
+    still holds, and the unknown event types and fields seen.
+    """
+
+    kind: ClassVar[str] = "engine_tally"
+    body_fields = (
+        "topic", "incarnations", "batches", "recovered_batches", "lost_batches", "tiers",
+        "unknown", "hit_rate",
+    )  # fmt: skip
+    topic: str
+    incarnations: int
+    batches: int
+    recovered_batches: int
+    lost_batches: int
+    tiers: list[dict[str, Any]]
+    unknown: dict[str, int]
+    hit_rate: float | None
+
+
+@dataclass(slots=True, kw_only=True)
 class EngineRestartReceipt(Receipt):
-    """The engine's seq went back (to 0): a new process; what it held is forgotten."""
+    """A new engine process (its seq went back, its replay buffer is another process's, or
+    the connection dropped and continuity could not be proven: ``evidence``); what the old
+    one held is forgotten.
+    """
 
     kind: ClassVar[str] = "engine_restart"
-    body_fields = ("topic", "engine_seq", "engine_ts", "previous_seq", "resident_dropped")
+    body_fields = (
+        "topic", "engine_seq", "engine_ts", "previous_seq", "resident_dropped", "evidence",
+        "incarnation",
+    )  # fmt: skip
     topic: str
     engine_seq: int
     engine_ts: float
     previous_seq: int
     resident_dropped: int
+    evidence: str
+    incarnation: int
 
 
 @dataclass(slots=True, kw_only=True)
@@ -143,6 +235,8 @@ ENGINE_KINDS: dict[str, type[Receipt]] = {
         EngineRestoreReceipt,
         EngineRestartReceipt,
         EngineLossReceipt,
+        EngineReuseReceipt,
+        EngineTallyReceipt,
     )
 }
 """The engine kinds by name. Not added to :data:`kvreceipts.receipts.KINDS`: that table is

@@ -4,7 +4,8 @@ The file is ``MAGIC``, a length-prefixed JSON header (run id, start time, endpoi
 replay socket), then entries: a type byte, the receive time (big-endian double, Unix
 seconds), a frame count (uint16) and each frame as a uint32 length and its bytes. Types:
 ``M`` a subscriber message, ``P`` a replay reply, ``E`` the end of one replay request,
-``D`` batches our queue dropped (topic, first seq, last seq), ``Z`` the end of the watch.
+``D`` batches our queue dropped (topic, first seq, last seq), ``C`` the subscriber's
+connection to the engine dropped (pyzmq's socket monitor), ``Z`` the end of the watch.
 Everything the receipts depend on is in the file; nothing is read from the clock on replay.
 """
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "DISCONNECT",
     "DROP",
     "END",
     "FINISH",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 MAGIC = b"KVRWATCH\x01\n"
-MESSAGE, REPLY, END, DROP, FINISH = b"M", b"P", b"E", b"D", b"Z"
+MESSAGE, REPLY, END, DROP, FINISH, DISCONNECT = b"M", b"P", b"E", b"D", b"Z", b"C"
 _HEAD = struct.Struct(">cdH")
 _LEN = struct.Struct(">I")
 

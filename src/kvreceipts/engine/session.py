@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvreceipts.engine.core import WatchCore
 from kvreceipts.engine.recording import (
+    DISCONNECT,
     DROP,
     END,
     FINISH,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["WatchOptions", "WatchResult", "watch_live", "watch_recording"]
 
 DEFAULT_REGRET_WINDOW_S = 60.0
-WORKLOAD = ("endpoint", "topic", "replay_endpoint", "regret_window_s")
+WORKLOAD = ("endpoint", "topic", "replay_endpoint", "regret_window_s", "bytes_per_token")
 """What the open record says a watch watches (``workload``)."""
 
 
@@ -58,6 +59,7 @@ class WatchOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     tick_s: float = 0.25
+    bytes_per_token: int | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +73,8 @@ class WatchResult:
     """signal, idle, max-batches, end of recording."""
     duration_s: float
     received: int = 0
+    connected: int = 0
+    """Handshakes with a publisher (live watches; 0: nothing ever answered)."""
     queue_dropped: int = 0
     torn_recording: bool = False
     header: dict[str, Any] = field(default_factory=dict)
@@ -94,9 +98,11 @@ def _core(
     regret_window_s: float,
     recover: Callable[[bytes, int, int], list[Recovered]] | None,
     report: Callable[[str], None],
+    bytes_per_token: int | None = None,
 ) -> tuple[WatchCore, RunWriter]:
     writer = RunWriter(sink, run_id=header["run_id"], start_s=header["start_s"], key=key)
-    core = WatchCore(writer, regret_window_s=regret_window_s, recover=recover, report=report)
+    core = WatchCore(writer, regret_window_s=regret_window_s, recover=recover, report=report,
+                     bytes_per_token=bytes_per_token)  # fmt: skip
     return core, writer
 
 
@@ -145,6 +151,7 @@ def watch_live(
         "topic": options.topic,
         "replay_endpoint": options.replay_endpoint,
         "regret_window_s": options.regret_window_s,
+        "bytes_per_token": options.bytes_per_token,
     }
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     recorder: Recorder | None = None
@@ -159,7 +166,8 @@ def watch_live(
             if options.replay_endpoint else None
         )  # fmt: skip
         core, writer = _core(header=header, sink=sink, key=key, recover=replay, report=say,
-                             regret_window_s=options.regret_window_s)  # fmt: skip
+                             regret_window_s=options.regret_window_s,
+                             bytes_per_token=options.bytes_per_token)  # fmt: skip
         if options.metrics_port is not None:
             from kvreceipts.engine.metrics import MetricsServer
 
@@ -194,15 +202,41 @@ def watch_live(
         recorder.close()
     _close(core, writer, end)
     return WatchResult(header["run_id"], core, writer, stopped_by, end - started,
-                       received=sub.received, queue_dropped=sub.dropped,
-                       header=header)  # fmt: skip
+                       received=sub.received, connected=sub.connected,
+                       queue_dropped=sub.dropped, header=header)  # fmt: skip
 
 
 def _feed_drops(core: WatchCore, sub: Any, recorder: Recorder | None) -> None:
+    if sub.lost_marker:  # a disconnect our full queue could not hold
+        sub.lost_marker = False
+        _disconnected(core, recorder, time.time())
     for topic, first, last in sub.take_drops():
         if recorder is not None:
             recorder.entry(DROP, 0.0, [topic, first.to_bytes(8, "big"), last.to_bytes(8, "big")])
         core.dropped(topic, first, last)
+
+
+def _disconnected(core: WatchCore, recorder: Recorder | None, at_s: float) -> None:
+    if recorder is not None:
+        recorder.entry(DISCONNECT, at_s, [])
+    core.disconnected()
+
+
+def _handle(
+    core: WatchCore, chunk: list[tuple[list[bytes], float]], record: Any, recorder: Any,
+    limit: int | None,
+) -> bool:  # fmt: skip
+    """Feed one chunk; True once ``limit`` messages were handled."""
+    for frames, at_s in chunk:
+        if not frames:
+            _disconnected(core, recorder, at_s)
+            continue
+        if record is not None:
+            record(MESSAGE, at_s, frames)
+        core.message(frames, at_s)
+        if limit is not None and core.messages >= limit:
+            return True
+    return False
 
 
 def _loop(
@@ -233,20 +267,13 @@ def _loop(
                 return "idle"
             continue
         last_message = time.monotonic()
-        if sub.dropped:  # after the get: a drop is taken before the message that follows it
-            _feed_drops(core, sub, recorder)
-        for frames, at_s in chunk:
-            if record is not None:
-                record(MESSAGE, at_s, frames)
-            core.message(frames, at_s)
-            if limit is not None and core.messages >= limit:
-                return "max-batches"
+        if sub.dropped or sub.lost_marker:  # after the get: a drop is taken before the
+            _feed_drops(core, sub, recorder)  # message that follows it
+        if _handle(core, chunk, record, recorder, limit):
+            return "max-batches"
     # Stopped by a signal: what was already received is handled, then the watch ends.
     while chunk := get(None):
-        for frames, at_s in chunk:
-            if record is not None:
-                record(MESSAGE, at_s, frames)
-            core.message(frames, at_s)
+        _handle(core, chunk, record, recorder, None)
     return reason
 
 
@@ -258,6 +285,7 @@ def watch_recording(
     regret_window_s: float | None = None,
     report: Callable[[str], None] | None = None,
     max_batches: int | None = None,
+    bytes_per_token: int | None = None,
 ) -> WatchResult:
     """Re-read a recording made by ``watch --record``: the same receipts as the live run."""
     say = report or (lambda _message: None)
@@ -271,8 +299,12 @@ def watch_recording(
         )
         entries = reader.entries()
         recover = _recorded_replay(entries, path, say) if header.get("replay_endpoint") else None
+        per_token = bytes_per_token if bytes_per_token is not None else \
+            header.get("bytes_per_token")  # fmt: skip
+        header = {**header, "bytes_per_token": per_token}
         core, writer = _core(header=header, sink=sink, key=key, regret_window_s=window,
-                             recover=recover, report=say)  # fmt: skip
+                             recover=recover, report=say,
+                             bytes_per_token=per_token)  # fmt: skip
         _open(writer, header)
         started = time.perf_counter()
         end_s: float | None = None
@@ -284,6 +316,8 @@ def watch_recording(
                 if max_batches is not None and core.messages >= max_batches:
                     stopped_by = "max-batches"
                     break
+            elif kind == DISCONNECT:
+                core.disconnected()
             elif kind == DROP and len(entry.frames) == 3:
                 topic, first, last = entry.frames
                 core.dropped(topic, int.from_bytes(first, "big"), int.from_bytes(last, "big"))

@@ -24,7 +24,9 @@ __all__ = [
     "Hash",
     "Recovered",
     "Removed",
+    "RemovedEvent",
     "Stored",
+    "StoredEvent",
     "WireError",
     "collect_replies",
     "decode_batch",
@@ -46,49 +48,104 @@ class WireError(ValueError):
 STORED, REMOVED, CLEARED = 1, 2, 3
 """What an event does (its ``op``), whatever its layout."""
 
+# Every field vLLM (0.10.2 ... 0.34.0) and SGLang (0.5.x) declare, in vLLM's declaration order:
+# the positional layout reads them by position, the tagged-map layout by name. SGLang's
+# ``cache_salt`` is a map field only (its positional 0.5.10 layout ends at ``medium``).
+STORED_FIELDS = (
+    "block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium",
+    "lora_name", "extra_keys", "group_idx", "kv_cache_spec_kind",
+    "kv_cache_spec_sliding_window", "locality", "ownership", "session_id",
+    "lookahead_token_ids",
+)  # fmt: skip
+REMOVED_FIELDS = ("block_hashes", "medium", "group_idx", "locality", "ownership")
+_KNOWN_MAP_FIELDS = {
+    "BlockStored": frozenset({"type", *STORED_FIELDS, "cache_salt"}),
+    "BlockRemoved": frozenset({"type", *REMOVED_FIELDS}),
+    "AllBlocksCleared": frozenset({"type"}),
+}
+_ARRAY_WIDTH = {"BlockStored": len(STORED_FIELDS) + 1, "BlockRemoved": len(REMOVED_FIELDS) + 1,
+                "AllBlocksCleared": 1}  # fmt: skip
 
-class Stored(msgspec.Struct, tag="BlockStored", tag_field="type"):
-    """``BlockStored``: blocks now cached on ``medium``, each the child of the one before."""
+
+class Stored(msgspec.Struct, tag="BlockStored", tag_field="type", forbid_unknown_fields=True):
+    """``BlockStored``: blocks now cached on ``medium``, each the child of the one before.
+
+    With vLLM's ``kv_cache_report_mode="full"`` it is also sent again, without a parent, for
+    blocks a request found cached: a reuse report (a hit), told apart by the core.
+    """
 
     op: ClassVar[int] = STORED
     hashes: list[Hash] = msgspec.field(name="block_hashes")
     parent: Hash | None = msgspec.field(default=None, name="parent_block_hash")
+    token_ids: list[int] | None = None
     block_size: int | None = None
+    lora_id: Any = None
     medium: str | None = None
+    lora_name: str | None = None
+    extra_keys: list[Any] | None = None
+    group_idx: int | None = None
+    kv_cache_spec_kind: str | None = None
+    kv_cache_spec_sliding_window: int | None = None
+    locality: str | None = None
+    ownership: str | None = None
+    session_id: str | None = None
+    lookahead_token_ids: Any = None
+    cache_salt: str | None = None
 
 
-class Removed(msgspec.Struct, tag="BlockRemoved", tag_field="type"):
+class Removed(msgspec.Struct, tag="BlockRemoved", tag_field="type", forbid_unknown_fields=True):
     """``BlockRemoved``: blocks gone from ``medium`` (the engine gives no reason)."""
 
     op: ClassVar[int] = REMOVED
     hashes: list[Hash] = msgspec.field(name="block_hashes")
     medium: str | None = None
+    group_idx: int | None = None
+    locality: str | None = None
+    ownership: str | None = None
 
 
-class Cleared(msgspec.Struct, tag="AllBlocksCleared", tag_field="type"):
-    """``AllBlocksCleared``: the prefix cache was reset."""
+class Cleared(msgspec.Struct, tag="AllBlocksCleared", tag_field="type", forbid_unknown_fields=True):
+    """``AllBlocksCleared``: the prefix cache was reset (vLLM: the GPU prefix cache)."""
 
     op: ClassVar[int] = CLEARED
 
 
-# The older positional layout: the tag first, then the fields in declaration order.
-class _StoredArray(msgspec.Struct, array_like=True, tag="BlockStored"):
+# The positional layout (vLLM 0.10.x, SGLang 0.5.10): the tag first, then the fields in
+# declaration order; trailing defaults are left out by the publisher (omit_defaults).
+class _StoredArray(msgspec.Struct, array_like=True, tag="BlockStored", forbid_unknown_fields=True):
     op: ClassVar[int] = STORED
     hashes: list[int]
     parent: int | None = None
-    token_ids: msgspec.Raw = msgspec.Raw()
+    token_ids: list[int] | None = None
     block_size: int | None = None
-    lora_id: msgspec.Raw = msgspec.Raw()
+    lora_id: Any = None
     medium: str | None = None
+    lora_name: str | None = None
+    extra_keys: list[Any] | None = None
+    group_idx: int | None = None
+    kv_cache_spec_kind: str | None = None
+    kv_cache_spec_sliding_window: int | None = None
+    locality: str | None = None
+    ownership: str | None = None
+    session_id: str | None = None
+    lookahead_token_ids: Any = None
+    cache_salt: ClassVar[str | None] = None
 
 
-class _RemovedArray(msgspec.Struct, array_like=True, tag="BlockRemoved"):
+class _RemovedArray(
+    msgspec.Struct, array_like=True, tag="BlockRemoved", forbid_unknown_fields=True
+):
     op: ClassVar[int] = REMOVED
     hashes: list[int]
     medium: str | None = None
+    group_idx: int | None = None
+    locality: str | None = None
+    ownership: str | None = None
 
 
-class _ClearedArray(msgspec.Struct, array_like=True, tag="AllBlocksCleared"):
+class _ClearedArray(
+    msgspec.Struct, array_like=True, tag="AllBlocksCleared", forbid_unknown_fields=True
+):
     op: ClassVar[int] = CLEARED
 
 
@@ -101,7 +158,7 @@ class _IntRemoved(Removed, tag="BlockRemoved"):
     hashes: list[int] = msgspec.field(name="block_hashes")  # type: ignore[assignment]
 
 
-class _MapBatch(msgspec.Struct, array_like=True):
+class _MapEventsBatch(msgspec.Struct, array_like=True):
     ts: float
     events: list[_IntStored | _IntRemoved | Cleared]
     dp_rank: int | None = None
@@ -114,6 +171,8 @@ class _ArrayBatch(msgspec.Struct, array_like=True):
 
 
 Event = Stored | Removed | Cleared | _StoredArray | _RemovedArray | _ClearedArray
+StoredEvent = Stored | _StoredArray
+RemovedEvent = Removed | _RemovedArray
 
 
 @dataclass(slots=True)
@@ -125,11 +184,14 @@ class Batch:
     dp_rank: int | None = None
     unknown_events: int = 0
     """Events of a type this decoder does not know (skipped)."""
+    unknown: dict[str, int] | None = None
+    """Unknown event types (``type:NAME``) and fields (``BlockStored.NAME``), counted."""
 
 
-# Fast paths: the common batches (one layout, integer hashes, known event types) decode
-# straight into structs; anything else takes the lenient path, which also names the problem.
-_FAST = (msgspec.msgpack.Decoder(_MapBatch), msgspec.msgpack.Decoder(_ArrayBatch))
+# Fast paths: the common batches (one layout, integer hashes, known fields and event types)
+# decode straight into structs; anything else takes the lenient path, which also counts
+# unknown fields and names the problem.
+_FAST = (msgspec.msgpack.Decoder(_MapEventsBatch), msgspec.msgpack.Decoder(_ArrayBatch))
 _DECODER = msgspec.msgpack.Decoder()
 _CLEARED = Cleared()
 
@@ -212,45 +274,90 @@ def _optional_hash(value: object) -> Hash | None:
     return None if value is None else _hash(value)
 
 
-def _block_size(value: object) -> int | None:
+def _int(value: object) -> int | None:
     return value if type(value) is int else None
 
 
-def _from_map(event: dict[Any, Any]) -> Event | None:
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _ints(value: object) -> list[int] | None:
+    return value if isinstance(value, list) else None
+
+
+def _stored(get: Callable[[str], Any]) -> Stored:
+    extra = get("extra_keys")
+    return Stored(
+        _hashes(get("block_hashes")), _optional_hash(get("parent_block_hash")),
+        _ints(get("token_ids")), _int(get("block_size")), None, _medium(get("medium")),
+        _str(get("lora_name")), extra if isinstance(extra, list) else None,
+        _int(get("group_idx")), _str(get("kv_cache_spec_kind")),
+        _int(get("kv_cache_spec_sliding_window")), _str(get("locality")),
+        _str(get("ownership")), _str(get("session_id")), None, _str(get("cache_salt")),
+    )  # fmt: skip
+
+
+def _removed(get: Callable[[str], Any]) -> Removed:
+    return Removed(_hashes(get("block_hashes")), _medium(get("medium")), _int(get("group_idx")),
+                   _str(get("locality")), _str(get("ownership")))  # fmt: skip
+
+
+def _note(unknown: dict[str, int], key: str) -> None:
+    unknown[key] = unknown.get(key, 0) + 1
+
+
+def _from_map(event: dict[Any, Any], unknown: dict[str, int]) -> Event | None:
     tag = event.get("type")
+    known = _KNOWN_MAP_FIELDS.get(tag) if isinstance(tag, str) else None
+    if known is None:
+        _note(unknown, f"type:{tag}")
+        return None
+    for name in event:
+        if name not in known:
+            _note(unknown, f"{tag}.{name}")
     if tag == "BlockRemoved":
-        return Removed(_hashes(event.get("block_hashes")), _medium(event.get("medium")))
+        return _removed(event.get)
     if tag == "BlockStored":
-        return Stored(
-            _hashes(event.get("block_hashes")),
-            _optional_hash(event.get("parent_block_hash")),
-            _block_size(event.get("block_size")),
-            _medium(event.get("medium")),
-        )
-    if tag == "AllBlocksCleared":
-        return _CLEARED
-    return None
+        return _stored(event.get)
+    return _CLEARED
+
+
+def _from_array(event: list[Any], unknown: dict[str, int]) -> Event | None:
+    tag = event[0] if event else None
+    width = _ARRAY_WIDTH.get(tag) if isinstance(tag, str) else None
+    if width is None:
+        _note(unknown, f"type:{tag}")
+        return None
+    for position in range(width, len(event)):
+        _note(unknown, f"{tag}.[{position}]")
+    if tag == "BlockRemoved":
+        return _removed(lambda name: _item(event, REMOVED_FIELDS.index(name) + 1))
+    if tag == "BlockStored":
+        return _stored(lambda name: None if name == "cache_salt"
+                       else _item(event, STORED_FIELDS.index(name) + 1))  # fmt: skip
+    return _CLEARED
 
 
 def _item(event: list[Any], index: int) -> Any:
     return event[index] if len(event) > index else None
 
 
-def _from_array(event: list[Any]) -> Event | None:
-    tag = event[0] if event else None
-    if tag == "BlockRemoved":
-        return Removed(_hashes(_item(event, 1)), _medium(_item(event, 2)))
-    if tag == "BlockStored":
-        # block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, ...
-        return Stored(
-            _hashes(_item(event, 1)),
-            _optional_hash(_item(event, 2)),
-            _block_size(_item(event, 4)),
-            _medium(_item(event, 6)),
-        )
-    if tag == "AllBlocksCleared":
-        return _CLEARED
-    return None
+def _batch_parts(raw: object) -> tuple[object, object, object]:
+    """(ts, events, rank) of a batch in either layout: ``[ts, events, rank]`` (vLLM's
+    ``EventBatch`` with ``array_like``) or a map (vLLM at commit 0181ea31, without it; SGLang
+    names the rank ``attn_dp_rank``).
+    """
+    if isinstance(raw, dict):
+        if "ts" not in raw or "events" not in raw:
+            raise WireError(
+                "payload is a map without ts and events: not a [ts, events, rank] batch"
+            )
+        rank = raw.get("data_parallel_rank", raw.get("attn_dp_rank"))
+        return raw["ts"], raw["events"], rank
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise WireError("payload is not a [ts, events, data_parallel_rank] array or a map")
+    return raw[0], raw[1], raw[2] if len(raw) > 2 else None
 
 
 def decode_batch(payload: bytes) -> Batch:
@@ -265,25 +372,25 @@ def decode_batch(payload: bytes) -> Batch:
         raw = _DECODER.decode(payload)
     except msgspec.DecodeError as exc:
         raise WireError(f"payload is not msgpack ({exc})") from None
-    if not isinstance(raw, list) or len(raw) < 2:
-        raise WireError("payload is not a [ts, events, data_parallel_rank] array")
-    ts, events = raw[0], raw[1]
+    ts, events, rank = _batch_parts(raw)
     if type(ts) not in (float, int):
         raise WireError(f"batch ts must be a number, not {type(ts).__name__}")
     if not isinstance(events, list):
         raise WireError(f"batch events must be a list, not {type(events).__name__}")
-    rank = raw[2] if len(raw) > 2 and type(raw[2]) is int else None
-    batch = Batch(float(ts), [], rank)
+    unknown: dict[str, int] = {}
+    batch = Batch(float(ts), [], rank if type(rank) is int else None)  # type: ignore[arg-type]
     out = batch.events
     for event in events:
         if isinstance(event, dict):
-            decoded = _from_map(event)
+            decoded = _from_map(event, unknown)
         elif isinstance(event, list):
-            decoded = _from_array(event)
+            decoded = _from_array(event, unknown)
         else:
             raise WireError(f"an event must be a map or an array, not {type(event).__name__}")
         if decoded is None:
             batch.unknown_events += 1
         else:
             out.append(decoded)
+    if unknown:
+        batch.unknown = unknown
     return batch
