@@ -330,3 +330,10 @@ def test_version_and_help() -> None:
         assert page.exit_code == 0
         assert "Usage" in page.stdout
     assert "Examples" in run("simulate", "--help").stdout
+
+
+def test_the_kind_option_lists_every_kind_the_schema_has() -> None:
+    from kvreceipts.commands.options import Kind
+    from kvreceipts.schema import KIND_NAMES
+
+    assert {k.value for k in Kind} == {*KIND_NAMES, "all"}

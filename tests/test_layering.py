@@ -111,10 +111,3 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
 def test_the_leaves_import_nothing_of_kvreceipts() -> None:
     for leaf in ("kvreceipts.units", "kvreceipts.fields"):
         assert GRAPH[leaf] == set(), leaf
-
-
-def test_the_kind_option_lists_every_kind_the_schema_has() -> None:
-    from kvreceipts.commands.options import Kind
-    from kvreceipts.schema import KIND_NAMES
-
-    assert {k.value for k in Kind} == {*KIND_NAMES, "all"}

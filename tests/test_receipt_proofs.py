@@ -8,7 +8,8 @@ digest *and* every Merkle root, so only the Ed25519 signature can catch it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -27,9 +28,6 @@ from kvreceipts.proofs.merkle import (
     leaf_hash,
 )
 from kvreceipts.schema import ZERO_DIGEST
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.needs("receipts")
 
@@ -449,3 +447,30 @@ def test_proofs_stream_right_at_every_chunk_size_and_across_a_loss(
     result = run("prove", str(lossy), "--from-size", "100")  # inside the lost range
     assert result.exit_code == 2
     assert "needs records that were lost" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "checkpoint_args", [("--checkpoint-every", "5"), ("--checkpoint-interval", "0.001")]
+)
+def test_a_watch_publishes_signed_checkpoints_as_it_goes(
+    keys: tuple[Path, Path], tmp_path: Path, checkpoint_args: tuple[str, ...]
+) -> None:
+    """A watch's receipts (the shipped recording, with its declared losses) are signed the
+    same way: checkpoint records as it goes, the close signed, the newest note kept.
+    """
+    recording = Path(__file__).parent / "fixtures" / "watch" / "engine.kvrec"
+    out, latest = tmp_path / "w.jsonl", tmp_path / "latest.note"
+    result = run("watch", "--from", str(recording), "-f", "jsonl", "-q", "--allow-loss",
+                 "-o", str(out), "--sign-key", str(keys[0]), "--checkpoint-out", str(latest),
+                 *checkpoint_args)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    written = records(out)
+    assert sum(r["kind"] == "checkpoint" for r in written) >= 2
+    assert latest.read_text() == written[-1]["checkpoint"]
+    code, report = verify_json(out, "--vkey", str(keys[1]), "--allow-loss")
+    assert code == 0, report["violations"]
+    assert report["authentication"] == "signed"
+    seq = next(r["seq"] for r in written if r["kind"] == "engine_removal")
+    bundle = tmp_path / "p.json"
+    assert run("prove", str(out), "--seq", str(seq), "-o", str(bundle)).exit_code == 0
+    assert run("verify-proof", str(bundle), "--vkey", str(keys[1])).exit_code == 0

@@ -44,7 +44,12 @@ def _auth(report: VerifyReport) -> str:
         return (f"authenticated: every record was sealed with the HMAC key {report.key_id}, in "
                 "this order")  # fmt: skip
     if level == "signed":  # the checkpoint checks (verify/tree.py) set it
-        return "signed: every checkpoint's signature verified and binds the records before it"
+        return (f"signed: {report.checkpoints:,} checkpoint(s) verified with the --vkey key; "
+                "each binds every record before it")  # fmt: skip
+    if level == "failed" and not report.hmac:
+        return (f"SIGNATURES FAILED: {report.signature_failures:,} checkpoint or close "
+                "record(s) are not signed by the --vkey key, or sign another tree than the "
+                "records before them")  # fmt: skip
     if level == "failed":
         return (f"AUTHENTICATION FAILED: {report.auth_failures:,} record(s) failed a check under "
                 f"the HMAC key {report.key_id}, and {report.hmac_verified:,} of "
@@ -53,14 +58,6 @@ def _auth(report: VerifyReport) -> str:
         return "NOT AUTHENTICATED: HMAC-sealed, but no key was given"
     return ("UNAUTHENTICATED: plain SHA-256, anyone who can rewrite the file can re-chain it; "
             "use HMAC (--hmac-key-file) and an anchor to prove more")  # fmt: skip
-
-
-_SIGNATURES = {
-    "verified": "signed: {n:,} checkpoint(s) verified with the --vkey key",
-    "failed": "[red]signatures: a checkpoint is missing, or not signed by the --vkey key[/red]",
-    "unchecked": "[yellow]{n:,} signed checkpoint(s) not checked: give the signer's public "
-    "key (--vkey FILE.pub)[/yellow]",
-}
 
 
 def _anchors(values: list[str]) -> dict[str, str]:
@@ -208,7 +205,10 @@ def _print_report(out: Output, report: VerifyReport) -> None:  # noqa: PLR0912 -
     for anchor in report.anchors_matched:
         out.show(f"anchor matched: run {escape(anchor.run_id)} ends at seq {anchor.seq:,} with "
                  f"digest {anchor.digest}")  # fmt: skip
-    if report.signatures != "none":
-        out.show(_SIGNATURES[report.signatures].format(n=report.checkpoints))
+    if report.signatures == "unchecked":
+        out.show(
+            f"[yellow]{report.checkpoints:,} signed checkpoint(s) not checked: give the "
+            "signer's public key (--vkey FILE.pub)[/yellow]"
+        )
     if not trusted and not out.stdout_is_terminal:
         out.warn(f"{report.path}: {auth}")  # stdout may be a pipe nobody reads

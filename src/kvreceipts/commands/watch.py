@@ -13,10 +13,13 @@ import typer
 
 from kvreceipts.commands.options import (
     AppendOption,
+    CheckpointEveryOption,
+    CheckpointOutOption,
     ForceOption,
     HmacKeyOption,
     OutputOption,
     QuietOption,
+    SignKeyOption,
     check_output,
 )
 from kvreceipts.commands.output import Output
@@ -114,6 +117,19 @@ def watch(
         ),
     ] = None,
     hmac_key_file: HmacKeyOption = None,
+    sign_key: SignKeyOption = None,
+    checkpoint_every: CheckpointEveryOption = 0,
+    checkpoint_interval: Annotated[
+        float,
+        typer.Option(
+            "--checkpoint-interval",
+            min=0.0,
+            metavar="SECONDS",
+            help="Also write a checkpoint record once this many seconds passed since the last "
+            "one (a long live audit publishes as it goes); 0: by --checkpoint-every only.",
+        ),
+    ] = 0.0,
+    checkpoint_out: CheckpointOutOption = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -208,6 +224,9 @@ def watch(
     from kvreceipts.chain import read_hmac_key
 
     key = read_hmac_key(hmac_key_file, warn=out.warn) if hmac_key_file else None
+    from kvreceipts.checkpoints import make_checkpoints
+
+    checkpoints = make_checkpoints(sign_key, checkpoint_every, checkpoint_out)
     problems = _Problems(out)
     sinks = _sinks(out, chosen, output, http_sink, append=append)
     from kvreceipts.sinks import fan_out
@@ -218,7 +237,8 @@ def watch(
 
         result = watch_recording(str(source), sink, key=key, regret_window_s=regret_window,
                                  report=problems, max_batches=max_batches,
-                                 bytes_per_token=bytes_per_token)  # fmt: skip
+                                 bytes_per_token=bytes_per_token, checkpoints=checkpoints,
+                                 checkpoint_interval_s=checkpoint_interval)  # fmt: skip
     else:
         from kvreceipts.engine.session import DEFAULT_REGRET_WINDOW_S, WatchOptions
 
@@ -230,6 +250,7 @@ def watch(
             idle_timeout_s=idle_timeout, max_batches=max_batches, queue_size=queue_size,
             record=str(record) if record else None, metrics_host=metrics_host,
             metrics_port=metrics_port, bytes_per_token=bytes_per_token,
+            checkpoints=checkpoints, checkpoint_interval_s=checkpoint_interval,
         )  # fmt: skip
         result = _run_live(options, sink, key, out, chosen, problems)
     _report(out, chosen, result, sinks, problems.count)

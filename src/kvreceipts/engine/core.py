@@ -147,6 +147,7 @@ class WatchCore:
         else:
             state.unproven = False
         self._batch(state, seq, payload, recv_s)
+        self.writer.boundary(recv_s)  # between batches: a checkpoint may be due
         return True
 
     def dropped(self, topic: bytes, first: int, last: int) -> None:

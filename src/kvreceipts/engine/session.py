@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable, Iterator
 
+    from kvreceipts.checkpoints import Checkpoints
     from kvreceipts.engine.recording import Entry
     from kvreceipts.engine.wire import Recovered
     from kvreceipts.sinks.base import BaseSink
@@ -60,6 +61,10 @@ class WatchOptions:
     metrics_port: int | None = None
     tick_s: float = 0.25
     bytes_per_token: int | None = None
+    checkpoints: Checkpoints | None = None
+    """Signing and checkpoint records (``--sign-key``, ``--checkpoint-every``, ...)."""
+    checkpoint_interval_s: float = 0.0
+    """Also a checkpoint record once this many seconds passed since the last one."""
 
 
 @dataclass(slots=True)
@@ -99,8 +104,13 @@ def _core(
     recover: Callable[[bytes, int, int], list[Recovered]] | None,
     report: Callable[[str], None],
     bytes_per_token: int | None = None,
+    checkpoints: Checkpoints | None = None,
+    checkpoint_interval_s: float = 0.0,
 ) -> tuple[WatchCore, RunWriter]:
-    writer = RunWriter(sink, run_id=header["run_id"], start_s=header["start_s"], key=key)
+    writer = RunWriter(
+        sink, run_id=header["run_id"], start_s=header["start_s"], key=key,
+        checkpoints=checkpoints, checkpoint_interval_s=checkpoint_interval_s,
+    )  # fmt: skip
     core = WatchCore(writer, regret_window_s=regret_window_s, recover=recover, report=report,
                      bytes_per_token=bytes_per_token)  # fmt: skip
     return core, writer
@@ -167,7 +177,9 @@ def watch_live(
         )  # fmt: skip
         core, writer = _core(header=header, sink=sink, key=key, recover=replay, report=say,
                              regret_window_s=options.regret_window_s,
-                             bytes_per_token=options.bytes_per_token)  # fmt: skip
+                             bytes_per_token=options.bytes_per_token,
+                             checkpoints=options.checkpoints,
+                             checkpoint_interval_s=options.checkpoint_interval_s)  # fmt: skip
         if options.metrics_port is not None:
             from kvreceipts.engine.metrics import MetricsServer
 
@@ -286,8 +298,12 @@ def watch_recording(
     report: Callable[[str], None] | None = None,
     max_batches: int | None = None,
     bytes_per_token: int | None = None,
+    checkpoints: Checkpoints | None = None,
+    checkpoint_interval_s: float = 0.0,
 ) -> WatchResult:
-    """Re-read a recording made by ``watch --record``: the same receipts as the live run."""
+    """Re-read a recording made by ``watch --record``: the same receipts as the live run
+    (checkpoint intervals count the recording's own time).
+    """
     say = report or (lambda _message: None)
     reader = RecordingReader(path)
     header = reader.header
@@ -303,8 +319,9 @@ def watch_recording(
             header.get("bytes_per_token")  # fmt: skip
         header = {**header, "bytes_per_token": per_token}
         core, writer = _core(header=header, sink=sink, key=key, regret_window_s=window,
-                             recover=recover, report=say,
-                             bytes_per_token=per_token)  # fmt: skip
+                             recover=recover, report=say, bytes_per_token=per_token,
+                             checkpoints=checkpoints,
+                             checkpoint_interval_s=checkpoint_interval_s)  # fmt: skip
         _open(writer, header)
         started = time.perf_counter()
         end_s: float | None = None
