@@ -126,6 +126,13 @@ class PagedKVCacheManager(ManagerCore):
         self._held: dict[int, int] = {}  # block hash -> requests holding it
         self._holding: dict[str, Sequence[int]] = {}  # request id -> its blocks
         self._fresh_hash = -1  # hashes for requests that carry none (never shared)
+        self.prompt_tokens = 0
+        """Input tokens of every request served (rejected ones too)."""
+        self.prefix_hit_tokens = 0
+        """Input tokens found cached as a prefix: per admitted request, the leading run of
+        its blocks that were hits, each ``block_tokens`` tokens but the last block, which
+        counts what is left of the input (what vLLM and LMCache reuse)."""
+        self._lead = 0  # the leading run of hits of the request just admitted
         policy_ = self.policy
         # What the hot loop reads, gathered once: one attribute load instead of nine.
         self._hot = (
@@ -202,6 +209,7 @@ class PagedKVCacheManager(ManagerCore):
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
+            self.prompt_tokens += request.input_tokens
             # Unpinned, a request longer than the cache evicts its own first blocks (as in
             # libCacheSim); pinned, it can never fit: every block reference misses.
             if len(hashes) > self._capacity and self.pin_admitting:
@@ -212,6 +220,14 @@ class PagedKVCacheManager(ManagerCore):
             if hits < 0:
                 self._reject("all_pinned")
                 return Served(False, 0, request.input_tokens)
+            lead = self._lead
+            if lead:
+                if lead < len(hashes):
+                    self.prefix_hit_tokens += lead * self.block_tokens
+                else:  # the whole prompt: the last block holds what is left of the input
+                    self.prefix_hit_tokens += max(
+                        0, request.input_tokens - self.block_tokens * (lead - 1)
+                    ) + self.block_tokens * (lead - 1)
             if hold:
                 held = self._held
                 for block_hash in hashes:
@@ -237,6 +253,7 @@ class PagedKVCacheManager(ManagerCore):
             hits_before, evictions_before = self.hits, self.evictions - 1
             misses_before = self.misses + free_before  # each miss takes a slot: see below
         hits = evicted = 0
+        lead = -1  # hits before the first miss: the leading run of cached blocks
         round_: _Round | None = None
         for block_hash in hashes:
             if block_hash in slot_of:  # `in`, not .get(): a miss (most lookups) costs no call
@@ -244,6 +261,8 @@ class PagedKVCacheManager(ManagerCore):
                 hits += 1
                 user_of[slot_of[block_hash]] = request_id
                 continue
+            if lead < 0:
+                lead = hits
             if on_miss is not None:
                 on_miss(block_hash)
             if free:
@@ -260,6 +279,7 @@ class PagedKVCacheManager(ManagerCore):
                 if victim is None:
                     found = self._search_victim(request_id)
                     if found is None:  # the blocks not looked up count as misses too
+                        self._lead = 0
                         self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=False)
                         return -1
                     victim, slot = found
@@ -281,6 +301,7 @@ class PagedKVCacheManager(ManagerCore):
             if insert is not None:  # a policy without an index keeps its own record
                 insert(block_hash)
             user_of[slot] = request_id
+        self._lead = hits if lead < 0 else lead
         if round_ is None:  # the common case, inline: no batch receipt to close
             self.hits += hits
             self.misses += len(hashes) - hits

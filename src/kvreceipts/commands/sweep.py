@@ -118,6 +118,15 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
             help="Policies, comma-separated: lru,fifo,lfu,s3fifo.", show_default="all four"
         ),
     ] = None,
+    capacity: Annotated[
+        str | None,
+        typer.Option(
+            help="Capacities as sizes, comma-separated: 64GiB,128GiB,1.5TiB (B, KiB, MiB, "
+            "GiB, TiB, kB, MB, GB, TB). Paged: needs --model or --bytes-per-token, rounded "
+            "down to whole blocks.",
+            show_default=False,
+        ),
+    ] = None,
     capacity_blocks: Annotated[
         str | None,
         typer.Option(help="Paged capacities in blocks, comma-separated.", show_default=False),
@@ -151,6 +160,22 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         int, typer.Option(help="KV bytes per token, explicitly.", min=0, show_default=False)
     ] = 0,
     pin: PinOption = None,
+    target_hit_rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Hit-ratio targets in (0, 1], comma-separated: for each policy the smallest "
+            "capacity reaching each (exact for LRU with --no-pin, else a search by simulation).",
+            show_default=False,
+        ),
+    ] = None,
+    target_token_hit_rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Targets of the prefix token hit ratio (prefill tokens saved), as "
+            "--target-hit-rate.",
+            show_default=False,
+        ),
+    ] = None,
     method: Annotated[
         Method | None,
         typer.Option(
@@ -213,26 +238,28 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     if not 0 < sample_rate <= 1:
         raise UsageError(f"--sample-rate must be in (0, 1] (got {sample_rate:g})")
     policies = _policies(policy)
-    if capacity_blocks is not None and capacity_mb is not None:
-        raise UsageError("give --capacity-blocks or --capacity-mb, not both")
-    given = capacity_blocks if capacity_blocks is not None else capacity_mb
-    if given is not None and points is not None:
+    given = [(name, text) for name, text in (("--capacity", capacity),
+             ("--capacity-blocks", capacity_blocks), ("--capacity-mb", capacity_mb))
+             if text is not None]  # fmt: skip
+    if len(given) > 1:
+        raise UsageError(f"give one of --capacity, --capacity-blocks or --capacity-mb, not "
+                         f"{' and '.join(name for name, _ in given)}")  # fmt: skip
+    if given and points is not None:
         raise UsageError("give capacities or --points, not both")
     explicit = None
-    if capacity_blocks is not None:
+    sizes: list[int] | None = None
+    if capacity is not None:
+        sizes = _sizes(capacity)
+    elif capacity_blocks is not None:
         explicit = _capacities(capacity_blocks, "--capacity-blocks", integral=True)
     elif capacity_mb is not None:
         explicit = _capacities(capacity_mb, "--capacity-mb", integral=False)
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--plot: {plot} must end in .png or .svg")
-    if plot is not None or html_file is not None:
-        from kvreceipts.sweep.report import check_plot_available
-
-        check_plot_available()
+    targets = _targets(target_hit_rate, "--target-hit-rate", "hit_ratio")
+    targets += _targets(target_token_hit_rate, "--target-token-hit-rate", "token_hit_ratio")
+    _check_outputs(plot, html_file)
     if trace and workload is not None:
         raise UsageError("give --workload or --trace, not both")
-    if bytes_per_token and model:
-        raise UsageError("give either --model or --bytes-per-token, not both")
+    _check_sizing(model, bytes_per_token)
     sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
     chosen_allocator = _allocator(allocator, sources)
     from kvreceipts.simulation import check_block_tokens
@@ -240,18 +267,19 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     for source in sources:
         check_block_tokens(source.trace_format, chosen_allocator, block_tokens)
     if chosen_allocator == "paged" and capacity_mb is not None:
-        raise UsageError("--capacity-mb is for the arena allocator; use --capacity-blocks")
+        raise UsageError("--capacity-mb is for the arena allocator; use --capacity (a size, "
+                         "e.g. 64GiB, with --model) or --capacity-blocks")  # fmt: skip
     if chosen_allocator == "arena" and capacity_blocks is not None:
-        raise UsageError("--capacity-blocks is for the paged allocator; use --capacity-mb")
-    if model:
-        from kvreceipts.sizing import MODEL_PRESETS
-
-        if model.lower() not in MODEL_PRESETS:
-            raise UsageError(f"--model: unknown model {model!r} "
-                             f"(choose from: {', '.join(MODEL_PRESETS)})")  # fmt: skip
+        raise UsageError("--capacity-blocks is for the paged allocator; use --capacity or "
+                         "--capacity-mb")  # fmt: skip
+    if targets and chosen_allocator != "paged":
+        raise UsageError("--target-hit-rate needs the paged allocator (block lookups)")
     pinned = pin if pin is not None else method not in (Method.exact, Method.shards)
     spec = grid.SweepSpec(chosen_allocator, (model or "").lower(), bytes_per_token,
                           block_tokens, pinned)  # fmt: skip
+    notes: list[str] = []
+    if sizes is not None:
+        explicit = _size_capacities(sizes, capacity or "", spec, notes)
     out = Output(json_mode=fmt is SweepFormat.json, quiet=quiet)
     chosen = fmt or (SweepFormat.table if out.stdout_is_terminal else SweepFormat.jsonl)
     started = time.perf_counter()
@@ -259,8 +287,109 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     capacities = [_grid_capacities(f, spec, explicit, points) for f in facts]
     tasks = grid.build_tasks(sources, capacities, spec, policies,
                              method=method.value if method else None,
-                             sample_rate=sample_rate)  # fmt: skip
+                             sample_rate=sample_rate, targets=targets)  # fmt: skip
+    for note in notes:
+        out.note(note)
     _run(out, chosen, tasks, facts, workers, dask, plot, html_file, started)
+
+
+def _check_outputs(plot: Path | None, html_file: Path | None) -> None:
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        raise UsageError(f"--plot: {plot} must end in .png or .svg")
+    for option, path in (("--plot", plot), ("--html", html_file)):
+        if path is not None:
+            check_writable(path, option)
+    if plot is not None or html_file is not None:
+        from kvreceipts.sweep.report import check_plot_available
+
+        check_plot_available()
+
+
+def _check_sizing(model: str | None, bytes_per_token: int) -> None:
+    if bytes_per_token and model:
+        raise UsageError("give either --model or --bytes-per-token, not both")
+    if model:
+        from kvreceipts.sizing import MODEL_PRESETS
+
+        if model.lower() not in MODEL_PRESETS:
+            raise UsageError(f"--model: unknown model {model!r} "
+                             f"(choose from: {', '.join(MODEL_PRESETS)})")  # fmt: skip
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: its directory is
+    missing or not writable, or it is a directory itself.
+    """
+    parent = path.parent
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a directory, not a file")
+    if not parent.is_dir():
+        raise UsageError(f"{option}: {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option}: {path}: cannot write there (permission denied)")
+
+
+def _sizes(text: str) -> list[int]:
+    from kvreceipts.units import parse_size
+
+    values = [parse_size(raw, "--capacity") for raw in text.split(",") if raw.strip()]
+    if not values:
+        raise UsageError("--capacity lists no capacity")
+    return sorted(set(values))
+
+
+def _size_capacities(sizes: list[int], text: str, spec: SweepSpec, notes: list[str]) -> list[float]:
+    """Sizes as the allocator's capacities: whole blocks (rounded down), or MiB."""
+    from kvreceipts.commands.output import human_bytes
+    from kvreceipts.config import MIB
+    from kvreceipts.sizing import resolve_sizing
+
+    if spec.allocator == "arena":
+        values = [size / MIB for size in sizes]
+        for value in values:
+            check_capacity_mb("--capacity", value)
+        return values
+    if not (spec.model or spec.bytes_per_token):
+        raise UsageError(f"--capacity {text.strip()}: a size needs the KV bytes per token to "
+                         "make blocks: give --model or --bytes-per-token (or use "
+                         "--capacity-blocks)")  # fmt: skip
+    block = resolve_sizing(spec.model, spec.bytes_per_token).block_bytes(spec.block_tokens)
+    blocks: list[float] = []
+    rounded = []
+    for size in sizes:
+        count = size // block
+        if count <= 0:
+            raise UsageError(f"--capacity: {human_bytes(size)} holds no block of "
+                             f"{human_bytes(block)} ({block:,} bytes)")  # fmt: skip
+        check_number("--capacity: capacities", count, above=0, high=MAX_BLOCKS)
+        if count * block != size:
+            rounded.append(f"{human_bytes(size)} -> {count:,}")
+        blocks.append(float(count))
+    note = f"--capacity: blocks of {human_bytes(block)} ({block:,} bytes)"
+    if rounded:
+        note += "; rounded down to whole blocks: " + ", ".join(rounded)
+    notes.append(note)
+    return sorted(set(blocks))
+
+
+def _targets(text: str | None, option: str, metric: str) -> list[tuple[str, float]]:
+    if text is None:
+        return []
+    values: list[tuple[str, float]] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            value = float(item.removesuffix("%")) / (100 if item.endswith("%") else 1)
+        except ValueError:
+            raise UsageError(f"{option}: {item!r} is not a number in (0, 1]") from None
+        if not 0 < value <= 1:
+            raise UsageError(f"{option}: {item} must be in (0, 1] (a ratio: 0.3 for 30%)")
+        values.append((metric, value))
+    if not values:
+        raise UsageError(f"{option} lists no target")
+    return list(dict.fromkeys(values))
 
 
 def _sources(
@@ -360,24 +489,35 @@ def _run(
     from kvreceipts.sweep import report
     from kvreceipts.sweep.executors import run_tasks
 
-    total = sum(t.points for t in tasks)
+    total = sum(t.points or 1 for t in tasks)
     results = run_tasks(
         tasks,
         workers=workers or os.cpu_count() or 1,
         dask=dask,
         progress=lambda: _progress_bar(out, total),
     )
-    rows = report.build_rows(tasks, results)
-    keys = report.row_keys(tasks[0].spec.allocator)
+    rows = report.build_rows(tasks, results, facts)
+    answers = report.build_answers(tasks, results, facts)
+    paged = tasks[0].spec.allocator == "paged"
+    keys = report.row_keys(tasks[0].spec.allocator, sized=facts[0].sized)
     if plot is not None:
-        plot.write_bytes(report.render_plot(rows, facts, plot.suffix.lower().lstrip(".")))
+        _write(plot, "--plot", report.render_plot(rows, facts, plot.suffix.lower().lstrip("."),
+                                                  answers=answers))  # fmt: skip
     if html_file is not None:
         command = shlex.join(["kvreceipts", *sys.argv[1:]])
-        html_file.write_text(report.render_html(rows, facts, command), encoding="utf-8")
+        page = report.render_html(
+            rows, facts, command, answers=answers, pinned=tasks[0].spec.pin if paged else None
+        )
+        _write(html_file, "--html", page.encode())
     if fmt is SweepFormat.json:
-        document: dict[str, Any] = {"rows": rows, "trace": facts[0].to_dict()}
+        trace_dicts = [_trace_dict(f, paged=paged) for f in facts]
+        document: dict[str, Any] = {"rows": rows, "trace": trace_dicts[0]}
         if len(facts) > 1:
-            document["traces"] = [f.to_dict() for f in facts]
+            document["traces"] = trace_dicts
+        if paged:
+            document["ceiling"] = trace_dicts[0]["ceiling"]
+        if answers:
+            document["targets"] = answers
         document["duration_s"] = facts[0].span_s
         out.json(document)
     elif fmt is SweepFormat.jsonl:
@@ -388,33 +528,117 @@ def _run(
         out.flush()
     else:
         out.show(*report.tables(rows, facts))
-    _summary(out, tasks, facts, total, time.perf_counter() - started, plot, html_file)
+    total = sum(t.points for t in tasks)
+    _summary(out, tasks, facts, answers, total, time.perf_counter() - started)
+    for path in (plot, html_file):
+        if path is not None:
+            out.note(f"wrote {path}")
+    out.note(_rerun_hint(tasks, rows, answers))
+
+
+def _trace_dict(fact: TraceFacts, *, paged: bool) -> dict[str, Any]:
+    from kvreceipts.sweep.report import ceiling
+
+    found = fact.to_dict()
+    if paged:
+        found["ceiling"] = ceiling(fact)
+    return found
+
+
+def _write(path: Path, option: str, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:  # checked before the sweep; this is a race, still one line
+        raise UsageError(f"{option}: cannot write {path}: {exc.strerror}") from None
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio * 100:.2f}%"
+
+
+def _blocks_text(blocks: int, fact: TraceFacts) -> str:
+    from kvreceipts.commands.output import human_bytes
+
+    size = fact.block_size(blocks)
+    return f"{blocks:,} blocks" + (f" ({human_bytes(size)})" if size is not None else "")
 
 
 def _summary(
     out: Output,
     tasks: list[Task],
     facts: list[TraceFacts],
+    answers: list[dict[str, Any]],
     total: int,
     elapsed: float,
-    plot: Path | None,
-    html_file: Path | None,
 ) -> None:
-    methods = ", ".join(dict.fromkeys(f"{t.policy}: {t.method}" for t in tasks))
+    methods = ", ".join(dict.fromkeys(f"{t.policy}: {t.method}" for t in tasks if t.capacities))
     out.note(f"[dim]{total:,} grid points ({methods}) in {elapsed:.2f} s[/dim]")
     shards = next((t for t in tasks if t.method == "shards"), None)
     if shards is not None:
         out.note(f"shards: sample rate {shards.sample_rate:g} of {facts[0].block_refs:,} "
                  "block lookups (sampled_refs in the rows gives each sample's size)")  # fmt: skip
-    for path in (plot, html_file):
-        if path is not None:
-            out.note(f"wrote {path}")
-    out.note("re-run one point with receipts: " + _rerun(tasks[len(tasks) // 2]))
+    paged = tasks[0].spec.allocator == "paged"
+    for fact in facts if paged else ():
+        name = f" ({fact.name})" if len(facts) > 1 else ""
+        out.note(f"ceiling{name}: hit ratio {_pct(fact.ceiling)} ({fact.unique_blocks:,} of "
+                 f"{fact.block_refs:,} lookups are first touches), token hit ratio "
+                 f"{_pct(fact.token_ceiling)}; every policy reaches it at "
+                 f"{_blocks_text(fact.unique_blocks, fact)}, the distinct blocks")  # fmt: skip
+    by_name = {fact.name: fact for fact in facts}
+    for answer in answers:
+        out.note(_answer_text(answer, by_name[answer["trace"]], len(facts) > 1))
 
 
-def _rerun(task: Task) -> str:
+def _answer_text(answer: dict[str, Any], fact: TraceFacts, named: bool) -> str:
+    what = "hit ratio" if answer["metric"] == "hit_ratio" else "token hit ratio"
+    head = f"target {what} {_pct(answer['target'])}, {answer['policy']}"
+    if named:
+        head += f" ({fact.name})"
+    if not answer["reachable"]:
+        if answer["metric"] == "hit_ratio":
+            touches = f"{fact.unique_blocks:,} of {fact.block_refs:,} lookups are first touches"
+            why = f"the highest hit ratio this trace allows is {_pct(fact.ceiling)} ({touches})"
+        else:
+            why = (f"the highest token hit ratio this trace allows is "
+                   f"{_pct(fact.token_ceiling)} (prompts whose leading blocks were never seen "
+                   "before)")  # fmt: skip
+        return f"{head}: unreachable: {why}"
+    how = ("exact, read off the LRU stack distances" if answer["method"] == "exact"
+           else f"search by full simulation, {answer['simulations']} simulations")  # fmt: skip
+    got = answer[answer["metric"]]
+    return (f"{head}: {_blocks_text(answer['capacity_blocks'], fact)} reach "
+            f"{_pct(got)} ({how})")  # fmt: skip
+
+
+def _rerun_hint(
+    tasks: list[Task], rows: list[dict[str, Any]], answers: list[dict[str, Any]]
+) -> str:
+    """The point a user most likely wants with receipts: the first target reached, else the
+    best hit ratio per byte among the points that reach half the grid's best hit ratio.
+    """
+    by_policy = {(t.source.label, t.policy): t for t in tasks}
+    reached = next((a for a in answers if a["reachable"]), None)
+    if reached is not None:
+        task = by_policy[(reached["trace"], reached["policy"])]
+        capacity = float(reached["capacity_blocks"])
+        what = "hit ratio" if reached["metric"] == "hit_ratio" else "token hit ratio"
+        why = (f"the first target reached: {what} {_pct(reached['target'])} with "
+               f"{task.policy} at {int(capacity):,} blocks")  # fmt: skip
+        return f"re-run {why}, with receipts: {_rerun(task, capacity)}"
+    key = "capacity_blocks" if "capacity_blocks" in rows[0] else "capacity_mb"
+    best = max(r["hit_ratio"] for r in rows)
+    useful = [r for r in rows if r["hit_ratio"] > 0 and r["hit_ratio"] >= best / 2] or rows
+    pick = max(useful, key=lambda r: (r["hit_ratio"] / r[key], -r[key]))
+    task = by_policy[(pick["trace"], pick["policy"])]
+    unit = "blocks" if key == "capacity_blocks" else "MiB"
+    why = (f"the best hit ratio per byte among the points reaching half the best hit ratio "
+           f"({_pct(best / 2)}): {pick['policy']} at {pick[key]:,g} {unit}, "
+           f"{_pct(pick['hit_ratio'])}")  # fmt: skip
+    return f"re-run {why}, with receipts: {_rerun(task, float(pick[key]))}"
+
+
+def _rerun(task: Task, capacity: float) -> str:
     source, spec = task.source, task.spec
-    capacity = task.capacities[len(task.capacities) // 2]
     args = ["kvreceipts", "simulate"]
     if source.trace:
         args += ["--trace", source.trace.removeprefix("file://")]
