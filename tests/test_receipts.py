@@ -27,6 +27,7 @@ if TYPE_CHECKING or features.enabled("receipts"):
         SCHEMA_ID,
         ZERO_DIGEST,
         EvictionReason,
+        KvDemotionReceipt,
         KvEvictionBatchReceipt,
         KvEvictionReport,
         KvPoolSnapshotReceipt,
@@ -166,11 +167,22 @@ def samples() -> list[Receipt]:
             final_stats=after.to_dict(),
             head="ef" * 32,
         ),
+        KvDemotionReceipt(
+            **COMMON,
+            **SIM,
+            seq=9,
+            block_hash=2**40 + 1,
+            from_tier="hbm",
+            to_tier="dram",
+            bytes=67108864,
+            trigger_session_id="req-3",
+        ),
     ]
 
 
 SAMPLE_IDS = [
     "eviction", "eviction-full", "batch", "snapshot", "snapshot-as-of", "loss", "open", "close",
+    "demotion",
 ]  # fmt: skip
 
 

@@ -61,8 +61,8 @@ def lru_by_hand(
                 if len(cache) > capacity:
                     cache.popitem(last=False)
         if leading == len(blocks) and blocks:
-            saved += block_tokens * (leading - 1) + request.input_tokens - block_tokens * (
-                leading - 1
+            saved += (
+                block_tokens * (leading - 1) + request.input_tokens - block_tokens * (leading - 1)
             )
         else:
             saved += block_tokens * leading

@@ -79,7 +79,9 @@ def _sparkline(values: list[int], ceiling: int, width: int) -> str:
     return "".join(_BARS[max(0, min(top, round(v / ceiling * top)))] for v in peaks)
 
 
-def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableType]:
+def _render(  # noqa: PLR0912 - one optional row of the overview a branch
+    summary: ReceiptSummary, top: int, width: int
+) -> list[RenderableType]:
     from rich.table import Table
 
     overview = Table.grid(padding=(0, 2))
@@ -100,6 +102,9 @@ def _render(summary: ReceiptSummary, top: int, width: int) -> list[RenderableTyp
     for title, counts in (("kinds", summary.kinds), ("reasons", summary.reasons),
                           ("policies", summary.policies)):  # fmt: skip
         overview.add_row(title, ", ".join(f"{k} {n:,}" for k, n in counts.most_common()) or "-")
+    if summary.demotions:  # memory tiers: a block moved one tier down is not an eviction
+        moves = ", ".join(f"{k} {n:,}" for k, n in sorted(summary.demotions.items()))
+        overview.add_row("demotions", moves)
     overview.add_row("bytes freed", human_bytes(summary.bytes_freed))
     if summary.lost:
         overview.add_row("lost", f"{summary.lost:,} receipts dropped by sinks (loss records)")

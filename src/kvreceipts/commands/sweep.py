@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -16,10 +17,20 @@ import typer
 from kvreceipts.commands.options import PinOption, QuietOption
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate import Allocator, TraceFormat, Workload
-from kvreceipts.config import check_capacity_mb
+from kvreceipts.commands.sweep_options import (
+    DEFAULT_POINTS,
+    check_outputs,
+    check_sizing,
+    parse_capacities,
+    parse_policies,
+    parse_sizes,
+    parse_targets,
+    size_capacities,
+    tier_grid,
+)
+from kvreceipts.commands.sweep_summary import rerun_hint, summary, trace_dict
 from kvreceipts.errors import UsageError, open_file
-from kvreceipts.numbers import MAX_BLOCKS, check_number
-from kvreceipts.policies import POLICIES
+from kvreceipts.numbers import check_number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -38,8 +49,9 @@ EXAMPLES = """
   kvreceipts sweep --trace /data/mooncake.jsonl --dask tcp://scheduler:8786 --html report.html
 """
 
-DEFAULT_POINTS = 20
 DEFAULT_SAMPLE_RATE = 0.01
+DEFAULT_PREFILL_TOKENS_PER_S = 10_000.0
+"""Prompt tokens a second: the order of an 8B model's prefill on one H100-class GPU."""
 
 
 class SweepFormat(StrEnum):
@@ -59,41 +71,7 @@ class Method(StrEnum):
     shards = "shards"
 
 
-def _policies(text: str | None) -> list[str]:
-    if text is None:
-        return list(POLICIES)
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--policy lists no policy")
-    for name in names:
-        if name not in POLICIES:
-            choices = ", ".join(POLICIES)
-            raise UsageError(f"--policy: unknown policy {name!r} (choose from: {choices})")
-    return list(dict.fromkeys(names))
-
-
-def _capacities(text: str, option: str, *, integral: bool) -> list[float]:
-    values: list[float] = []
-    for raw in text.split(","):
-        item = raw.strip().replace("_", "")
-        if not item:
-            continue
-        try:
-            value = float(int(item)) if integral else float(item)
-        except ValueError:
-            kind = "a whole number of blocks" if integral else "a number of MiB"
-            raise UsageError(f"{option}: {item!r} is not {kind}") from None
-        if integral:
-            check_number(f"{option}: capacities", value, above=0, high=MAX_BLOCKS)
-        else:
-            check_capacity_mb(f"{option}: capacities", value)
-        values.append(value)
-    if not values:
-        raise UsageError(f"{option} lists no capacity")
-    return sorted(set(values))
-
-
-def sweep(  # noqa: PLR0912 - one check per option, each one line of error
+def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of error
     trace: Annotated[
         list[str] | None,
         typer.Option(
@@ -160,6 +138,23 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         int, typer.Option(help="KV bytes per token, explicitly.", min=0, show_default=False)
     ] = 0,
     pin: PinOption = None,
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=SIZE[,bw=RATE]",
+            help="A memory tier, fastest first; repeat: --tier hbm=80GiB --tier "
+            "dram=512GiB,bw=50GB/s. Exclusive: a block evicted from one tier moves to the "
+            "next. One tier's size may be a range (dram=64GiB..1TiB) swept over --points.",
+            show_default=False,
+        ),
+    ] = None,
+    prefill_tokens_per_s: Annotated[
+        float,
+        typer.Option(
+            help="Prefill speed, to turn saved prompt tokens into seconds next to the tiers' "
+            "reload time.",
+        ),
+    ] = DEFAULT_PREFILL_TOKENS_PER_S,
     target_hit_rate: Annotated[
         str | None,
         typer.Option(
@@ -237,7 +232,7 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
 
     if not 0 < sample_rate <= 1:
         raise UsageError(f"--sample-rate must be in (0, 1] (got {sample_rate:g})")
-    policies = _policies(policy)
+    policies = parse_policies(policy)
     given = [(name, text) for name, text in (("--capacity", capacity),
              ("--capacity-blocks", capacity_blocks), ("--capacity-mb", capacity_mb))
              if text is not None]  # fmt: skip
@@ -249,17 +244,17 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     explicit = None
     sizes: list[int] | None = None
     if capacity is not None:
-        sizes = _sizes(capacity)
+        sizes = parse_sizes(capacity)
     elif capacity_blocks is not None:
-        explicit = _capacities(capacity_blocks, "--capacity-blocks", integral=True)
+        explicit = parse_capacities(capacity_blocks, "--capacity-blocks", integral=True)
     elif capacity_mb is not None:
-        explicit = _capacities(capacity_mb, "--capacity-mb", integral=False)
-    targets = _targets(target_hit_rate, "--target-hit-rate", "hit_ratio")
-    targets += _targets(target_token_hit_rate, "--target-token-hit-rate", "token_hit_ratio")
-    _check_outputs(plot, html_file)
+        explicit = parse_capacities(capacity_mb, "--capacity-mb", integral=False)
+    targets = parse_targets(target_hit_rate, "--target-hit-rate", "hit_ratio")
+    targets += parse_targets(target_token_hit_rate, "--target-token-hit-rate", "token_hit_ratio")
+    check_outputs(plot, html_file)
     if trace and workload is not None:
         raise UsageError("give --workload or --trace, not both")
-    _check_sizing(model, bytes_per_token)
+    check_sizing(model, bytes_per_token)
     sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
     chosen_allocator = _allocator(allocator, sources)
     from kvreceipts.simulation import check_block_tokens
@@ -279,117 +274,35 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
                           block_tokens, pinned)  # fmt: skip
     notes: list[str] = []
     if sizes is not None:
-        explicit = _size_capacities(sizes, capacity or "", spec, notes)
+        explicit = size_capacities(sizes, capacity or "", spec, notes)
+    tier_sizes: list[tuple[int, ...]] = []
+    if tier:
+        if given or targets or method is Method.shards:
+            raise UsageError("--tier sets the capacities: give it without --capacity*, "
+                             "--target-* and --method shards")  # fmt: skip
+        spec, tier_sizes = _with_tiers(spec, tier, points, prefill_tokens_per_s, notes)
+        explicit = [float(sum(sizes_)) for sizes_ in tier_sizes]
+        points = None
     out = Output(json_mode=fmt is SweepFormat.json, quiet=quiet)
     chosen = fmt or (SweepFormat.table if out.stdout_is_terminal else SweepFormat.jsonl)
     started = time.perf_counter()
     facts = [grid.source_facts(source, spec) for source in sources]
     capacities = [_grid_capacities(f, spec, explicit, points) for f in facts]
+    per_source = [tier_sizes] * len(sources) if tier_sizes else []
     tasks = grid.build_tasks(sources, capacities, spec, policies,
-                             method=method.value if method else None,
-                             sample_rate=sample_rate, targets=targets)  # fmt: skip
+                             method=method.value if method else None, sample_rate=sample_rate,
+                             targets=targets, tier_sizes=per_source)  # fmt: skip
     for note in notes:
         out.note(note)
     _run(out, chosen, tasks, facts, workers, dask, plot, html_file, started)
 
 
-def _check_outputs(plot: Path | None, html_file: Path | None) -> None:
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--plot: {plot} must end in .png or .svg")
-    for option, path in (("--plot", plot), ("--html", html_file)):
-        if path is not None:
-            check_writable(path, option)
-    if plot is not None or html_file is not None:
-        from kvreceipts.sweep.report import check_plot_available
-
-        check_plot_available()
-
-
-def _check_sizing(model: str | None, bytes_per_token: int) -> None:
-    if bytes_per_token and model:
-        raise UsageError("give either --model or --bytes-per-token, not both")
-    if model:
-        from kvreceipts.sizing import MODEL_PRESETS
-
-        if model.lower() not in MODEL_PRESETS:
-            raise UsageError(f"--model: unknown model {model!r} "
-                             f"(choose from: {', '.join(MODEL_PRESETS)})")  # fmt: skip
-
-
-def check_writable(path: Path, option: str) -> None:
-    """Refuse, before any work, an output file that cannot be written: its directory is
-    missing or not writable, or it is a directory itself.
-    """
-    parent = path.parent
-    if path.is_dir():
-        raise UsageError(f"{option}: {path} is a directory, not a file")
-    if not parent.is_dir():
-        raise UsageError(f"{option}: {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{option}: {path}: cannot write there (permission denied)")
-
-
-def _sizes(text: str) -> list[int]:
-    from kvreceipts.units import parse_size
-
-    values = [parse_size(raw, "--capacity") for raw in text.split(",") if raw.strip()]
-    if not values:
-        raise UsageError("--capacity lists no capacity")
-    return sorted(set(values))
-
-
-def _size_capacities(sizes: list[int], text: str, spec: SweepSpec, notes: list[str]) -> list[float]:
-    """Sizes as the allocator's capacities: whole blocks (rounded down), or MiB."""
-    from kvreceipts.commands.output import human_bytes
-    from kvreceipts.config import MIB
-    from kvreceipts.sizing import resolve_sizing
-
-    if spec.allocator == "arena":
-        values = [size / MIB for size in sizes]
-        for value in values:
-            check_capacity_mb("--capacity", value)
-        return values
-    if not (spec.model or spec.bytes_per_token):
-        raise UsageError(f"--capacity {text.strip()}: a size needs the KV bytes per token to "
-                         "make blocks: give --model or --bytes-per-token (or use "
-                         "--capacity-blocks)")  # fmt: skip
-    block = resolve_sizing(spec.model, spec.bytes_per_token).block_bytes(spec.block_tokens)
-    blocks: list[float] = []
-    rounded = []
-    for size in sizes:
-        count = size // block
-        if count <= 0:
-            raise UsageError(f"--capacity: {human_bytes(size)} holds no block of "
-                             f"{human_bytes(block)} ({block:,} bytes)")  # fmt: skip
-        check_number("--capacity: capacities", count, above=0, high=MAX_BLOCKS)
-        if count * block != size:
-            rounded.append(f"{human_bytes(size)} -> {count:,}")
-        blocks.append(float(count))
-    note = f"--capacity: blocks of {human_bytes(block)} ({block:,} bytes)"
-    if rounded:
-        note += "; rounded down to whole blocks: " + ", ".join(rounded)
-    notes.append(note)
-    return sorted(set(blocks))
-
-
-def _targets(text: str | None, option: str, metric: str) -> list[tuple[str, float]]:
-    if text is None:
-        return []
-    values: list[tuple[str, float]] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        try:
-            value = float(item.removesuffix("%")) / (100 if item.endswith("%") else 1)
-        except ValueError:
-            raise UsageError(f"{option}: {item!r} is not a number in (0, 1]") from None
-        if not 0 < value <= 1:
-            raise UsageError(f"{option}: {item} must be in (0, 1] (a ratio: 0.3 for 30%)")
-        values.append((metric, value))
-    if not values:
-        raise UsageError(f"{option} lists no target")
-    return list(dict.fromkeys(values))
+def _with_tiers(
+    spec: SweepSpec, texts: list[str], points: int | None, rate: float, notes: list[str]
+) -> tuple[SweepSpec, list[tuple[int, ...]]]:
+    check_number("--prefill-tokens-per-s", rate, above=0)
+    parsed, sizes = tier_grid(texts, spec, points, notes)
+    return dataclasses.replace(spec, tiers=tuple(parsed), prefill_tokens_per_s=rate), sizes
 
 
 def _sources(
@@ -499,7 +412,9 @@ def _run(
     rows = report.build_rows(tasks, results, facts)
     answers = report.build_answers(tasks, results, facts)
     paged = tasks[0].spec.allocator == "paged"
-    keys = report.row_keys(tasks[0].spec.allocator, sized=facts[0].sized)
+    keys = report.row_keys(
+        tasks[0].spec.allocator, sized=facts[0].sized, tiers=bool(tasks[0].spec.tiers)
+    )
     if plot is not None:
         _write(plot, "--plot", report.render_plot(rows, facts, plot.suffix.lower().lstrip("."),
                                                   answers=answers))  # fmt: skip
@@ -510,7 +425,7 @@ def _run(
         )
         _write(html_file, "--html", page.encode())
     if fmt is SweepFormat.json:
-        trace_dicts = [_trace_dict(f, paged=paged) for f in facts]
+        trace_dicts = [trace_dict(f, paged=paged) for f in facts]
         document: dict[str, Any] = {"rows": rows, "trace": trace_dicts[0]}
         if len(facts) > 1:
             document["traces"] = trace_dicts
@@ -529,20 +444,11 @@ def _run(
     else:
         out.show(*report.tables(rows, facts))
     total = sum(t.points for t in tasks)
-    _summary(out, tasks, facts, answers, total, time.perf_counter() - started)
+    summary(out, tasks, facts, answers, total, time.perf_counter() - started)
     for path in (plot, html_file):
         if path is not None:
             out.note(f"wrote {path}")
-    out.note(_rerun_hint(tasks, rows, answers))
-
-
-def _trace_dict(fact: TraceFacts, *, paged: bool) -> dict[str, Any]:
-    from kvreceipts.sweep.report import ceiling
-
-    found = fact.to_dict()
-    if paged:
-        found["ceiling"] = ceiling(fact)
-    return found
+    out.note(rerun_hint(tasks, rows, answers))
 
 
 def _write(path: Path, option: str, data: bytes) -> None:
@@ -550,112 +456,3 @@ def _write(path: Path, option: str, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as exc:  # checked before the sweep; this is a race, still one line
         raise UsageError(f"{option}: cannot write {path}: {exc.strerror}") from None
-
-
-def _pct(ratio: float) -> str:
-    return f"{ratio * 100:.2f}%"
-
-
-def _blocks_text(blocks: int, fact: TraceFacts) -> str:
-    from kvreceipts.commands.output import human_bytes
-
-    size = fact.block_size(blocks)
-    return f"{blocks:,} blocks" + (f" ({human_bytes(size)})" if size is not None else "")
-
-
-def _summary(
-    out: Output,
-    tasks: list[Task],
-    facts: list[TraceFacts],
-    answers: list[dict[str, Any]],
-    total: int,
-    elapsed: float,
-) -> None:
-    methods = ", ".join(dict.fromkeys(f"{t.policy}: {t.method}" for t in tasks if t.capacities))
-    out.note(f"[dim]{total:,} grid points ({methods}) in {elapsed:.2f} s[/dim]")
-    shards = next((t for t in tasks if t.method == "shards"), None)
-    if shards is not None:
-        out.note(f"shards: sample rate {shards.sample_rate:g} of {facts[0].block_refs:,} "
-                 "block lookups (sampled_refs in the rows gives each sample's size)")  # fmt: skip
-    paged = tasks[0].spec.allocator == "paged"
-    for fact in facts if paged else ():
-        name = f" ({fact.name})" if len(facts) > 1 else ""
-        out.note(f"ceiling{name}: hit ratio {_pct(fact.ceiling)} ({fact.unique_blocks:,} of "
-                 f"{fact.block_refs:,} lookups are first touches), token hit ratio "
-                 f"{_pct(fact.token_ceiling)}; every policy reaches it at "
-                 f"{_blocks_text(fact.unique_blocks, fact)}, the distinct blocks")  # fmt: skip
-    by_name = {fact.name: fact for fact in facts}
-    for answer in answers:
-        out.note(_answer_text(answer, by_name[answer["trace"]], len(facts) > 1))
-
-
-def _answer_text(answer: dict[str, Any], fact: TraceFacts, named: bool) -> str:
-    what = "hit ratio" if answer["metric"] == "hit_ratio" else "token hit ratio"
-    head = f"target {what} {_pct(answer['target'])}, {answer['policy']}"
-    if named:
-        head += f" ({fact.name})"
-    if not answer["reachable"]:
-        if answer["metric"] == "hit_ratio":
-            touches = f"{fact.unique_blocks:,} of {fact.block_refs:,} lookups are first touches"
-            why = f"the highest hit ratio this trace allows is {_pct(fact.ceiling)} ({touches})"
-        else:
-            why = (f"the highest token hit ratio this trace allows is "
-                   f"{_pct(fact.token_ceiling)} (prompts whose leading blocks were never seen "
-                   "before)")  # fmt: skip
-        return f"{head}: unreachable: {why}"
-    how = ("exact, read off the LRU stack distances" if answer["method"] == "exact"
-           else f"search by full simulation, {answer['simulations']} simulations")  # fmt: skip
-    got = answer[answer["metric"]]
-    return (f"{head}: {_blocks_text(answer['capacity_blocks'], fact)} reach "
-            f"{_pct(got)} ({how})")  # fmt: skip
-
-
-def _rerun_hint(
-    tasks: list[Task], rows: list[dict[str, Any]], answers: list[dict[str, Any]]
-) -> str:
-    """The point a user most likely wants with receipts: the first target reached, else the
-    best hit ratio per byte among the points that reach half the grid's best hit ratio.
-    """
-    by_policy = {(t.source.label, t.policy): t for t in tasks}
-    reached = next((a for a in answers if a["reachable"]), None)
-    if reached is not None:
-        task = by_policy[(reached["trace"], reached["policy"])]
-        capacity = float(reached["capacity_blocks"])
-        what = "hit ratio" if reached["metric"] == "hit_ratio" else "token hit ratio"
-        why = (f"the first target reached: {what} {_pct(reached['target'])} with "
-               f"{task.policy} at {int(capacity):,} blocks")  # fmt: skip
-        return f"re-run {why}, with receipts: {_rerun(task, capacity)}"
-    key = "capacity_blocks" if "capacity_blocks" in rows[0] else "capacity_mb"
-    best = max(r["hit_ratio"] for r in rows)
-    useful = [r for r in rows if r["hit_ratio"] > 0 and r["hit_ratio"] >= best / 2] or rows
-    pick = max(useful, key=lambda r: (r["hit_ratio"] / r[key], -r[key]))
-    task = by_policy[(pick["trace"], pick["policy"])]
-    unit = "blocks" if key == "capacity_blocks" else "MiB"
-    why = (f"the best hit ratio per byte among the points reaching half the best hit ratio "
-           f"({_pct(best / 2)}): {pick['policy']} at {pick[key]:,g} {unit}, "
-           f"{_pct(pick['hit_ratio'])}")  # fmt: skip
-    return f"re-run {why}, with receipts: {_rerun(task, float(pick[key]))}"
-
-
-def _rerun(task: Task, capacity: float) -> str:
-    source, spec = task.source, task.spec
-    args = ["kvreceipts", "simulate"]
-    if source.trace:
-        args += ["--trace", source.trace.removeprefix("file://")]
-    else:
-        args += ["--workload", source.workload, "--seed", str(source.seed)]
-    if source.requests:
-        args += ["--requests", str(source.requests)]
-    args += ["--allocator", spec.allocator, "--policy", task.policy]
-    if spec.allocator == "paged":
-        args += ["--capacity-blocks", str(int(capacity)), "--block-tokens", str(spec.block_tokens)]
-    else:
-        args += ["--capacity-mb", f"{capacity:g}"]
-    if spec.model:
-        args += ["--model", spec.model]
-    if spec.bytes_per_token:
-        args += ["--bytes-per-token", str(spec.bytes_per_token)]
-    if spec.allocator == "paged":
-        args.append("--pin" if spec.pin else "--no-pin")
-    args += ["-o", "point.jsonl"]
-    return shlex.join(args)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kvreceipts.sweep.methods import Counts
     from kvreceipts.sweep.profile import LruProfile
     from kvreceipts.sweep.targets import Answer
+    from kvreceipts.tiers import Tier
     from kvreceipts.workloads import Request
 
 __all__ = [
@@ -75,6 +76,10 @@ class SweepSpec:
     bytes_per_token: int = 0
     block_tokens: int = 512
     pin: bool = True
+    tiers: tuple[Tier, ...] = ()
+    """Memory tiers, fastest first (``--tier``); their sizes per point are in the tasks."""
+    prefill_tokens_per_s: float = 0.0
+    """Converts saved prompt tokens into prefill seconds saved (with tiers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,8 @@ class Task:
     """(metric, target) pairs to answer: ``hit_ratio`` or ``token_hit_ratio``. An exact task
     answers them from its one pass; a ``simulate`` task with no capacities searches for them
     with full simulations, one target a task."""
+    tier_sizes: tuple[tuple[int, ...], ...] = ()
+    """With tiers: each point's tier sizes in blocks (they sum to its capacity)."""
 
     @property
     def cost(self) -> float:
@@ -300,6 +307,7 @@ def build_tasks(
     method: str | None,
     sample_rate: float,
     targets: Sequence[tuple[str, float]] = (),
+    tier_sizes: Sequence[Sequence[tuple[int, ...]]] = (),
 ) -> list[Task]:
     """The tasks of the grid, in row order: source, then policy, then capacity; then, for
     the policies not computed exactly, one search task per target.
@@ -309,17 +317,22 @@ def build_tasks(
             raise UsageError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
     tasks: list[Task] = []
     searches: list[tuple[Source, str]] = []
-    for source, caps in zip(sources, capacities, strict=True):
+    for number, (source, caps) in enumerate(zip(sources, capacities, strict=True)):
+        sizes = tuple(tier_sizes[number]) if tier_sizes else ()
         for policy in policies:
             chosen = method or default_method(policy, spec)
             check_method(chosen, policy, spec)
             rate = sample_rate if chosen == "shards" else 1.0
             one_pass = chosen == "exact" or (chosen == "shards" and policy == "lru")
-            groups = [tuple(caps)] if one_pass else [(c,) for c in caps]
+            if one_pass:
+                groups = [(tuple(caps), sizes)]
+            else:
+                groups = [((c,), sizes[i : i + 1]) for i, c in enumerate(caps)]
             answered = tuple(targets) if chosen == "exact" else ()
-            for group in groups:
+            for number_in, (group, group_sizes) in enumerate(groups):
+                last = number_in == len(groups) - 1
                 tasks.append(Task(len(tasks), source, spec, policy, chosen, group, rate,
-                                  answered if group is groups[-1] else ()))  # fmt: skip
+                                  answered if last else (), group_sizes))  # fmt: skip
             if targets and chosen != "exact":
                 searches.append((source, policy))
     for source, policy in searches:
@@ -340,11 +353,17 @@ def run_task(task: Task) -> Result:
     if task.method == "simulate":
         if not task.capacities:
             return [_search(requests, task, *task.targets[0])]
-        return [_simulate(requests, task, task.capacities[0])]
+        sizes = task.tier_sizes[0] if task.tier_sizes else ()
+        return [_simulate(requests, task, task.capacities[0], sizes)]
     capacities = [int(c) for c in task.capacities]
     if task.method == "exact":
         profile = _profile(task.source, task.spec.block_tokens)
-        out: Result = [profile.counts(c) for c in capacities]
+        if task.tier_sizes:
+            out: Result = [
+                profile.counts(c, t) for c, t in zip(capacities, task.tier_sizes, strict=True)
+            ]
+        else:
+            out = [profile.counts(c) for c in capacities]
         return out + [_exact_answer(profile, m, t) for m, t in task.targets]
     blocks = _blocks(task.source)
     if task.policy == "lru":
@@ -405,7 +424,7 @@ def _blocks(source: Source) -> list[int]:
     return [h for request in load_source(source) for h in request.block_hashes or ()]
 
 
-def _manager(task: Task, capacity: float) -> Any:
+def _manager(task: Task, capacity: float, tier_sizes: tuple[int, ...] = ()) -> Any:
     from kvreceipts.clock import SIM_EPOCH, SimClock
     from kvreceipts.config import CachingConfig
     from kvreceipts.manager import KVCacheManager
@@ -415,9 +434,14 @@ def _manager(task: Task, capacity: float) -> Any:
     spec = task.spec
     sizing = resolve_sizing(spec.model, spec.bytes_per_token)
     if spec.allocator == "paged":
+        from kvreceipts.tiers import Tier
+
+        lower = [Tier(t.name, size, t.bandwidth)
+                 for t, size in zip(spec.tiers[1:], tier_sizes[1:], strict=True)]  # fmt: skip
         return PagedKVCacheManager(
             CachingConfig(enable_receipts=False),
-            capacity_blocks=int(capacity),
+            capacity_blocks=tier_sizes[0] if tier_sizes else int(capacity),
+            lower_tiers=lower,
             block_tokens=spec.block_tokens,
             sizing=sizing,
             policy=task.policy,
@@ -428,17 +452,21 @@ def _manager(task: Task, capacity: float) -> Any:
     return KVCacheManager(caching, policy=task.policy, sizing=sizing, clock=SimClock(SIM_EPOCH))
 
 
-def _simulate(requests: Sequence[Request], task: Task, capacity: float) -> Counts:
+def _simulate(
+    requests: Sequence[Request], task: Task, capacity: float, tier_sizes: tuple[int, ...] = ()
+) -> Counts:
     """One replay, as ``kvreceipts simulate --no-receipts`` runs it."""
     from kvreceipts.simulation import run_simulation
     from kvreceipts.sweep.methods import Counts
 
-    manager = _manager(task, capacity)
+    manager = _manager(task, capacity, tier_sizes)
     result = run_simulation(manager, requests)
     manager.shutdown()
     refs = manager.hits + manager.misses
     tokens = getattr(manager, "prefix_hit_tokens", None), getattr(manager, "prompt_tokens", None)
-    return Counts(manager.hits, manager.misses, manager.evictions, result.rejected, refs, *tokens)
+    per_tier = tuple(manager.tier_hits) if tier_sizes else ()
+    return Counts(manager.hits, manager.misses, manager.evictions, result.rejected, refs, *tokens,
+                  per_tier)  # fmt: skip
 
 
 def _miniature(

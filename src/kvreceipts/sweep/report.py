@@ -49,7 +49,7 @@ def row_keys(allocator: str, *, sized: bool = True, tiers: bool = False) -> tupl
     else:
         dropped = {"capacity_blocks", "prefix_hit_tokens", "prompt_tokens", "token_hit_ratio"}
     keys = tuple(k for k in ROW_KEYS if k not in dropped)
-    return (*keys, "tiers") if tiers else keys
+    return (*keys, "reload_s", "prefill_saved_s", "tiers") if tiers else keys
 
 
 def _ratio(part: int | None, whole: int | None) -> float | None:
@@ -67,8 +67,9 @@ def build_rows(
     for task, counts in zip(tasks, results, strict=True):
         paged = task.spec.allocator == "paged"
         fact = by_name[task.source.label]
-        keys = row_keys(task.spec.allocator, sized=fact.sized)
-        for capacity, c in zip(task.capacities, counts, strict=False):
+        tiered = bool(task.spec.tiers)
+        keys = row_keys(task.spec.allocator, sized=fact.sized, tiers=tiered)
+        for number, (capacity, c) in enumerate(zip(task.capacities, counts, strict=False)):
             assert isinstance(c, Counts)
             lookups = c.hits + c.misses
             if paged:
@@ -96,8 +97,38 @@ def build_rows(
                 "prompt_tokens": c.prompt_tokens,
                 "token_hit_ratio": _ratio(c.prefix_hit_tokens, c.prompt_tokens),
             }
+            if tiered:
+                row.update(_tier_fields(task, task.tier_sizes[number], c, fact))
             rows.append({k: row[k] for k in keys})
     return rows
+
+
+def _tier_fields(task: Task, sizes: Sequence[int], c: Counts, fact: TraceFacts) -> dict[str, Any]:
+    """A tiered row's ``tiers`` (in tier order), its total reload time and the prefill time
+    the saved tokens are worth.
+    """
+    tiers = []
+    total: float | None = 0.0
+    for number, (tier, size, hits) in enumerate(zip(task.spec.tiers, sizes, c.tier_hits,
+                                                     strict=True)):  # fmt: skip
+        reload_bytes = hits * fact.block_bytes if number else 0
+        seconds = None if number and not tier.bandwidth else (
+            reload_bytes / tier.bandwidth if number else 0.0)  # fmt: skip
+        if seconds is None or total is None:
+            total = None
+        else:
+            total += seconds
+        tiers.append({"name": tier.name, "capacity_blocks": size,
+                      "capacity_bytes": fact.block_size(size), "hits": hits,
+                      "reload_bytes": reload_bytes,
+                      "reload_s": None if seconds is None else round(seconds, 6)})  # fmt: skip
+    rate = task.spec.prefill_tokens_per_s
+    saved = c.prefix_hit_tokens
+    return {
+        "tiers": tiers,
+        "reload_s": None if total is None else round(total, 6),
+        "prefill_saved_s": None if saved is None or not rate else round(saved / rate, 6),
+    }
 
 
 def build_answers(
@@ -158,12 +189,28 @@ def render_jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
 
 
 def render_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> bytes:
-    """A header line and one line per row."""
+    """A header line and one line per row; tiers flattened into ``NAME_hits``,
+    ``NAME_capacity_blocks``, ``NAME_reload_bytes`` and ``NAME_reload_s`` columns.
+    """
+    flat = [_flat(row) for row in rows]
+    fields = [k for k in keys if k != "tiers"]
+    if "tiers" in keys and rows:
+        fields += [k for k in flat[0] if k not in fields]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(keys), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(flat)
     return buffer.getvalue().encode()
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    if "tiers" not in row:
+        return row
+    out = {k: v for k, v in row.items() if k != "tiers"}
+    for tier in row["tiers"]:
+        for key in ("capacity_blocks", "hits", "reload_bytes", "reload_s"):
+            out[f"{tier['name']}_{key}"] = tier[key]
+    return out
 
 
 def _capacity_key(rows: Sequence[dict[str, Any]]) -> str:
