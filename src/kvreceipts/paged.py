@@ -363,7 +363,8 @@ class PagedKVCacheManager(ManagerCore):
                     self._finish_admit(hits, len(hashes) - hits, evicted, None, ok=False)
                     return -1
                 victim, slot = found
-                if self._demote(lower, victim, slot, request_id, hits, looked - hits, evicted):
+                if self._demote(lower, victim, slot, request_id, hits=hits,
+                                misses=looked - hits, evicted=evicted):  # fmt: skip
                     evicted += 1
             slot_of[block_hash] = slot
             if insert is not None:
@@ -373,8 +374,8 @@ class PagedKVCacheManager(ManagerCore):
         self._finish_admit(hits, len(hashes) - hits, evicted, None, ok=True)
         return hits
 
-    def _demote(
-        self, lower: LowerTiers, victim: Hashable, slot: int, request_id: str, hits: int,
+    def _demote(  # noqa: PLR0913 - the counts a receipt carries
+        self, lower: LowerTiers, victim: Hashable, slot: int, request_id: str, *, hits: int,
         misses: int, evicted: int,
     ) -> bool:  # fmt: skip
         """Move a first-tier victim down, sealing each move as a demotion receipt and a block
