@@ -374,7 +374,7 @@ class PagedKVCacheManager(ManagerCore):
         self._finish_admit(hits, len(hashes) - hits, evicted, None, ok=True)
         return hits
 
-    def _demote(  # noqa: PLR0913 - the counts a receipt carries
+    def _demote(
         self, lower: LowerTiers, victim: Hashable, slot: int, request_id: str, *, hits: int,
         misses: int, evicted: int,
     ) -> bool:  # fmt: skip
