@@ -63,7 +63,7 @@ def test_every_jsonl_line_validates_against_the_printed_schema(tmp_path: Path) -
         for kind, schema in json.loads(run("schema").stdout).items()
     }
     assert set(validators) == {"open", "close", "checkpoint", "eviction", "eviction_batch",
-                               "snapshot", "loss", *ENGINE_KINDS}  # fmt: skip
+                               "snapshot", "demotion", "loss", *ENGINE_KINDS}  # fmt: skip
     result = run("simulate", "--requests", "600", "--batch-receipts", "--snapshot-every", "100")
     records = jsonl(result.stdout)
     assert {r["kind"] for r in records} == {"open", "eviction", "eviction_batch", "snapshot",
@@ -241,7 +241,7 @@ def test_config_show_prints_the_resolved_config(tmp_path: Path) -> None:
 def test_schema_prints_each_kind() -> None:
     everything = json.loads(run("schema").stdout)
     assert set(everything) == {"open", "close", "checkpoint", "eviction", "eviction_batch",
-                               "snapshot", "loss", *ENGINE_KINDS}  # fmt: skip
+                               "snapshot", "demotion", "loss", *ENGINE_KINDS}  # fmt: skip
     eviction = json.loads(run("schema", "--kind", "eviction").stdout)
     assert eviction == everything["eviction"]
     layouts = {branch["title"]: branch for branch in eviction["oneOf"]}

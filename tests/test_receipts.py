@@ -28,6 +28,7 @@ if TYPE_CHECKING or features.enabled("receipts"):
         ZERO_DIGEST,
         CheckpointRecord,
         EvictionReason,
+        KvDemotionReceipt,
         KvEvictionBatchReceipt,
         KvEvictionReport,
         KvPoolSnapshotReceipt,
@@ -172,12 +173,23 @@ def samples() -> list[Receipt]:
             root="ab" * 32,
         ),
         CheckpointRecord(**COMMON, seq=4, tree_size=4, root="cd" * 32),
+        KvDemotionReceipt(
+            **COMMON,
+            **SIM,
+            seq=9,
+            block_hash=2**40 + 1,
+            from_tier="hbm",
+            to_tier="dram",
+            bytes=67108864,
+            trigger_session_id="req-3",
+        ),
     ]
 
 
 SAMPLE_IDS = [
     "eviction", "eviction-full", "batch", "snapshot", "snapshot-as-of", "loss", "open", "close",
     "checkpoint",
+    "demotion",
 ]  # fmt: skip
 
 

@@ -157,7 +157,7 @@ def test_csv_json_jsonl_and_table_match_their_snapshots() -> None:
         assert result.exit_code == 0, result.stderr
         expected = (FIXTURES / f"small.{suffix}").read_text(encoding="utf-8")
         assert result.stdout == expected, fmt
-        assert "re-run one point with receipts: kvreceipts simulate" in result.stderr
+        assert "with receipts: kvreceipts simulate" in result.stderr
 
 
 def test_rows_agree_across_formats() -> None:
@@ -187,7 +187,12 @@ def test_more_workers_give_the_same_bytes() -> None:
         (("--capacity-blocks", ","), "--capacity-blocks lists no capacity"),
         (("--capacity-blocks", "10,0"), "capacities must be greater than 0"),
         (("--capacity-blocks", "-5"), "capacities must be greater than 0"),
-        (("--capacity-mb", "64"), "give --capacity-blocks or --capacity-mb, not both"),
+        (("--capacity-mb", "64"), "not --capacity-blocks and --capacity-mb"),
+        (("--capacity", "64GiB"), "not --capacity and --capacity-blocks"),
+        (("--target-hit-rate", "0"), "--target-hit-rate: 0 must be in (0, 1]"),
+        (("--target-hit-rate", "1.5"), "--target-hit-rate: 1.5 must be in (0, 1]"),
+        (("--target-hit-rate", "x"), "--target-hit-rate: 'x' is not a number"),
+        (("--target-token-hit-rate", "-0.1"), "--target-token-hit-rate: -0.1 must be in"),
         (("--points", "5"), "give capacities or --points, not both"),
         (("--sample-rate", "0"), "--sample-rate must be in (0, 1]"),
         (("--sample-rate", "1.5"), "--sample-rate must be in (0, 1]"),
@@ -203,6 +208,102 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -
     assert result.stderr.startswith("error: ")
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+SIZED = ("sweep", "--workload", "chat", "--allocator", "paged", "--requests", "300",
+         "--workers", "1", "--model", "llama-3-8b")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--capacity", "64"), "--capacity: '64' has no unit (use one of B, KiB, MiB, GiB, TiB"),
+        (("--capacity", "64GiB,12parsecs"), "--capacity: unknown unit 'parsecs' in '12parsecs'"),
+        (("--capacity", "-1GiB"), "--capacity: '-1GiB' must be greater than 0"),
+        (("--capacity", "1MiB"), "--capacity: 1.0 MiB holds no block of 64.0 MiB"),
+        (("--capacity", "infGiB"), "--capacity: 'infGiB' is not a size"),
+    ],
+)
+def test_bad_sizes_are_one_line_naming_the_units(args: tuple[str, ...], message: str) -> None:
+    result = run(*SIZED, *args)
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == f"error: {message}\n" or result.stderr.startswith(f"error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_paged_size_needs_a_sizing() -> None:
+    result = run(*SIZED[:-2], "--capacity", "64GiB")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: --capacity 64GiB: a size needs the KV bytes per "
+        "token to make blocks: give --model or --bytes-per-token"
+    )
+
+
+def test_sizes_become_whole_blocks_rounded_down_and_rows_carry_bytes() -> None:
+    result = run(*SIZED, "--capacity", "1GiB,100MiB,1.5GB", "-f", "jsonl", "--policy", "lru")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    block = 512 * 32 * 8 * 128 * 2 * 2  # llama-3-8b: 64 MiB a block
+    # 100 MiB -> 1 block, 1 GiB -> 16, 1.5 GB = 1,500,000,000 bytes -> 22 blocks
+    assert [r["capacity_blocks"] for r in rows] == [1, 16, 22]
+    assert [r["capacity_bytes"] for r in rows] == [block, 16 * block, 22 * block]
+    assert "rounded down to whole blocks: 100.0 MiB -> 1, 1.4 GiB -> 22" in result.stderr
+    table = run(*SIZED, "--capacity", "1GiB", "-f", "table", "--policy", "lru,fifo").stdout
+    assert "1.0 GiB" in table  # the human size column
+    csv_text = run(*SIZED, "--capacity", "1GiB", "-f", "csv", "--policy", "lru").stdout
+    assert csv_text.splitlines()[0].split(",")[2:4] == ["capacity_blocks", "capacity_bytes"]
+
+
+def test_arena_sizes_are_mib() -> None:
+    result = run("sweep", "--workload", "chat", "--requests", "100", "--workers", "1",
+                 "--capacity", "64MiB,1GiB", "--policy", "lru", "-f", "jsonl")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["capacity_mb"], r["capacity_bytes"]) for r in rows] == [
+        (64.0, 64 * 2**20), (1024.0, 2**30)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("option", ["--plot", "--html"])
+def test_an_unwritable_report_path_fails_before_the_sweep(tmp_path: Path, option: str) -> None:
+    name = "r.svg" if option == "--plot" else "r.html"
+    missing = run(*SMALL, option, str(tmp_path / "nonexistent" / name))
+    assert missing.exit_code == 2
+    assert missing.stderr == (f"error: {option}: {tmp_path / 'nonexistent' / name}: directory "
+                              f"{tmp_path / 'nonexistent'} does not exist\n")  # fmt: skip
+    assert "grid points" not in missing.stderr  # nothing ran
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode
+            pytest.skip("running as root: every directory is writable")
+        refused = run(*SMALL, option, str(locked / name))
+        assert refused.exit_code == 2
+        assert refused.stderr.startswith(f"error: {option}: ")
+        assert "cannot write there" in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_piped_table_marks_the_best_without_colour() -> None:
+    table = run(*SMALL, "-f", "table").stdout
+    assert "\x1b[" not in table
+    assert "0.3034*" in table  # s3fifo is best at 64 blocks
+    assert "* best: the lowest" in " ".join(table.split())
+    assert "green" not in table
+
+
+def test_the_rerun_hint_says_which_point_and_why() -> None:
+    hint = run(*SMALL, "-f", "csv").stderr.splitlines()[-1]
+    assert hint.startswith("re-run the best hit ratio per byte among the points reaching half "
+                           "the best hit ratio (44.78%): s3fifo at 64 blocks, 69.66%, with "
+                           "receipts: kvreceipts simulate ")  # fmt: skip
+    assert "--policy s3fifo --capacity-blocks 64 " in hint
+    targeted = run(*SMALL, "-f", "csv", "--target-hit-rate", "0.99,0.5").stderr.splitlines()[-1]
+    assert targeted.startswith("re-run the first target reached: hit ratio 50.00% with lru at ")
 
 
 @pytest.mark.parametrize(
@@ -261,16 +362,25 @@ def test_plots_are_written_and_svg_is_deterministic(tmp_path: Path) -> None:
     assert svg1.read_bytes() == svg2.read_bytes()
     text = svg1.read_text(encoding="utf-8")
     assert "miss ratio" in text
-    assert "GiB" in text  # the secondary axis
+    assert "capacity (blocks)" in text  # no sizing given: no bytes
+    assert "GiB" not in text
     for policy in ("lru", "fifo", "lfu", "s3fifo"):
         assert policy in text
+    sized = tmp_path / "sized.svg"
+    targeted = [*SMALL, "--model", "llama-3-8b", "--target-hit-rate", "0.5", "--plot", str(sized)]
+    assert run(*targeted, "-q").exit_code == 0
+    text = sized.read_text(encoding="utf-8")
+    assert "capacity (GiB of KV, llama-3-8b)" in text  # the x axis
+    assert "capacity (blocks of 512 tokens)" in text  # the second axis
+    assert "ceiling: hit ratio 89.55%" in text  # the ceiling line's legend entry
+    assert "lru 50%" in text  # a target marked on its curve
 
 
 def test_sweep_writes_no_receipts_and_points_to_simulate(tmp_path: Path) -> None:
     result = runner.invoke(app, [*SMALL, "-f", "csv"], env={"COLUMNS": "300"})
     assert result.exit_code == 0
-    line = next(x for x in result.stderr.splitlines() if "re-run one point" in x)
-    command = line.split(": ", 1)[1].split()
+    line = next(x for x in result.stderr.splitlines() if "with receipts: " in x)
+    command = line.split("with receipts: ", 1)[1].split()
     assert command[:2] == ["kvreceipts", "simulate"]
     assert command[-2:] == ["-o", "point.jsonl"]
     assert not list(tmp_path.iterdir())

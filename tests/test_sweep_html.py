@@ -36,6 +36,8 @@ def test_the_page_is_self_contained(tmp_path: Path) -> None:
     command = shlex.join(["kvreceipts", *GRID, "--html", str(page)])
     assert f"<code>{command}</code>" in text  # the exact command line
     assert re.search(r"<th>requests</th><td>300</td>", text)
+    assert "unique_entry_bytes" not in text
+    assert "span_s" not in text
     # Nothing to fetch: no external scripts, styles, images or links.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert "<script" not in text

@@ -128,6 +128,9 @@ class SimulationConfig:
     pin_admitting: bool = True
     """Paged: a request's own blocks are pinned while it is admitted; false lets it evict
     them, as block-level simulators (libCacheSim) do."""
+    tiers: str = ""
+    """Paged: memory tiers, fastest first, ``;``-separated ``NAME=SIZE[,bw=RATE]`` (the first
+    is the cache itself and sets its size); empty: one tier."""
 
     def validate(self) -> Self:
         """Check names and ranges; return self."""
@@ -152,6 +155,11 @@ class SimulationConfig:
                          high=MAX_SYNTHETIC_REQUESTS, key="requests")  # fmt: skip
         if self.http_sink:
             _http_url("simulation", "http_sink", self.http_sink)
+        if self.tiers:
+            from kvreceipts.tiers import parse_tier
+
+            for text in self.tiers.split(";"):
+                parse_tier(text)
         for name in ("trace", "output", "hmac_key_file"):
             if "\0" in getattr(self, name):
                 raise UsageError(

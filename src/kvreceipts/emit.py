@@ -24,6 +24,7 @@ from kvreceipts.chain import Sealer, canonical
 from kvreceipts.checkpoints import Checkpoints
 from kvreceipts.receipts import (
     CheckpointRecord,
+    KvDemotionReceipt,
     KvEvictionBatchReceipt,
     KvEvictionReport,
     KvPoolSnapshotReceipt,
@@ -117,6 +118,9 @@ class ReceiptEmitter:
         self._on_batch: Callable[[Any], None] | None = getattr(sink, "on_batch", None)
         self._on_snapshot: Callable[[Any], None] | None = getattr(sink, "on_snapshot", None)
         self._on_frame: Callable[[Any], None] | None = getattr(sink, "on_frame", None)
+        self._on_demotion: Callable[[Any], None] | None = getattr(sink, "on_demotion", None) or (
+            sink.accept if isinstance(sink, BaseSink) else None
+        )
         bind = getattr(sink, "bind", None)
         if bind is not None:
             bind(self.run_id, self.sealer)
@@ -379,6 +383,20 @@ class ReceiptEmitter:
         self._seal(receipt, receipt.to_dict())
         self._send(self._on_snapshot, receipt)
         return receipt
+
+    def demotion(self, *, now_ms: float, **fields: Any) -> int:
+        """Emit one demotion receipt (fields as :class:`KvDemotionReceipt`); returns its seq."""
+        receipt = KvDemotionReceipt(
+            run_id=self.run_id,
+            seq=self._take_seq(),
+            timestamp=self.clock.timestamp(now_ms),
+            sim_time_ms=round(now_ms, 3),
+            **fields,
+        )
+        self._count(receipt.kind)
+        self._seal(receipt, receipt.to_dict())
+        self._send(self._on_demotion, receipt)
+        return receipt.seq
 
     def close(self) -> None:
         """Close the sink (flushes files, drains HTTP buffers)."""

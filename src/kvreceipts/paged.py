@@ -12,6 +12,7 @@ from kvreceipts.numbers import MAX_BLOCKS
 from kvreceipts.policies import make_policy
 from kvreceipts.sizing import BITNET_BYTES_PER_TOKEN, Sizing
 from kvreceipts.stats import KVCacheStatistics
+from kvreceipts.tiers import LowerTiers
 
 if TYPE_CHECKING:
     from collections.abc import Container, Hashable, Sequence
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from kvreceipts.clock import Clock
     from kvreceipts.config import CachingConfig
     from kvreceipts.sinks.base import KvEventSink
+    from kvreceipts.tiers import Tier
     from kvreceipts.workloads.request import Request
 
 __all__ = ["PagedKVCacheManager"]
@@ -83,6 +85,8 @@ class PagedKVCacheManager(ManagerCore):
         source: str = "library",
         workload: dict[str, object] | None = None,
         checkpoints: Checkpoints | None = None,
+        lower_tiers: Sequence[Tier] = (),
+        top_tier: str = "tier1",
     ) -> None:
         super().__init__(
             config,
@@ -129,6 +133,21 @@ class PagedKVCacheManager(ManagerCore):
         self._held: dict[int, int] = {}  # block hash -> requests holding it
         self._holding: dict[str, Sequence[int]] = {}  # request id -> its blocks
         self._fresh_hash = -1  # hashes for requests that carry none (never shared)
+        self.prompt_tokens = 0
+        """Input tokens of every request served (rejected ones too)."""
+        self.prefix_hit_tokens = 0
+        """Input tokens found cached as a prefix: per admitted request, the leading run of
+        its blocks that were hits, each ``block_tokens`` tokens but the last block, which
+        counts what is left of the input (what vLLM and LMCache reuse)."""
+        self._lead = 0  # the leading run of hits of the request just admitted
+        self._lower = LowerTiers(lower_tiers, policy) if lower_tiers else None
+        self.tier_hits = [0] * (1 + len(lower_tiers))
+        """Hits in each tier, the first (this cache) first; with no lower tiers, unused."""
+        self.demotions = 0
+        """Blocks moved one tier down (only leaving the last tier is an eviction)."""
+        self.tier_names = (top_tier, *(t.name for t in lower_tiers))
+        if self._lower is not None and batch_receipts:
+            raise UsageError("--batch-receipts does not combine with memory tiers (--tier)")
         policy_ = self.policy
         # What the hot loop reads, gathered once: one attribute load instead of nine.
         self._hot = (
@@ -205,16 +224,28 @@ class PagedKVCacheManager(ManagerCore):
             hashes = request.block_hashes
             if hashes is None:
                 hashes = self._fresh_hashes(request)
+            self.prompt_tokens += request.input_tokens
             # Unpinned, a request longer than the cache evicts its own first blocks (as in
             # libCacheSim); pinned, it can never fit: every block reference misses.
             if len(hashes) > self._capacity and self.pin_admitting:
                 self.misses += len(hashes)
                 self._reject_too_large(len(hashes) * self.block_bytes)
                 return Served(False, 0, request.input_tokens)
-            hits = self._admit(hashes, request.request_id)
+            if self._lower is None:
+                hits = self._admit(hashes, request.request_id)
+            else:
+                hits = self._admit_tiered(hashes, request.request_id, self._lower)
             if hits < 0:
                 self._reject("all_pinned")
                 return Served(False, 0, request.input_tokens)
+            lead = self._lead
+            if lead:
+                if lead < len(hashes):
+                    self.prefix_hit_tokens += lead * self.block_tokens
+                else:  # the whole prompt: the last block holds what is left of the input
+                    self.prefix_hit_tokens += max(
+                        0, request.input_tokens - self.block_tokens * (lead - 1)
+                    ) + self.block_tokens * (lead - 1)
             if hold:
                 held = self._held
                 for block_hash in hashes:
@@ -240,6 +271,7 @@ class PagedKVCacheManager(ManagerCore):
             hits_before, evictions_before = self.hits, self.evictions - 1
             misses_before = self.misses + free_before  # each miss takes a slot: see below
         hits = evicted = 0
+        lead = -1  # hits before the first miss: the leading run of cached blocks
         round_: _Round | None = None
         for block_hash in hashes:
             if block_hash in slot_of:  # `in`, not .get(): a miss (most lookups) costs no call
@@ -247,6 +279,8 @@ class PagedKVCacheManager(ManagerCore):
                 hits += 1
                 user_of[slot_of[block_hash]] = request_id
                 continue
+            if lead < 0:
+                lead = hits
             if on_miss is not None:
                 on_miss(block_hash)
             if free:
@@ -263,6 +297,7 @@ class PagedKVCacheManager(ManagerCore):
                 if victim is None:
                     found = self._search_victim(request_id)
                     if found is None:  # the blocks not looked up count as misses too
+                        self._lead = 0
                         self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=False)
                         return -1
                     victim, slot = found
@@ -284,6 +319,7 @@ class PagedKVCacheManager(ManagerCore):
             if insert is not None:  # a policy without an index keeps its own record
                 insert(block_hash)
             user_of[slot] = request_id
+        self._lead = hits if lead < 0 else lead
         if round_ is None:  # the common case, inline: no batch receipt to close
             self.hits += hits
             self.misses += len(hashes) - hits
@@ -295,6 +331,74 @@ class PagedKVCacheManager(ManagerCore):
         else:
             self._finish_admit(hits, len(hashes) - hits, evicted, round_, ok=True)
         return hits
+
+    def _admit_tiered(self, hashes: Sequence[int], request_id: str, lower: LowerTiers) -> int:
+        """:meth:`_admit` with lower tiers: a block missing here may be found below (a hit of
+        that tier, moved up here); a victim here is demoted, and only a block leaving the
+        last tier is evicted. The general path: one dict operation more per lookup.
+        """
+        slot_of, user_of, free, policy = self._slot_of, self._user_of, self._free_slots, self.policy
+        tier_hits, insert = self.tier_hits, policy.insert if policy.index is None else None
+        hits = evicted = looked = 0
+        lead = -1
+        for block_hash in hashes:
+            looked += 1
+            if block_hash in slot_of:
+                policy.access(block_hash)
+                hits += 1
+                tier_hits[0] += 1
+                user_of[slot_of[block_hash]] = request_id
+                continue
+            tier = lower.take(block_hash)
+            if tier:
+                hits += 1
+                tier_hits[tier] += 1
+            elif lead < 0:
+                lead = hits
+            if policy.on_miss is not None:
+                policy.on_miss(block_hash)
+            if free:
+                slot = free.pop()
+            else:
+                found = self._search_victim(request_id)
+                if found is None:
+                    self._lead = 0
+                    self._finish_admit(hits, len(hashes) - hits, evicted, None, ok=False)
+                    return -1
+                victim, slot = found
+                if self._demote(lower, victim, slot, request_id, hits=hits,
+                                misses=looked - hits, evicted=evicted):  # fmt: skip
+                    evicted += 1
+            slot_of[block_hash] = slot
+            if insert is not None:
+                insert(block_hash)
+            user_of[slot] = request_id
+        self._lead = hits if lead < 0 else lead
+        self._finish_admit(hits, len(hashes) - hits, evicted, None, ok=True)
+        return hits
+
+    def _demote(
+        self, lower: LowerTiers, victim: Hashable, slot: int, request_id: str, *, hits: int,
+        misses: int, evicted: int,
+    ) -> bool:  # fmt: skip
+        """Move a first-tier victim down, sealing each move as a demotion receipt and a block
+        that left the last tier as an eviction; whether one left. ``hits``, ``misses`` and
+        ``evicted`` are this request's so far.
+        """
+        moves, gone = lower.demote(victim)
+        self.demotions += len(moves)
+        emitter, names = self._emitter, self.tier_names
+        if emitter is not None:
+            now = self.clock.now_ms()
+            for block, tier in moves:
+                emitter.demotion(now_ms=now, block_hash=block, from_tier=names[tier - 1],
+                                 to_tier=names[tier], bytes=self.block_bytes,
+                                 trigger_session_id=request_id)  # fmt: skip
+            if gone is not None:
+                self._receipt(gone, slot, self._user_of[slot], request_id,  # type: ignore[arg-type]
+                              hits=self.hits + hits, misses=self.misses + misses,
+                              evictions=self.evictions + evicted + 1)  # fmt: skip
+        return gone is not None
 
     def _search_victim(self, request_id: str) -> tuple[Hashable, int] | None:
         """The general search for an unpinned victim, and its slot."""

@@ -23,6 +23,7 @@ __all__ = [
     "ZERO_DIGEST",
     "CheckpointRecord",
     "EvictionReason",
+    "KvDemotionReceipt",
     "KvEvictionBatchReceipt",
     "KvEvictionReport",
     "KvPoolSnapshotReceipt",
@@ -296,6 +297,23 @@ class KvPoolSnapshotReceipt(Receipt):
 
 
 @dataclass(slots=True, kw_only=True)
+class KvDemotionReceipt(Receipt):
+    """A block moved one memory tier down (``--tier``): it left ``from_tier`` for
+    ``to_tier``, to make room above. Only leaving the last tier is an eviction.
+    """
+
+    kind: ClassVar[str] = "demotion"
+    body_fields = ("sim_time_ms", "block_hash", "from_tier", "to_tier", "bytes",
+                   "trigger_session_id")  # fmt: skip
+    sim_time_ms: float
+    block_hash: int
+    from_tier: str
+    to_tier: str
+    bytes: int
+    trigger_session_id: str | None
+
+
+@dataclass(slots=True, kw_only=True)
 class LossReceipt(Receipt):
     """Written by a sink that had to drop records: it stands for seqs ``first_seq..last_seq``.
 
@@ -347,7 +365,7 @@ KINDS: dict[str, type[Receipt]] = {
     cls.kind: cls
     for cls in (
         RunOpen, RunClose, CheckpointRecord, KvEvictionReport, KvEvictionBatchReceipt,
-        KvPoolSnapshotReceipt, LossReceipt,
+        KvPoolSnapshotReceipt, KvDemotionReceipt, LossReceipt,
     )
 }  # fmt: skip
 

@@ -236,6 +236,14 @@ KINDS: dict[str, dict[str, Field]] = {
                               **_COUNT),
     },
     "snapshot": _SNAPSHOT,
+    "demotion": {
+        "sim_time_ms": _SIM_TIME,
+        "block_hash": _f("integer", "Prefix hash of the block that moved."),
+        "from_tier": _f("string", "The tier it left (--tier NAME)."),
+        "to_tier": _f("string", "The tier below it entered."),
+        "bytes": _f("integer", "Bytes moved.", minimum=1),
+        "trigger_session_id": _f("string|null", "Request whose lookup caused it."),
+    },
     "loss": {
         **_LOSS,
         "prev_digest": _f("string", "Digest of the record before the gap.", pattern=HEX64),

@@ -19,6 +19,7 @@ from kvreceipts import features
 from kvreceipts.clock import SIM_EPOCH, SimClock
 from kvreceipts.errors import UsageError
 from kvreceipts.manager import KVCacheManager
+from kvreceipts.numbers import MAX_BLOCKS, check_number
 from kvreceipts.paged import PagedKVCacheManager
 from kvreceipts.sizing import Sizing, resolve_sizing
 from kvreceipts.workloads import TraceStats, detect_format, read_trace, synthetic_workload
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from kvreceipts.core import ManagerCore
     from kvreceipts.sinks.base import KvEventSink
     from kvreceipts.stats import KVCacheStatistics
+    from kvreceipts.tiers import Tier
     from kvreceipts.workloads import Request
 
 __all__ = [
@@ -116,6 +118,8 @@ def derive_run_id(caching: CachingConfig, simulation: SimulationConfig) -> str:
     sim = {k: v for k, v in asdict(simulation).items() if k not in _OUTPUT_ONLY}
     if simulation.pin_admitting:  # the default: run ids from before the option stay the same
         del sim["pin_admitting"]
+    if not simulation.tiers:  # likewise
+        del sim["tiers"]
     if simulation.trace:
         sim["trace"] = _trace_identity(simulation.trace)
     material = orjson.dumps(
@@ -171,6 +175,24 @@ def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Pla
     )
 
 
+def plan_tiers(text: str, block_bytes: int) -> list[Tier]:
+    """``[simulation] tiers`` as tiers of whole blocks (sizes rounded down)."""
+    from kvreceipts.tiers import Tier, parse_tier
+
+    tiers = []
+    for item in text.split(";") if text else ():
+        name, sizes, bandwidth = parse_tier(item)
+        if len(sizes) != 1:
+            raise UsageError(f"--tier {name}: simulate takes one size, not a range")
+        blocks = sizes[0] // block_bytes
+        if blocks <= 0:
+            raise UsageError(f"--tier {name}: {sizes[0]:,} bytes hold no block of "
+                             f"{block_bytes:,} bytes")  # fmt: skip
+        check_number(f"--tier {name}: size", blocks, above=0, high=MAX_BLOCKS)
+        tiers.append(Tier(name, blocks, bandwidth))
+    return tiers
+
+
 def build_manager(
     plan: Plan,
     *,
@@ -195,11 +217,14 @@ def build_manager(
         "workload": plan.describe(),
     }
     if plan.allocator == "paged":
+        tiers = plan_tiers(sim.tiers, plan.sizing.block_bytes(sim.block_tokens))
         return PagedKVCacheManager(
             plan.caching,
-            capacity_blocks=sim.capacity_blocks,
+            capacity_blocks=tiers[0].capacity_blocks if tiers else sim.capacity_blocks,
             block_tokens=sim.block_tokens,
             pin_admitting=sim.pin_admitting,
+            lower_tiers=tiers[1:],
+            top_tier=tiers[0].name if tiers else "tier1",
             **common,
         )
     return KVCacheManager(plan.caching, **common)

@@ -285,6 +285,8 @@ class ReceiptSummary:
     kinds: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     policies: Counter[str] = field(default_factory=Counter)
+    demotions: Counter[str] = field(default_factory=Counter)
+    """Demotion receipts (memory tiers) by move, ``"hbm->dram"``."""
     sessions: TopCounter = field(default_factory=TopCounter)
     blocks: TopCounter = field(default_factory=lambda: TopCounter(BLOCKS_KEPT))
     """Evictions per prefix block (paged runs)."""
@@ -342,6 +344,8 @@ class ReceiptSummary:
         run_id = _str(record, "run_id")
         stamp = _str(record, "timestamp") if "timestamp" in record else None
         lost = _int(record, "count") if kind == "loss" else 0
+        move = f"{_str(record, 'from_tier')}->{_str(record, 'to_tier')}" if kind == "demotion" \
+            else None  # fmt: skip
         opened = None
         if kind == "open":  # a watch's run has no policy of its own
             policy = None if record.get("policy") is None else _str(record, "policy")
@@ -367,6 +371,8 @@ class ReceiptSummary:
         run.records += 1
         self.records += 1
         _bump(self.kinds, kind)
+        if move is not None:
+            _bump(self.demotions, move)
         self.lost += lost
         if stamp is not None:
             self.first_timestamp = self.first_timestamp or stamp
@@ -434,6 +440,7 @@ class ReceiptSummary:
             "kinds": dict(self.kinds),
             "reasons": dict(self.reasons),
             "policies": dict(self.policies),
+            "demotions": dict(self.demotions),
             "evictions": self.evictions,
             "bytes_freed": self.bytes_freed,
             "peak_used_bytes": self.peak_used_bytes,

@@ -49,6 +49,7 @@ class Kind(StrEnum):
     eviction = "eviction"
     eviction_batch = "eviction_batch"
     snapshot = "snapshot"
+    demotion = "demotion"
     loss = "loss"
     engine_removal = "engine_removal"
     engine_clear = "engine_clear"

@@ -96,7 +96,7 @@ _SIM_OPTIONS = {
     "output": "--output", "http_sink": "--http-sink", "hmac_key_file": "--hmac-key-file",
     "skip_bad_lines": "--skip-bad-lines", "decode_ms_per_token": "--decode-ms-per-token",
     "prefill_ms_per_token": "--prefill-ms-per-token", "strict_time": "--strict-time",
-    "layout": "--layout", "pin_admitting": "--pin",
+    "layout": "--layout", "pin_admitting": "--pin", "tiers": "--tier",
 }  # fmt: skip
 
 
@@ -140,6 +140,11 @@ def _plan(loaded: LoadedConfig, given: set[str]) -> Plan:
         raise UsageError("give --workload or --trace, not both")
     if sim.capacity_blocks and sim.allocator == "arena":
         raise UsageError("--capacity-blocks is for the paged allocator; use --capacity-mb")
+    if sim.tiers and sim.capacity_blocks:
+        raise UsageError("give --tier (the first tier is the cache's size) or "
+                         "--capacity-blocks, not both")  # fmt: skip
+    if sim.tiers and sim.allocator == "arena":
+        raise UsageError("--tier needs the paged allocator (blocks move between tiers)")
     try:
         return plan_simulation(loaded.caching, sim)
     except UsageError as exc:
@@ -239,6 +244,16 @@ def simulate(
             help="Paged cache size in blocks.",
             min=1,
             show_default="from --capacity-mb",
+        ),
+    ] = None,
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=SIZE[,bw=RATE]",
+            help="Paged: memory tiers, fastest first, repeatable (--tier hbm=80GiB --tier "
+            "dram=512GiB); the first sets the cache's size. A block evicted from a tier is "
+            "demoted to the next (a demotion receipt); only leaving the last is an eviction.",
+            show_default=False,
         ),
     ] = None,
     block_tokens: Annotated[
@@ -373,6 +388,7 @@ def simulate(
             "skip_bad_lines": skip_bad_lines, "decode_ms_per_token": decode_ms_per_token,
             "prefill_ms_per_token": prefill_ms_per_token, "strict_time": strict_time,
             "layout": layout.value if layout else None, "pin_admitting": pin,
+            "tiers": ";".join(tier) if tier else None,
         }  # fmt: skip
         given = {key for key, value in cli.items() if value is not None}
         loaded = load_config(config) if config else LoadedConfig()

@@ -115,6 +115,9 @@ def _overview(summary: ReceiptSummary) -> RenderableType:
         tables += [("reasons", summary.reasons), ("policies", summary.policies)]
     for title, counts in tables:
         overview.add_row(title, ", ".join(f"{k} {n:,}" for k, n in counts.most_common()) or "-")
+    if summary.demotions:  # memory tiers: a block moved one tier down is not an eviction
+        moves = ", ".join(f"{k} {n:,}" for k, n in sorted(summary.demotions.items()))
+        overview.add_row("demotions", moves)
     if not summary.engine_only:
         overview.add_row("bytes freed", human_bytes(summary.bytes_freed))
     if summary.lost:

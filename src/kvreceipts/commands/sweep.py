@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -16,10 +17,20 @@ import typer
 from kvreceipts.commands.options import PinOption, QuietOption
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate import Allocator, TraceFormat, Workload
-from kvreceipts.config import check_capacity_mb
+from kvreceipts.commands.sweep_options import (
+    DEFAULT_POINTS,
+    check_outputs,
+    check_sizing,
+    parse_capacities,
+    parse_policies,
+    parse_sizes,
+    parse_targets,
+    size_capacities,
+    tier_grid,
+)
+from kvreceipts.commands.sweep_summary import rerun_hint, summary, trace_dict
 from kvreceipts.errors import UsageError, open_file
-from kvreceipts.numbers import MAX_BLOCKS, check_number
-from kvreceipts.policies import POLICIES
+from kvreceipts.numbers import check_number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -38,8 +49,9 @@ EXAMPLES = """
   kvreceipts sweep --trace /data/mooncake.jsonl --dask tcp://scheduler:8786 --html report.html
 """
 
-DEFAULT_POINTS = 20
 DEFAULT_SAMPLE_RATE = 0.01
+DEFAULT_PREFILL_TOKENS_PER_S = 10_000.0
+"""Prompt tokens a second: the order of an 8B model's prefill on one H100-class GPU."""
 
 
 class SweepFormat(StrEnum):
@@ -59,41 +71,7 @@ class Method(StrEnum):
     shards = "shards"
 
 
-def _policies(text: str | None) -> list[str]:
-    if text is None:
-        return list(POLICIES)
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--policy lists no policy")
-    for name in names:
-        if name not in POLICIES:
-            choices = ", ".join(POLICIES)
-            raise UsageError(f"--policy: unknown policy {name!r} (choose from: {choices})")
-    return list(dict.fromkeys(names))
-
-
-def _capacities(text: str, option: str, *, integral: bool) -> list[float]:
-    values: list[float] = []
-    for raw in text.split(","):
-        item = raw.strip().replace("_", "")
-        if not item:
-            continue
-        try:
-            value = float(int(item)) if integral else float(item)
-        except ValueError:
-            kind = "a whole number of blocks" if integral else "a number of MiB"
-            raise UsageError(f"{option}: {item!r} is not {kind}") from None
-        if integral:
-            check_number(f"{option}: capacities", value, above=0, high=MAX_BLOCKS)
-        else:
-            check_capacity_mb(f"{option}: capacities", value)
-        values.append(value)
-    if not values:
-        raise UsageError(f"{option} lists no capacity")
-    return sorted(set(values))
-
-
-def sweep(  # noqa: PLR0912 - one check per option, each one line of error
+def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of error
     trace: Annotated[
         list[str] | None,
         typer.Option(
@@ -116,6 +94,15 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         str | None,
         typer.Option(
             help="Policies, comma-separated: lru,fifo,lfu,s3fifo.", show_default="all four"
+        ),
+    ] = None,
+    capacity: Annotated[
+        str | None,
+        typer.Option(
+            help="Capacities as sizes, comma-separated: 64GiB,128GiB,1.5TiB (B, KiB, MiB, "
+            "GiB, TiB, kB, MB, GB, TB). Paged: needs --model or --bytes-per-token, rounded "
+            "down to whole blocks.",
+            show_default=False,
         ),
     ] = None,
     capacity_blocks: Annotated[
@@ -151,6 +138,39 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
         int, typer.Option(help="KV bytes per token, explicitly.", min=0, show_default=False)
     ] = 0,
     pin: PinOption = None,
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=SIZE[,bw=RATE]",
+            help="A memory tier, fastest first; repeat: --tier hbm=80GiB --tier "
+            "dram=512GiB,bw=50GB/s. Exclusive: a block evicted from one tier moves to the "
+            "next. One tier's size may be a range (dram=64GiB..1TiB) swept over --points.",
+            show_default=False,
+        ),
+    ] = None,
+    prefill_tokens_per_s: Annotated[
+        float,
+        typer.Option(
+            help="Prefill speed, to turn saved prompt tokens into seconds next to the tiers' "
+            "reload time.",
+        ),
+    ] = DEFAULT_PREFILL_TOKENS_PER_S,
+    target_hit_rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Hit-ratio targets in (0, 1], comma-separated: for each policy the smallest "
+            "capacity reaching each (exact for LRU with --no-pin, else a search by simulation).",
+            show_default=False,
+        ),
+    ] = None,
+    target_token_hit_rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Targets of the prefix token hit ratio (prefill tokens saved), as "
+            "--target-hit-rate.",
+            show_default=False,
+        ),
+    ] = None,
     method: Annotated[
         Method | None,
         typer.Option(
@@ -212,27 +232,29 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
 
     if not 0 < sample_rate <= 1:
         raise UsageError(f"--sample-rate must be in (0, 1] (got {sample_rate:g})")
-    policies = _policies(policy)
-    if capacity_blocks is not None and capacity_mb is not None:
-        raise UsageError("give --capacity-blocks or --capacity-mb, not both")
-    given = capacity_blocks if capacity_blocks is not None else capacity_mb
-    if given is not None and points is not None:
+    policies = parse_policies(policy)
+    given = [(name, text) for name, text in (("--capacity", capacity),
+             ("--capacity-blocks", capacity_blocks), ("--capacity-mb", capacity_mb))
+             if text is not None]  # fmt: skip
+    if len(given) > 1:
+        raise UsageError(f"give one of --capacity, --capacity-blocks or --capacity-mb, not "
+                         f"{' and '.join(name for name, _ in given)}")  # fmt: skip
+    if given and points is not None:
         raise UsageError("give capacities or --points, not both")
     explicit = None
-    if capacity_blocks is not None:
-        explicit = _capacities(capacity_blocks, "--capacity-blocks", integral=True)
+    sizes: list[int] | None = None
+    if capacity is not None:
+        sizes = parse_sizes(capacity)
+    elif capacity_blocks is not None:
+        explicit = parse_capacities(capacity_blocks, "--capacity-blocks", integral=True)
     elif capacity_mb is not None:
-        explicit = _capacities(capacity_mb, "--capacity-mb", integral=False)
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--plot: {plot} must end in .png or .svg")
-    if plot is not None or html_file is not None:
-        from kvreceipts.sweep.report import check_plot_available
-
-        check_plot_available()
+        explicit = parse_capacities(capacity_mb, "--capacity-mb", integral=False)
+    targets = parse_targets(target_hit_rate, "--target-hit-rate", "hit_ratio")
+    targets += parse_targets(target_token_hit_rate, "--target-token-hit-rate", "token_hit_ratio")
+    check_outputs(plot, html_file)
     if trace and workload is not None:
         raise UsageError("give --workload or --trace, not both")
-    if bytes_per_token and model:
-        raise UsageError("give either --model or --bytes-per-token, not both")
+    check_sizing(model, bytes_per_token)
     sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
     chosen_allocator = _allocator(allocator, sources)
     from kvreceipts.simulation import check_block_tokens
@@ -240,27 +262,47 @@ def sweep(  # noqa: PLR0912 - one check per option, each one line of error
     for source in sources:
         check_block_tokens(source.trace_format, chosen_allocator, block_tokens)
     if chosen_allocator == "paged" and capacity_mb is not None:
-        raise UsageError("--capacity-mb is for the arena allocator; use --capacity-blocks")
+        raise UsageError("--capacity-mb is for the arena allocator; use --capacity (a size, "
+                         "e.g. 64GiB, with --model) or --capacity-blocks")  # fmt: skip
     if chosen_allocator == "arena" and capacity_blocks is not None:
-        raise UsageError("--capacity-blocks is for the paged allocator; use --capacity-mb")
-    if model:
-        from kvreceipts.sizing import MODEL_PRESETS
-
-        if model.lower() not in MODEL_PRESETS:
-            raise UsageError(f"--model: unknown model {model!r} "
-                             f"(choose from: {', '.join(MODEL_PRESETS)})")  # fmt: skip
+        raise UsageError("--capacity-blocks is for the paged allocator; use --capacity or "
+                         "--capacity-mb")  # fmt: skip
+    if targets and chosen_allocator != "paged":
+        raise UsageError("--target-hit-rate needs the paged allocator (block lookups)")
     pinned = pin if pin is not None else method not in (Method.exact, Method.shards)
     spec = grid.SweepSpec(chosen_allocator, (model or "").lower(), bytes_per_token,
                           block_tokens, pinned)  # fmt: skip
+    notes: list[str] = []
+    if sizes is not None:
+        explicit = size_capacities(sizes, capacity or "", spec, notes)
+    tier_sizes: list[tuple[int, ...]] = []
+    if tier:
+        if given or targets or method is Method.shards:
+            raise UsageError("--tier sets the capacities: give it without --capacity*, "
+                             "--target-* and --method shards")  # fmt: skip
+        spec, tier_sizes = _with_tiers(spec, tier, points, prefill_tokens_per_s, notes)
+        explicit = [float(sum(sizes_)) for sizes_ in tier_sizes]
+        points = None
     out = Output(json_mode=fmt is SweepFormat.json, quiet=quiet)
     chosen = fmt or (SweepFormat.table if out.stdout_is_terminal else SweepFormat.jsonl)
     started = time.perf_counter()
     facts = [grid.source_facts(source, spec) for source in sources]
     capacities = [_grid_capacities(f, spec, explicit, points) for f in facts]
+    per_source = [tier_sizes] * len(sources) if tier_sizes else []
     tasks = grid.build_tasks(sources, capacities, spec, policies,
-                             method=method.value if method else None,
-                             sample_rate=sample_rate)  # fmt: skip
+                             method=method.value if method else None, sample_rate=sample_rate,
+                             targets=targets, tier_sizes=per_source)  # fmt: skip
+    for note in notes:
+        out.note(note)
     _run(out, chosen, tasks, facts, workers, dask, plot, html_file, started)
+
+
+def _with_tiers(
+    spec: SweepSpec, texts: list[str], points: int | None, rate: float, notes: list[str]
+) -> tuple[SweepSpec, list[tuple[int, ...]]]:
+    check_number("--prefill-tokens-per-s", rate, above=0)
+    parsed, sizes = tier_grid(texts, spec, points, notes)
+    return dataclasses.replace(spec, tiers=tuple(parsed), prefill_tokens_per_s=rate), sizes
 
 
 def _sources(
@@ -360,24 +402,37 @@ def _run(
     from kvreceipts.sweep import report
     from kvreceipts.sweep.executors import run_tasks
 
-    total = sum(t.points for t in tasks)
+    total = sum(t.points or 1 for t in tasks)
     results = run_tasks(
         tasks,
         workers=workers or os.cpu_count() or 1,
         dask=dask,
         progress=lambda: _progress_bar(out, total),
     )
-    rows = report.build_rows(tasks, results)
-    keys = report.row_keys(tasks[0].spec.allocator)
+    rows = report.build_rows(tasks, results, facts)
+    answers = report.build_answers(tasks, results, facts)
+    paged = tasks[0].spec.allocator == "paged"
+    keys = report.row_keys(
+        tasks[0].spec.allocator, sized=facts[0].sized, tiers=bool(tasks[0].spec.tiers)
+    )
     if plot is not None:
-        plot.write_bytes(report.render_plot(rows, facts, plot.suffix.lower().lstrip(".")))
+        _write(plot, "--plot", report.render_plot(rows, facts, plot.suffix.lower().lstrip("."),
+                                                  answers=answers))  # fmt: skip
     if html_file is not None:
         command = shlex.join(["kvreceipts", *sys.argv[1:]])
-        html_file.write_text(report.render_html(rows, facts, command), encoding="utf-8")
+        page = report.render_html(
+            rows, facts, command, answers=answers, pinned=tasks[0].spec.pin if paged else None
+        )
+        _write(html_file, "--html", page.encode())
     if fmt is SweepFormat.json:
-        document: dict[str, Any] = {"rows": rows, "trace": facts[0].to_dict()}
+        trace_dicts = [trace_dict(f, paged=paged) for f in facts]
+        document: dict[str, Any] = {"rows": rows, "trace": trace_dicts[0]}
         if len(facts) > 1:
-            document["traces"] = [f.to_dict() for f in facts]
+            document["traces"] = trace_dicts
+        if paged:
+            document["ceiling"] = trace_dicts[0]["ceiling"]
+        if answers:
+            document["targets"] = answers
         document["duration_s"] = facts[0].span_s
         out.json(document)
     elif fmt is SweepFormat.jsonl:
@@ -388,50 +443,16 @@ def _run(
         out.flush()
     else:
         out.show(*report.tables(rows, facts))
-    _summary(out, tasks, facts, total, time.perf_counter() - started, plot, html_file)
-
-
-def _summary(
-    out: Output,
-    tasks: list[Task],
-    facts: list[TraceFacts],
-    total: int,
-    elapsed: float,
-    plot: Path | None,
-    html_file: Path | None,
-) -> None:
-    methods = ", ".join(dict.fromkeys(f"{t.policy}: {t.method}" for t in tasks))
-    out.note(f"[dim]{total:,} grid points ({methods}) in {elapsed:.2f} s[/dim]")
-    shards = next((t for t in tasks if t.method == "shards"), None)
-    if shards is not None:
-        out.note(f"shards: sample rate {shards.sample_rate:g} of {facts[0].block_refs:,} "
-                 "block lookups (sampled_refs in the rows gives each sample's size)")  # fmt: skip
+    total = sum(t.points for t in tasks)
+    summary(out, tasks, facts, answers, total, time.perf_counter() - started)
     for path in (plot, html_file):
         if path is not None:
             out.note(f"wrote {path}")
-    out.note("re-run one point with receipts: " + _rerun(tasks[len(tasks) // 2]))
+    out.note(rerun_hint(tasks, rows, answers))
 
 
-def _rerun(task: Task) -> str:
-    source, spec = task.source, task.spec
-    capacity = task.capacities[len(task.capacities) // 2]
-    args = ["kvreceipts", "simulate"]
-    if source.trace:
-        args += ["--trace", source.trace.removeprefix("file://")]
-    else:
-        args += ["--workload", source.workload, "--seed", str(source.seed)]
-    if source.requests:
-        args += ["--requests", str(source.requests)]
-    args += ["--allocator", spec.allocator, "--policy", task.policy]
-    if spec.allocator == "paged":
-        args += ["--capacity-blocks", str(int(capacity)), "--block-tokens", str(spec.block_tokens)]
-    else:
-        args += ["--capacity-mb", f"{capacity:g}"]
-    if spec.model:
-        args += ["--model", spec.model]
-    if spec.bytes_per_token:
-        args += ["--bytes-per-token", str(spec.bytes_per_token)]
-    if spec.allocator == "paged":
-        args.append("--pin" if spec.pin else "--no-pin")
-    args += ["-o", "point.jsonl"]
-    return shlex.join(args)
+def _write(path: Path, option: str, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:  # checked before the sweep; this is a race, still one line
+        raise UsageError(f"{option}: cannot write {path}: {exc.strerror}") from None

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from contextlib import AbstractContextManager
 
-    from kvreceipts.sweep.grid import Task
-    from kvreceipts.sweep.methods import Counts
+    from kvreceipts.sweep.grid import Result, Task
 
     Progress = Callable[[], AbstractContextManager[Callable[[int], None] | None]]
 
@@ -34,7 +33,7 @@ def run_tasks(
     workers: int = 1,
     dask: str | None = None,
     progress: Progress | None = None,
-) -> list[list[Counts]]:
+) -> list[Result]:
     """Run every task; ``progress()`` gives a context whose callback is told of points done.
 
     The progress context is entered only once worker processes exist: forking after its
@@ -52,17 +51,17 @@ def _no_progress() -> AbstractContextManager[Callable[[int], None] | None]:
     return nullcontext(None)
 
 
-def _run_here(tasks: Sequence[Task], progress: Progress) -> list[list[Counts]]:
+def _run_here(tasks: Sequence[Task], progress: Progress) -> list[Result]:
     results = []
     with progress() as advance:
         for task in tasks:
             results.append(run_task(task))
             if advance is not None:
-                advance(task.points)
+                advance(task.points or 1)
     return results
 
 
-def _run_processes(tasks: Sequence[Task], workers: int, progress: Progress) -> list[list[Counts]]:
+def _run_processes(tasks: Sequence[Task], workers: int, progress: Progress) -> list[Result]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -70,29 +69,23 @@ def _run_processes(tasks: Sequence[Task], workers: int, progress: Progress) -> l
     # test harness), forking is unsafe, so a fresh forkserver process is used instead.
     method = "fork" if threading.active_count() == 1 else "forkserver"
     context = multiprocessing.get_context(method)
-    results: list[list[Counts] | None] = [None] * len(tasks)
+    results: list[Result | None] = [None] * len(tasks)
     count = min(workers, len(tasks))
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
         # Longest first (a replay at a large capacity, or a one-pass curve), so the last
         # tasks to finish are short ones and no worker idles at the end.
-        order = sorted(range(len(tasks)), key=lambda i: _cost(tasks[i]), reverse=True)
+        order = sorted(range(len(tasks)), key=lambda i: tasks[i].cost, reverse=True)
         futures = {pool.submit(run_task, tasks[i]): i for i in order}
         with progress() as advance:
             for future in as_completed(futures):
                 index = futures[future]
                 results[index] = future.result()
                 if advance is not None:
-                    advance(tasks[index].points)
+                    advance(tasks[index].points or 1)
     return [r for r in results if r is not None]
 
 
-def _cost(task: Task) -> float:
-    if task.method == "simulate":
-        return 1.0
-    return 3.0 if task.method == "exact" else 0.5
-
-
-def _run_dask(tasks: Sequence[Task], address: str, progress: Progress) -> list[list[Counts]]:
+def _run_dask(tasks: Sequence[Task], address: str, progress: Progress) -> list[Result]:
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -102,7 +95,7 @@ def _run_dask(tasks: Sequence[Task], address: str, progress: Progress) -> list[l
     except (OSError, TimeoutError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
-    results: list[list[Counts] | None] = [None] * len(tasks)
+    results: list[Result | None] = [None] * len(tasks)
     try:
         # Tasks carry the trace's path or URL, not its requests: each worker reads it once.
         # A task whose worker dies is rescheduled by the scheduler on another worker.
@@ -114,7 +107,7 @@ def _run_dask(tasks: Sequence[Task], address: str, progress: Progress) -> list[l
                 index = futures[future]
                 results[index] = future.result()
                 if advance is not None:
-                    advance(tasks[index].points)
+                    advance(tasks[index].points or 1)
     finally:
         client.close()
     return [r for r in results if r is not None]

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from kvreceipts.sweep.methods import Counts
+    from kvreceipts.sweep.profile import LruProfile
+    from kvreceipts.sweep.targets import Answer
+    from kvreceipts.tiers import Tier
     from kvreceipts.workloads import Request
 
 __all__ = [
@@ -37,11 +40,12 @@ __all__ = [
 ]
 
 ROW_KEYS = (
-    "trace", "policy", "capacity_blocks", "capacity_mb", "hits", "misses", "hit_ratio",
-    "miss_ratio", "evictions", "rejected", "method", "sample_rate", "sampled_refs",
+    "trace", "policy", "capacity_blocks", "capacity_mb", "capacity_bytes", "hits", "misses",
+    "hit_ratio", "miss_ratio", "evictions", "rejected", "method", "sample_rate", "sampled_refs",
+    "prefix_hit_tokens", "prompt_tokens", "token_hit_ratio",
 )  # fmt: skip
-"""The keys of a row, in order; a paged sweep leaves out ``capacity_mb``, an arena one
-``capacity_blocks``."""
+"""The keys of a row, in order; a paged sweep leaves out ``capacity_mb`` (and
+``capacity_bytes`` without a KV sizing), an arena one ``capacity_blocks`` and the tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,10 @@ class SweepSpec:
     bytes_per_token: int = 0
     block_tokens: int = 512
     pin: bool = True
+    tiers: tuple[Tier, ...] = ()
+    """Memory tiers, fastest first (``--tier``); their sizes per point are in the tasks."""
+    prefill_tokens_per_s: float = 0.0
+    """Converts saved prompt tokens into prefill seconds saved (with tiers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,19 @@ class Task:
     method: str
     capacities: tuple[float, ...]
     sample_rate: float = 1.0
+    targets: tuple[tuple[str, float], ...] = ()
+    """(metric, target) pairs to answer: ``hit_ratio`` or ``token_hit_ratio``. An exact task
+    answers them from its one pass; a ``simulate`` task with no capacities searches for them
+    with full simulations, one target a task."""
+    tier_sizes: tuple[tuple[int, ...], ...] = ()
+    """With tiers: each point's tier sizes in blocks (they sum to its capacity)."""
+
+    @property
+    def cost(self) -> float:
+        """Roughly how long it takes, in replays (the longest are started first)."""
+        if self.method == "simulate":
+            return 10.0 * len(self.targets) or 1.0
+        return 3.0 if self.method == "exact" else 0.5
 
     @property
     def points(self) -> int:
@@ -114,6 +135,28 @@ class TraceFacts:
     unique_entry_bytes: int = 0
     """Arena: the bytes of one entry per distinct session (the working set)."""
     mean_entry_bytes: int = 0
+    prompt_tokens: int = 0
+    """Input tokens of all requests."""
+    ceiling_prefix_tokens: int = 0
+    """Prompt tokens a cache holding everything finds as a prefix: per request, the leading
+    run of blocks seen before (the token hit ratio's ceiling)."""
+    sized: bool = False
+    """Whether the KV sizing was given (``--model``, ``--bytes-per-token``) rather than the
+    upstream default: bytes are reported only then."""
+
+    @property
+    def ceiling(self) -> float:
+        """The highest block hit ratio any cache can reach: ``1 - distinct / lookups``."""
+        return 1 - self.unique_blocks / self.block_refs if self.block_refs else 0.0
+
+    @property
+    def token_ceiling(self) -> float:
+        """The highest token hit ratio any cache can reach."""
+        return self.ceiling_prefix_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+    def block_size(self, blocks: int) -> int | None:
+        """Bytes of ``blocks`` blocks, when a sizing was given."""
+        return blocks * self.block_bytes if self.sized else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values."""
@@ -191,13 +234,23 @@ def source_facts(source: Source, spec: SweepSpec) -> TraceFacts:
 
     sizing = resolve_sizing(spec.model, spec.bytes_per_token)
     requests = load_source(source)
-    refs = 0
+    refs = prompt = leading = 0
     unique: set[int] = set()
     entries: dict[str, int] = {}
+    bt = spec.block_tokens
     for request in requests:
         hashes = request.block_hashes
+        prompt += request.input_tokens
         if hashes is not None:
             refs += len(hashes)
+            run = 0
+            for block in hashes:
+                if block not in unique:
+                    break
+                run += 1
+            if run:
+                last = max(0, request.input_tokens - bt * (len(hashes) - 1))
+                leading += bt * run if run < len(hashes) else bt * (run - 1) + last
             unique.update(hashes)
         entries[request.session_id] = sizing.entry_bytes(request.context_length)
     span = (requests[-1].arrival_ms - requests[0].arrival_ms) / 1000 if requests else 0.0
@@ -214,6 +267,9 @@ def source_facts(source: Source, spec: SweepSpec) -> TraceFacts:
         sizing=sizing.name,
         unique_entry_bytes=sum(entries.values()),
         mean_entry_bytes=sum(entries.values()) // max(1, len(entries)),
+        prompt_tokens=prompt,
+        ceiling_prefix_tokens=leading,
+        sized=bool(spec.model or spec.bytes_per_token),
     )
 
 
@@ -250,39 +306,117 @@ def build_tasks(
     *,
     method: str | None,
     sample_rate: float,
+    targets: Sequence[tuple[str, float]] = (),
+    tier_sizes: Sequence[Sequence[tuple[int, ...]]] = (),
 ) -> list[Task]:
-    """The tasks of the grid, in row order: source, then policy, then capacity."""
+    """The tasks of the grid, in row order: source, then policy, then capacity; then, for
+    the policies not computed exactly, one search task per target.
+    """
     for policy in policies:
         if policy not in POLICIES:
             raise UsageError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
     tasks: list[Task] = []
-    for source, caps in zip(sources, capacities, strict=True):
+    searches: list[tuple[Source, str]] = []
+    for number, (source, caps) in enumerate(zip(sources, capacities, strict=True)):
+        sizes = tuple(tier_sizes[number]) if tier_sizes else ()
         for policy in policies:
             chosen = method or default_method(policy, spec)
             check_method(chosen, policy, spec)
             rate = sample_rate if chosen == "shards" else 1.0
             one_pass = chosen == "exact" or (chosen == "shards" and policy == "lru")
-            groups = [tuple(caps)] if one_pass else [(c,) for c in caps]
-            for group in groups:
-                tasks.append(Task(len(tasks), source, spec, policy, chosen, group, rate))
+            if one_pass:
+                groups = [(tuple(caps), sizes)]
+            else:
+                groups = [((c,), sizes[i : i + 1]) for i, c in enumerate(caps)]
+            answered = tuple(targets) if chosen == "exact" else ()
+            for number_in, (group, group_sizes) in enumerate(groups):
+                last = number_in == len(groups) - 1
+                tasks.append(Task(len(tasks), source, spec, policy, chosen, group, rate,
+                                  answered if last else (), group_sizes))  # fmt: skip
+            if targets and chosen != "exact":
+                searches.append((source, policy))
+    for source, policy in searches:
+        for target in targets:
+            tasks.append(Task(len(tasks), source, spec, policy, "simulate", (), 1.0, (target,)))
     return tasks
 
 
-def run_task(task: Task) -> list[Counts]:
+Result = list["Counts | Answer"]
+"""A task's outcome: a :class:`Counts` per capacity, then an :class:`Answer` per target."""
+
+
+def run_task(task: Task) -> Result:
     """Compute a task's points (in a worker process, a Dask worker, or here)."""
     from kvreceipts.sweep import methods
 
     requests = load_source(task.source)
     if task.method == "simulate":
-        return [_simulate(requests, task, task.capacities[0])]
-    blocks = _blocks(task.source)
+        if not task.capacities:
+            return [_search(requests, task, *task.targets[0])]
+        sizes = task.tier_sizes[0] if task.tier_sizes else ()
+        return [_simulate(requests, task, task.capacities[0], sizes)]
     capacities = [int(c) for c in task.capacities]
     if task.method == "exact":
-        return methods.lru_counts(methods.stack_distances(blocks), capacities, len(blocks))
+        profile = _profile(task.source, task.spec.block_tokens)
+        if task.tier_sizes:
+            out: Result = [
+                profile.counts(c, t) for c, t in zip(capacities, task.tier_sizes, strict=True)
+            ]
+        else:
+            out = [profile.counts(c) for c in capacities]
+        return out + [_exact_answer(profile, m, t) for m, t in task.targets]
+    blocks = _blocks(task.source)
     if task.policy == "lru":
         distances = methods.shards_distances(blocks, task.sample_rate)
-        return methods.lru_counts(distances, capacities, len(blocks))
+        return list(methods.lru_counts(distances, capacities, len(blocks)))
     return [_miniature(requests, blocks, task, c) for c in capacities]
+
+
+@functools.lru_cache(maxsize=2)
+def _profile(source: Source, block_tokens: int) -> LruProfile:
+    from kvreceipts.sweep.profile import lru_profile
+
+    return lru_profile(load_source(source), block_tokens)
+
+
+def _exact_answer(profile: LruProfile, metric: str, target: float) -> Answer:
+    from kvreceipts.sweep.targets import Answer
+
+    capacity = profile.smallest_capacity(target, tokens=metric == "token_hit_ratio")
+    counts = profile.counts(capacity if capacity is not None else profile.distinct)
+    return Answer(metric, target, capacity, counts, 0)
+
+
+def _search(requests: Sequence[Request], task: Task, metric: str, target: float) -> Answer:
+    """The smallest capacity reaching ``target`` by full simulations (see ``targets``)."""
+    import bisect
+
+    from kvreceipts.sweep.profile import needed
+    from kvreceipts.sweep.targets import Answer, search
+
+    tokens = metric == "token_hit_ratio"
+    profile = _profile(task.source, task.spec.block_tokens)
+    whole = profile.prompt_tokens if tokens else profile.lookups
+    top = profile.ceiling_token_hits if tokens else profile.ceiling_hits
+    need = needed(target, whole) if whole else 1
+    if need > top:
+        return Answer(metric, target, None, None, 0)
+    seen: dict[int, Counts] = {}
+
+    def hits_at(capacity: int) -> int:
+        counts = seen[capacity] = _simulate(requests, task, capacity)
+        got = counts.prefix_hit_tokens if tokens else counts.hits
+        return got or 0
+
+    reference = profile.cumulative(tokens=tokens)
+
+    def model(hits: int) -> float:  # the capacity at which exact LRU gets these hits
+        return float(bisect.bisect_left(reference, hits))
+
+    # At the distinct blocks nothing is ever evicted: every policy reaches the ceiling.
+    capacity, _, calls = search(hits_at, need, max(1, profile.distinct), top, model)
+    counts = seen.get(capacity) or _simulate(requests, task, capacity)
+    return Answer(metric, target, capacity, counts, calls)
 
 
 @functools.lru_cache(maxsize=2)
@@ -290,7 +424,7 @@ def _blocks(source: Source) -> list[int]:
     return [h for request in load_source(source) for h in request.block_hashes or ()]
 
 
-def _manager(task: Task, capacity: float) -> Any:
+def _manager(task: Task, capacity: float, tier_sizes: tuple[int, ...] = ()) -> Any:
     from kvreceipts.clock import SIM_EPOCH, SimClock
     from kvreceipts.config import CachingConfig
     from kvreceipts.manager import KVCacheManager
@@ -300,9 +434,14 @@ def _manager(task: Task, capacity: float) -> Any:
     spec = task.spec
     sizing = resolve_sizing(spec.model, spec.bytes_per_token)
     if spec.allocator == "paged":
+        from kvreceipts.tiers import Tier
+
+        lower = [Tier(t.name, size, t.bandwidth)
+                 for t, size in zip(spec.tiers[1:], tier_sizes[1:], strict=True)]  # fmt: skip
         return PagedKVCacheManager(
             CachingConfig(enable_receipts=False),
-            capacity_blocks=int(capacity),
+            capacity_blocks=tier_sizes[0] if tier_sizes else int(capacity),
+            lower_tiers=lower,
             block_tokens=spec.block_tokens,
             sizing=sizing,
             policy=task.policy,
@@ -313,16 +452,21 @@ def _manager(task: Task, capacity: float) -> Any:
     return KVCacheManager(caching, policy=task.policy, sizing=sizing, clock=SimClock(SIM_EPOCH))
 
 
-def _simulate(requests: Sequence[Request], task: Task, capacity: float) -> Counts:
+def _simulate(
+    requests: Sequence[Request], task: Task, capacity: float, tier_sizes: tuple[int, ...] = ()
+) -> Counts:
     """One replay, as ``kvreceipts simulate --no-receipts`` runs it."""
     from kvreceipts.simulation import run_simulation
     from kvreceipts.sweep.methods import Counts
 
-    manager = _manager(task, capacity)
+    manager = _manager(task, capacity, tier_sizes)
     result = run_simulation(manager, requests)
     manager.shutdown()
     refs = manager.hits + manager.misses
-    return Counts(manager.hits, manager.misses, manager.evictions, result.rejected, refs)
+    tokens = getattr(manager, "prefix_hit_tokens", None), getattr(manager, "prompt_tokens", None)
+    per_tier = tuple(manager.tier_hits) if tier_sizes else ()
+    return Counts(manager.hits, manager.misses, manager.evictions, result.rejected, refs, *tokens,
+                  per_tier)  # fmt: skip
 
 
 def _miniature(

@@ -53,6 +53,11 @@ class Counts:
     rejected: int = 0
     sampled_refs: int = 0
     """References the point was computed from (the whole trace, or the SHARDS sample)."""
+    prefix_hit_tokens: int | None = None
+    """Prompt tokens found cached as a prefix (``None``: not computed, as by SHARDS)."""
+    prompt_tokens: int | None = None
+    tier_hits: tuple[int, ...] = ()
+    """Hits in each memory tier, fastest first (empty without ``--tier``)."""
 
 
 @dataclass(frozen=True, slots=True)
