@@ -124,7 +124,7 @@ def test_a_bad_line_names_its_number(run_file: Path, tmp_path: Path) -> None:
     assert shown.exit_code == 2
     assert shown.stderr == f"error: {broken}:13: not valid JSON\n"
     assert invoke("show", str(run_file), "--kind", "nope").stderr.startswith(
-        "error: --kind: 'nope' is not one of open, close, eviction"
+        "error: --kind: 'nope' is not one of open, close, checkpoint, eviction"
     )
 
 

@@ -119,13 +119,13 @@ def test_a_bad_block_hash_is_an_unreadable_line() -> None:
 
 
 def test_a_watch_file_says_what_the_engine_did() -> None:
-    table = invoke("stats", str(WATCH)).stdout
-    assert "removals     7 (GPU 5, CPU 1, unknown 1)" in table
-    assert "stores       6 of the removed blocks were stored while watched" in table
+    table = " ".join(invoke("stats", str(WATCH)).stdout.split())  # as read, not as aligned
+    assert "removals 7 (GPU 5, CPU 1, unknown 1)" in table
+    assert "stores 6 of the removed blocks were stored while watched" in table
     assert "regret" in table
-    assert "restarts     1" in table
-    assert "lost         2 batches" in table
-    for false in ("bytes freed", "0 B", "evictions", "pool", "hit rate"):
+    assert "restarts 1" in table
+    assert "lost 2 batches" in table
+    for false in ("bytes freed", "0 B", "evictions", "pool"):  # a simulation's, not a watch's
         assert false not in table, false
     document = orjson.loads(invoke("stats", str(WATCH), "-f", "json").stdout)
     assert document["per_run"][0]["source"] == "watch"

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.needs("receipts")
 if not features.enabled("receipts"):
     pytest.skip("needs feature(s) receipts", allow_module_level=True)
 
-from kvreceipts.engine.core import WatchCore  # noqa: E402
+from kvreceipts.engine.core import WatchCore
+from kvreceipts.engine.session import _close  # noqa: E402
 from kvreceipts.engine.figures import EngineFigures  # noqa: E402
 from kvreceipts.engine.wire import decode_batch  # noqa: E402
 from kvreceipts.engine.writer import RunWriter  # noqa: E402
@@ -75,8 +76,7 @@ class Run:
         self.engine = Engine()
 
     def close(self) -> list[dict[str, Any]]:
-        self.core.finish(100.0)
-        self.writer.close(100.0, resident_blocks=0, removals=0)
+        _close(self.core, self.writer, 100.0)  # as a watch ends: the close counts removals
         records = self.lines.records
         for record in records:
             assert check_record(record) is None, record
