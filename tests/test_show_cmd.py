@@ -57,8 +57,10 @@ def test_piped_it_prints_the_files_lines_as_they_are(run_file: Path) -> None:
             if orjson.loads(line)["kind"] == "eviction"]  # fmt: skip
     assert shown.stdout_bytes == b"".join(mine)
     assert invoke("show", str(run_file), "--limit", "3").stdout_bytes.count(b"\n") == 3
+    receipts = invoke("show", str(run_file), "-f", "jsonl").stdout_bytes
+    assert receipts.count(b"\n") == len(records(run_file)) - 2  # all but open and close
     every = invoke("show", str(run_file), "--kind", "all", "-f", "jsonl").stdout_bytes
-    assert every.count(b"\n") == len(records(run_file)) - 2  # all but open and close
+    assert every == run_file.read_bytes()
     close = invoke("show", str(run_file), "--kind", "close").stdout
     assert orjson.loads(close)["kind"] == "close"
 

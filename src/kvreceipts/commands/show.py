@@ -79,12 +79,13 @@ def show(
     """List a receipts file's receipts as the table simulate prints, or as JSON lines.
 
     Reads plain, gzip or zstd files, or standard input (-). Every record but the runs' open
-    and close records, unless --kind names one; --session keeps one session's evictions.
+    and close records, unless --kind names one (or all); --session keeps one session's
+    evictions.
     Exit status: 0 listed (also when nothing matched), 2 not a receipts file or unreadable.
     """
     out = Output()
     chosen = fmt or (ShowFormat.table if out.stdout_is_terminal else ShowFormat.jsonl)
-    wanted = None if kind is None or kind is Kind.all else kind.value
+    wanted = None if kind is None else kind.value
     shown = limit if limit is not None else (TABLE_ROWS if chosen is ShowFormat.table else None)
     kept: list[dict[str, Any]] = []
     engine_kept: list[dict[str, Any]] = []
@@ -120,9 +121,10 @@ def show(
 
 
 def _wanted(record: dict[str, Any], found: Any, wanted: str | None, session: str | None) -> bool:
+    """Receipts (no open or close record) by default; ``all``: every record; else one kind."""
     if wanted is None and found in _FRAMES:
         return False
-    if wanted is not None and found != wanted:
+    if wanted not in (None, "all") and found != wanted:
         return False
     return session is None or record.get("session_id") == session
 
