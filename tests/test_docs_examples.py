@@ -67,7 +67,9 @@ class Example:
 
 def _blocks(lines: list[str]) -> list[tuple[int, str, list[str]]]:
     """Fenced code blocks: (first line inside, language, lines)."""
-    found, start, lang = [], None, ""
+    found: list[tuple[int, str, list[str]]] = []
+    start: int | None = None
+    lang = ""
     for number, line in enumerate(lines):
         if line.startswith("```"):
             if start is None:
@@ -92,7 +94,7 @@ def _joined(block: list[str], i: int) -> tuple[str, int]:
 def examples(page: Path) -> list[Example]:
     """Every command line of the page's shell blocks, with the output a console block shows."""
     lines = page.read_text(encoding="utf-8").splitlines()
-    found = []
+    found: list[Example] = []
     for start, lang, block in _blocks(lines):
         i = 0
         if lang == "console":
