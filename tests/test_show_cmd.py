@@ -94,6 +94,9 @@ def test_a_watch_file_gets_the_engine_table() -> None:
     assert "engine receipts (kvreceipts watch)" in shown.stdout
     assert "restore" in shown.stdout
     assert "2.00 s after seq 1" in shown.stdout
+    assert "sink loss" in shown.stdout  # the watch's dropped receipts, beside its lost batches
+    assert "batch loss" in shown.stdout
+    assert "KV eviction receipts" not in shown.stdout
     restores = invoke("show", str(WATCH), "--kind", "engine_restore", "-f", "jsonl")
     assert [orjson.loads(line)["kind"] for line in restores.stdout.splitlines()] == \
         ["engine_restore"]  # fmt: skip

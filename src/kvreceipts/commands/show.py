@@ -91,14 +91,17 @@ def show(
     engine_kept: list[dict[str, Any]] = []
     matched = engine_matched = 0
     paged: bool | None = None
+    watched = False
     with open_receipts(path) as lines:
         for number, raw, record in _records(lines, path):
             found = record.get("kind")
-            if found == "open" and paged is None:
-                paged = record.get("allocator") == "paged"
+            if found == "open":
+                paged = record.get("allocator") == "paged" if paged is None else paged
+                watched = record.get("source") == "watch"  # this run's loss records too
             if not _wanted(record, found, wanted, session):
                 continue
-            is_engine = isinstance(found, str) and found.startswith(_ENGINE)
+            is_engine = isinstance(found, str) and (found.startswith(_ENGINE) or
+                                                    (watched and found == "loss"))  # fmt: skip
             if chosen is ShowFormat.jsonl:
                 line = raw if raw.endswith(b"\n") else raw + b"\n"
                 if (shown is None or matched < shown) and not out.write(line):
