@@ -30,7 +30,7 @@ options:
   -h, --help this help
 
 Anything else goes to nox, e.g. `./ci-local.sh quick --verbose` or, after `--`, to the
-sessions: `./ci-local.sh quick -- -k receipts`. One step alone: `nox -s NAME` or
+sessions: `./ci-local.sh quick -- -k receipts`. One step alone: `.venv-ci/bin/nox -s NAME` or
 `kvreceipts validate STEP` (list them: `kvreceipts validate --list`).
 The JSON report is written to .ci-local/validate-TARGET.json.
 EOF

@@ -8,7 +8,8 @@
   prints, the command is run (with the ones before it, in order) and the text must be its
   output, byte for byte (trailing spaces aside). ``KVRECEIPTS_UPDATE_DOCS=1 pytest
   tests/test_docs_examples.py`` writes the real output into the page instead.
-- The README's sample table and ``verify`` verdict are lines of the real output.
+- The README's sample table and ``verify`` verdict are lines of the real output (with
+  ``KVRECEIPTS_UPDATE_DOCS=1``, the verdict and the table's chain head are rewritten).
 
 The sandbox is a folder with ``../shared/traces`` beside it (the real traces), a ``kvreceipts``
 on ``PATH`` that runs this checkout, every feature on, 80 columns, and the files the examples
@@ -67,7 +68,9 @@ class Example:
 
 def _blocks(lines: list[str]) -> list[tuple[int, str, list[str]]]:
     """Fenced code blocks: (first line inside, language, lines)."""
-    found, start, lang = [], None, ""
+    found: list[tuple[int, str, list[str]]] = []
+    start: int | None = None
+    lang = ""
     for number, line in enumerate(lines):
         if line.startswith("```"):
             if start is None:
@@ -92,7 +95,7 @@ def _joined(block: list[str], i: int) -> tuple[str, int]:
 def examples(page: Path) -> list[Example]:
     """Every command line of the page's shell blocks, with the output a console block shows."""
     lines = page.read_text(encoding="utf-8").splitlines()
-    found = []
+    found: list[Example] = []
     for start, lang, block in _blocks(lines):
         i = 0
         if lang == "console":
@@ -241,12 +244,16 @@ def test_shown_output_is_real_output(page: Path, tmp_path: Path) -> None:
 ELIDED = re.compile(r"^\s*⋮")
 
 
-def _readme_block(after: str) -> list[str]:
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+README = ROOT / "README.md"
+
+
+def _readme_block(after: str) -> tuple[int, int]:
+    """The lines [begin, end) of the ``text`` block that follows the line holding ``after``."""
+    lines = README.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if after in line)
-    begin = next(i for i in range(start, len(lines)) if lines[i].startswith("```text"))
-    end = next(i for i in range(begin + 1, len(lines)) if lines[i].startswith("```"))
-    return [line.rstrip() for line in lines[begin + 1 : end]]
+    begin = next(i for i in range(start, len(lines)) if lines[i].startswith("```text")) + 1
+    end = next(i for i in range(begin, len(lines)) if lines[i].startswith("```"))
+    return begin, end
 
 
 def _in_order(shown: list[str], real: list[str]) -> None:
@@ -256,16 +263,37 @@ def _in_order(shown: list[str], real: list[str]) -> None:
     for line in shown:
         if ELIDED.match(line):
             continue
-        assert line in real[at:], f"README shows a line the real output lacks: {line!r}"
+        assert line in real[at:], (f"README shows a line the real output lacks: {line!r}; the "
+                                   "chain heads and the verdict regenerate with "
+                                   "KVRECEIPTS_UPDATE_DOCS=1")  # fmt: skip
         at = real.index(line, at) + 1
+
+
+def _check_block(after: str, real: list[str], *, whole: bool) -> None:
+    """The README block after ``after`` against ``real``; with KVRECEIPTS_UPDATE_DOCS=1 it
+    is rewritten: wholly (``whole``), or else its chain head line, the one fact of a
+    sampled block that a change of the record format moves.
+    """
+    begin, end = _readme_block(after)
+    lines = README.read_text(encoding="utf-8").splitlines()
+    if UPDATE:
+        if whole:
+            lines[begin:end] = real
+        else:
+            head = next(line for line in real if line.startswith("chain head"))
+            lines[begin:end] = [head if line.startswith("chain head") else line
+                                for line in lines[begin:end]]  # fmt: skip
+        README.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return
+    _in_order([line.rstrip() for line in lines[begin:end]], real)
 
 
 def test_the_readmes_table_and_verdict_are_real(sandbox: tuple[Path, dict[str, str]]) -> None:
     work, env = sandbox
     # The README's panel is 87 columns wide: the table as a terminal of 100 columns shows it.
     table = sh("kvreceipts simulate --format table 2>/dev/null", work, {**env, "COLUMNS": "100"})
-    _in_order(_readme_block("On a terminal, `kvreceipts simulate` prints"),
-              [line.rstrip() for line in table.stdout.splitlines()])  # fmt: skip
+    _check_block("On a terminal, `kvreceipts simulate` prints",
+                 [line.rstrip() for line in table.stdout.splitlines()], whole=False)  # fmt: skip
     verdict = sh("kvreceipts verify run.jsonl 2>/dev/null", work, env)
-    _in_order(_readme_block("`verify` names every violation"),
-              [line.rstrip() for line in verdict.stdout.splitlines()])  # fmt: skip
+    _check_block("`verify` names every violation",
+                 [line.rstrip() for line in verdict.stdout.splitlines()], whole=True)  # fmt: skip

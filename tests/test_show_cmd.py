@@ -57,8 +57,10 @@ def test_piped_it_prints_the_files_lines_as_they_are(run_file: Path) -> None:
             if orjson.loads(line)["kind"] == "eviction"]  # fmt: skip
     assert shown.stdout_bytes == b"".join(mine)
     assert invoke("show", str(run_file), "--limit", "3").stdout_bytes.count(b"\n") == 3
+    receipts = invoke("show", str(run_file), "-f", "jsonl").stdout_bytes
+    assert receipts.count(b"\n") == len(records(run_file)) - 2  # all but open and close
     every = invoke("show", str(run_file), "--kind", "all", "-f", "jsonl").stdout_bytes
-    assert every.count(b"\n") == len(records(run_file)) - 2  # all but open and close
+    assert every == run_file.read_bytes()
     close = invoke("show", str(run_file), "--kind", "close").stdout
     assert orjson.loads(close)["kind"] == "close"
 
@@ -92,6 +94,9 @@ def test_a_watch_file_gets_the_engine_table() -> None:
     assert "engine receipts (kvreceipts watch)" in shown.stdout
     assert "restore" in shown.stdout
     assert "2.00 s after seq 1" in shown.stdout
+    assert "sink loss" in shown.stdout  # the watch's dropped receipts, beside its lost batches
+    assert "batch loss" in shown.stdout
+    assert "KV eviction receipts" not in shown.stdout
     restores = invoke("show", str(WATCH), "--kind", "engine_restore", "-f", "jsonl")
     assert [orjson.loads(line)["kind"] for line in restores.stdout.splitlines()] == \
         ["engine_restore"]  # fmt: skip

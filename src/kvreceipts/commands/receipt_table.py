@@ -22,6 +22,16 @@ __all__ = ["ENGINE_KINDS", "engine_table", "receipt_dict", "receipt_row", "recei
 ENGINE_KINDS = ("engine_removal", "engine_restore", "engine_clear", "engine_restart",
                 "engine_loss")  # fmt: skip
 MORE = "--limit N shows more; --format jsonl prints all"
+ENGINE_LABELS = {
+    "engine_removal": "removal",
+    "engine_restore": "restore",
+    "engine_clear": "clear",
+    "engine_restart": "restart",
+    "engine_loss": "batch loss",
+    "loss": "sink loss",
+}
+"""How the engine table names each kind: a batch the watch never processed (``engine_loss``)
+and receipts a sink dropped (``loss``) are both losses, and must not read alike."""
 
 
 def receipt_dict(record: Any) -> dict[str, Any]:
@@ -126,10 +136,14 @@ def engine_row(record: dict[str, Any]) -> list[str]:
         "engine_loss": lambda: (
             f"{_count(record.get('batches'))} batches lost ({record.get('cause', '-')})"
         ),
+        "loss": lambda: (
+            f"{_count(record.get('count'))} receipts dropped (seq "
+            f"{record.get('first_seq', '-')}..{record.get('last_seq', '-')})"
+        ),
     }.get(kind, lambda: "")()
     engine_seq = record.get("engine_seq", record.get("first_engine_seq", "-"))
     block = record.get("block_hash")
-    return [str(record.get("seq", "-")), kind.removeprefix("engine_"),
+    return [str(record.get("seq", "-")), ENGINE_LABELS.get(kind, kind),
             str(record.get("medium") or "-"), "-" if block is None else str(block),
             str(engine_seq), figure]  # fmt: skip
 
@@ -144,9 +158,9 @@ def engine_table(rows: Sequence[dict[str, Any]], total: int) -> Table:
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("medium", no_wrap=True)
-    table.add_column("block hash", overflow="fold", min_width=8)
+    table.add_column("block hash", overflow="fold", min_width=16)
     table.add_column("engine seq", justify="right", no_wrap=True)
-    table.add_column("", overflow="fold")
+    table.add_column("", overflow="fold", min_width=16)
     for record in rows:
         table.add_row(*engine_row(record))
     _caption(table, len(rows), total)

@@ -79,25 +79,29 @@ def show(
     """List a receipts file's receipts as the table simulate prints, or as JSON lines.
 
     Reads plain, gzip or zstd files, or standard input (-). Every record but the runs' open
-    and close records, unless --kind names one; --session keeps one session's evictions.
+    and close records, unless --kind names one (or all); --session keeps one session's
+    evictions.
     Exit status: 0 listed (also when nothing matched), 2 not a receipts file or unreadable.
     """
     out = Output()
     chosen = fmt or (ShowFormat.table if out.stdout_is_terminal else ShowFormat.jsonl)
-    wanted = None if kind is None or kind is Kind.all else kind.value
+    wanted = None if kind is None else kind.value
     shown = limit if limit is not None else (TABLE_ROWS if chosen is ShowFormat.table else None)
     kept: list[dict[str, Any]] = []
     engine_kept: list[dict[str, Any]] = []
     matched = engine_matched = 0
     paged: bool | None = None
+    watched = False
     with open_receipts(path) as lines:
         for number, raw, record in _records(lines, path):
             found = record.get("kind")
-            if found == "open" and paged is None:
-                paged = record.get("allocator") == "paged"
+            if found == "open":
+                paged = record.get("allocator") == "paged" if paged is None else paged
+                watched = record.get("source") == "watch"  # this run's loss records too
             if not _wanted(record, found, wanted, session):
                 continue
-            is_engine = isinstance(found, str) and found.startswith(_ENGINE)
+            is_engine = isinstance(found, str) and (found.startswith(_ENGINE) or
+                                                    (watched and found == "loss"))  # fmt: skip
             if chosen is ShowFormat.jsonl:
                 line = raw if raw.endswith(b"\n") else raw + b"\n"
                 if (shown is None or matched < shown) and not out.write(line):
@@ -120,9 +124,10 @@ def show(
 
 
 def _wanted(record: dict[str, Any], found: Any, wanted: str | None, session: str | None) -> bool:
+    """Receipts (no open or close record) by default; ``all``: every record; else one kind."""
     if wanted is None and found in _FRAMES:
         return False
-    if wanted is not None and found != wanted:
+    if wanted not in (None, "all") and found != wanted:
         return False
     return session is None or record.get("session_id") == session
 
