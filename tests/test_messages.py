@@ -80,7 +80,9 @@ def test_a_refused_value_is_one_line_naming_the_option(
 def test_schema_kind_names_the_kinds() -> None:
     result = CliRunner().invoke(app, ["schema", "--kind", "bogus"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: --kind: 'bogus' is not one of open, close, checkpoint, eviction,")
+    assert result.stderr.startswith(
+        "error: --kind: 'bogus' is not one of open, close, checkpoint, eviction,"
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,11 @@ __all__ = ["verify_proof"]
 EXAMPLES = """
 [bold]Examples[/bold]
 
+  kvreceipts keygen audit -o audit && kvreceipts simulate -q --sign-key audit.key -o signed.jsonl
+  kvreceipts prove signed.jsonl --seq 5 -o receipt-5.proof.json
   kvreceipts verify-proof receipt-5.proof.json --vkey audit.pub
-  kvreceipts verify-proof session.proof.json --vkey audit.pub --format json | jq .proofs
+  kvreceipts prove signed.jsonl --session chat-35 -o session.proof.json
+  kvreceipts verify-proof session.proof.json --vkey audit.pub -f json | jq '.proofs | length'
   kvreceipts verify-proof grew.consistency.json --vkey audit.pub --old-checkpoint old.note
 
 Exit status: 0 valid, 1 invalid (the output says what failed), 2 unusable input (not a
