@@ -19,9 +19,9 @@ pytestmark = pytest.mark.needs("receipts")
 if not features.enabled("receipts"):
     pytest.skip("needs feature(s) receipts", allow_module_level=True)
 
-from kvreceipts.engine.core import WatchCore
-from kvreceipts.engine.session import _close  # noqa: E402
+from kvreceipts.engine.core import WatchCore  # noqa: E402
 from kvreceipts.engine.figures import EngineFigures  # noqa: E402
+from kvreceipts.engine.session import _close  # noqa: E402
 from kvreceipts.engine.wire import decode_batch  # noqa: E402
 from kvreceipts.engine.writer import RunWriter  # noqa: E402
 from kvreceipts.shape import check_record  # noqa: E402
