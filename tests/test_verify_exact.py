@@ -324,7 +324,8 @@ def _paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
 
 
 def _schema_ok(record: dict[str, Any]) -> bool:
-    validator = _SCHEMAS.get(record.get("kind"))  # type: ignore[arg-type]
+    kind = record.get("kind")
+    validator = _SCHEMAS.get(kind) if isinstance(kind, str) else None
     return validator is not None and validator.is_valid(record)
 
 

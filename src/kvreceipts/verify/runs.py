@@ -52,6 +52,7 @@ _SUFFIX_HEAD = b',"digest":"'
 _HEAD_LEN = len(_SUFFIX_HEAD)
 _loads, _dumps, _sha256 = orjson.loads, orjson.dumps, hashlib.sha256
 _UNKNOWN: Any = object()
+_check_eviction = kinds.check_eviction
 V1_ERROR = (f"schema {SCHEMA_ID_V1} is no longer verified; re-run the simulation to write /2 "
              "receipts")  # fmt: skip
 
@@ -127,7 +128,7 @@ class StreamVerifier:
                 if run is not None and run.layout == self.fast_layout and _encode(rec) == payload:
                     self._counted(run, "eviction")
                     self._link(number, run, rec, payload, claimed)
-                    kinds.check_eviction(self, number, run, rec)
+                    _check_eviction(self, number, run, rec)
                     return
         self._general(number, payload, claimed)
 
