@@ -104,7 +104,6 @@ class RunState:
     line: int
     total_bytes: int = 0
     """The pool size the open record states: no byte count of the run may exceed it."""
-    source: str = ""
     prev: bytes = ZERO_DIGEST.encode()
     next_seq: int = 1
     last_timestamp: str | None = None
