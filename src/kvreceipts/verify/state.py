@@ -27,7 +27,7 @@ __all__ = [
 MAX_TRACKED_BLOCKS = 250_000
 """Evicted block hashes remembered per run for the re-eviction check (and see
 :data:`kvreceipts.verify.runs.MAX_TRACKED_BLOCKS_TOTAL` for all runs together)."""
-MAX_STREAK = 1 << 16
+MAX_STREAK = 1 << 14
 """Evictions of one round whose sizes are remembered for its batch's byte total."""
 MAX_ID = 64
 """Longest identifier kept or printed whole."""
