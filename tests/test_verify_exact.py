@@ -227,6 +227,27 @@ def test_bytes_beyond_the_pool_fail(path: str, edit: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("edit", "check"),
+    [
+        pytest.param(lambda rs: rs[4]["after"].update(evictions=5), "counter", id="evictions"),
+        pytest.param(lambda rs: rs[4]["after"].update(total_sessions=59), "sessions",
+                     id="sessions"),
+        pytest.param(lambda rs: rs[4]["after"].update(cache_misses=1), "counter",
+                     id="misses-backwards"),
+        pytest.param(lambda rs: rs[4].update(block_hash=rs[3]["block_hash"]) or
+                     rs[4]["after"].update(cache_misses=rs[3]["after"]["cache_misses"]) or
+                     [r["after"].update(cache_misses=r["after"]["cache_misses"] - 1)
+                      for r in rs[5:9]], "block", id="block-again-without-a-miss"),
+    ],
+)  # fmt: skip
+def test_counters_that_no_cache_writes_fail(path: str, edit: Any, check: str) -> None:
+    records = lean_run(8)
+    edit(records)
+    report = verify(seal(records))
+    assert check in at(report, 5), (path, report.violations)
+
+
+@pytest.mark.parametrize(
     ("where", "name"),
     [(3, "block_hash"), (3, "performance"), (3, "key_id"), (0, "workload_absent"),
      (9, "head")],
