@@ -238,6 +238,16 @@ def hostile_interleaved_blocks(runs: int = 64, blocks: int = 250_000) -> Iterato
             yield sealer.seal_dict(record)[1]
 
 
+def hostile_field_names(count: int = 300) -> Iterator[bytes]:
+    """One open run, then ``count`` evictions each with a distinct unknown field of ~1 MB name
+    (the shape check's verdict cache and its message would keep the names).
+    """
+    records = lean_run(count)
+    for n, record in enumerate(records[1:-1]):
+        record[_huge(n)] = 1
+    yield from seal(records)
+
+
 def hostile_distinct_run_evictions(count: int = 300) -> Iterator[bytes]:
     """A valid open record, then ``count`` eviction-like lines of ~1 MB, each of its own run."""
     yield from hostile_violation_run_ids(count)

@@ -251,7 +251,7 @@ def test_an_overlong_line_is_one_violation_and_reading_stops(tmp_path: Path) -> 
                      b"".join(lines[3:]))  # fmt: skip
     report = verify_file(path)
     assert report.stopped_at == 4
-    assert (4, "bytes") in {(v.line, v.check) for v in report.violations}
+    assert {(v.line, v.check) for v in report.violations} >= {(4, "bytes"), (4, "stopped")}
     assert report.lines == 4
 
 
@@ -365,3 +365,21 @@ def test_a_corrupt_first_frame_is_one_error_line(tmp_path: Path, magic: bytes, k
         assert result.stdout == ""
         [line] = result.stderr.splitlines()
         assert line.startswith(f"error: {path}: not a valid {kind} stream (")
+
+
+@pytest.mark.parametrize("flag", [0x04, 0x10], ids=["extra-field", "comment"])
+def test_a_gzip_header_that_can_hide_bytes_is_a_violation(tmp_path: Path, flag: int) -> None:
+    plain = gzip.compress(_RUN, mtime=0)
+    hiding = _EXTRA.replace(b"\x00", b"")
+    if flag == 0x04:  # an extra field: XLEN, then that many bytes
+        member = plain[:3] + bytes([flag]) + plain[4:10] + struct.pack("<H", len(hiding)) + \
+            hiding + plain[10:]  # fmt: skip
+    else:  # a zero-terminated comment
+        member = plain[:3] + bytes([flag]) + plain[4:10] + hiding + b"\x00" + plain[10:]
+    assert gzip.decompress(member) == _RUN  # every gzip reader takes it, and skips what it hides
+    path = tmp_path / "hiding.gz"
+    path.write_bytes(plain + member)
+    lines, reader = read_lines(path)
+    assert b"".join(lines) == _RUN
+    assert reader.hidden_bytes is not None
+    assert "extra field or a comment" in reader.hidden_bytes

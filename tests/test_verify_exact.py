@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from kvreceipts.chain import canonical, chain_digest, key_id
 from kvreceipts.errors import InputError
-from kvreceipts.schema import KIND_NAMES, json_schema
+from kvreceipts.schema import KIND_NAMES, ZERO_DIGEST, json_schema
 from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
 from receipt_files import BLOCK, KEY, OTHER_KEY, POOL, lean_run, parsed, seal, stamp
 
@@ -61,17 +62,18 @@ def test_a_wrong_key_is_never_reported_as_authenticated() -> None:
     report = verify(lines, key=OTHER_KEY)
     assert report.authentication == "failed"
     assert report.to_dict()["authentication"] == "failed"
-    # Re-sealed by someone holding another key, with the right key id forged in: the HMAC fails.
-    forged = [line.replace(b"", b"") for line in seal(lean_run(), OTHER_KEY)]
-    records = parsed(forged)
-    right = parsed(lines)[0]["key_id"]
-    for record in records:
-        record["key_id"] = right
-    forged = [orjson.dumps(r).replace(b',"digest"', b',"digest"') + b"\n" for r in records]
+    # Sealed with another key under the right key id (the id names a key, it proves nothing).
+    forged, prev = [], ZERO_DIGEST
+    for record in lean_run():
+        body = {**record, "alg": "hmac-sha256", "key_id": key_id(KEY)}
+        if body["kind"] == "close":
+            body["head"] = prev
+        payload = canonical(body)
+        prev = chain_digest(prev, payload, OTHER_KEY)
+        forged.append(payload[:-1] + b',"digest":"%b"}\n' % prev.encode())
     report = verify(forged, key=KEY)
-    assert "digest" in checks(report)
+    assert checks(report) == {"digest"}
     assert report.authentication == "failed"
-    assert report.authentication != "hmac"
 
 
 def test_a_line_not_checked_under_the_key_fails_authentication() -> None:
@@ -225,6 +227,27 @@ def test_bytes_beyond_the_pool_fail(path: str, edit: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("edit", "check"),
+    [
+        pytest.param(lambda rs: rs[4]["after"].update(evictions=5), "counter", id="evictions"),
+        pytest.param(lambda rs: rs[4]["after"].update(total_sessions=59), "sessions",
+                     id="sessions"),
+        pytest.param(lambda rs: rs[4]["after"].update(cache_misses=1), "counter",
+                     id="misses-backwards"),
+        pytest.param(lambda rs: rs[4].update(block_hash=rs[3]["block_hash"]) or
+                     rs[4]["after"].update(cache_misses=rs[3]["after"]["cache_misses"]) or
+                     [r["after"].update(cache_misses=r["after"]["cache_misses"] - 1)
+                      for r in rs[5:9]], "block", id="block-again-without-a-miss"),
+    ],
+)  # fmt: skip
+def test_counters_that_no_cache_writes_fail(path: str, edit: Any, check: str) -> None:
+    records = lean_run(8)
+    edit(records)
+    report = verify(seal(records))
+    assert check in at(report, 5), (path, report.violations)
+
+
+@pytest.mark.parametrize(
     ("where", "name"),
     [(3, "block_hash"), (3, "performance"), (3, "key_id"), (0, "workload_absent"),
      (9, "head")],
@@ -324,7 +347,8 @@ def _paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
 
 
 def _schema_ok(record: dict[str, Any]) -> bool:
-    validator = _SCHEMAS.get(record.get("kind"))  # type: ignore[arg-type]
+    kind = record.get("kind")
+    validator = _SCHEMAS.get(kind) if isinstance(kind, str) else None
     return validator is not None and validator.is_valid(record)
 
 

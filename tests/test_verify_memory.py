@@ -44,6 +44,7 @@ def peak_rss(*args: str) -> tuple[int, subprocess.CompletedProcess[bytes]]:
         pytest.param(lambda: files.hostile_kind_names(300), "schema", id="kind-names"),
         pytest.param(lambda: files.hostile_closed_run_ids(300), None, id="closed-run-ids"),
         pytest.param(lambda: files.hostile_sink_names(300), "loss", id="sink-names"),
+        pytest.param(lambda: files.hostile_field_names(300), "schema", id="field-names"),
         pytest.param(lambda: files.hostile_interleaved_blocks(64, 12_000), None,
                      id="interleaved-blocks"),
     ],

@@ -190,16 +190,19 @@ def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None
 def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
     if shape.fits(value):
         return None
-    signature = (*value, *map(type, value.values()))
     verdicts = shape.verdicts
-    if signature in verdicts:
-        problem = verdicts[signature]
-    else:
+    if value.keys() <= shape.types.keys():  # the fields' own names: a bounded signature
+        signature = (*value, *map(type, value.values()))
+        if signature in verdicts:
+            problem = verdicts[signature]
+        else:
+            problem = _check_types(value, shape)
+            if len(verdicts) < _MAX_SIGNATURES:
+                verdicts[signature] = problem
+    else:  # a name no field has (perhaps a megabyte long) is never kept
         problem = _check_types(value, shape)
-        if len(verdicts) < _MAX_SIGNATURES:
-            verdicts[signature] = problem
     if problem is not None:
-        return f"field {where + problem[0]!r} {problem[1]}"
+        return f"field {_short_key(where + problem[0])!r} {problem[1]}"
     return _check_values(value, shape, where)
 
 

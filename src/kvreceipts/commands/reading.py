@@ -35,6 +35,9 @@ _ZSTD_SLICE = 256
 """Compressed bytes fed to zstd at a time: a zstd block of 4 bytes can stand for 128 KiB, and
 the decompressor has no output limit, so small inputs are what bound its output."""
 _GZIP, _ZSTD, _XZ = (COMPRESSIONS[name] for name in ("gzip", "zstd", "xz"))
+_GZIP_HIDING = 0x04 | 0x10
+"""FEXTRA and FCOMMENT (RFC 1952): header fields that could hold any bytes, and no writer of
+receipts sets (FNAME, which ``gzip FILE`` writes, is read past by zlib)."""
 
 
 class ReceiptLines:
@@ -152,19 +155,20 @@ class ReceiptLines:
         """
         frame, started, whole = new(), False, 0
         magic = _GZIP if kind == "gzip" else _ZSTD
-        carry = b""  # the first bytes of a frame, too few to tell its magic number yet
+        told = 4  # gzip: ID1 ID2 CM FLG; zstd: the magic number
+        carry = b""  # the first bytes of a frame, too few to tell what it is yet
         for chunk in self._raw(head):
             data: Any = carry + chunk if carry else chunk
             carry = b""
             while data:
-                if not started and whole:
+                if not started:
                     # A frame of the file's own format, or bytes hidden after the last one (a
-                    # zstd skippable frame decodes to nothing, and would pass unseen).
-                    if len(data) < len(magic):
+                    # zstd skippable frame decodes to nothing, and would pass unseen; so do a
+                    # gzip header's extra field and comment).
+                    if len(data) < told:
                         carry = bytes(data)
                         break
-                    if bytes(data[: len(magic)]) != magic:
-                        self._hidden(kind, whole, f"it starts with {bytes(data[:4]).hex()}")
+                    if not self._frame_start(kind, whole, bytes(data[:told])):
                         return
                 try:
                     out, data = feed(frame, data)
@@ -178,20 +182,30 @@ class ReceiptLines:
                     frame, started = new(), False
                     whole += 1
         if carry:
-            if magic.startswith(carry):
+            if magic.startswith(carry[: len(magic)]):
                 self.truncated_tail = True  # a frame torn after its first bytes
             else:
                 self._hidden(kind, whole, f"it starts with {carry.hex()}")
         if started and not frame.eof:
             self.truncated_tail = True
 
+    def _frame_start(self, kind: str, whole: int, first: bytes) -> bool:
+        """Whether ``first``, a frame's first bytes, starts a frame that hides nothing."""
+        if not first.startswith(_GZIP if kind == "gzip" else _ZSTD):
+            self._hidden(kind, whole, f"it starts with {first.hex()}")
+            return False
+        if kind == "gzip" and first[3] & _GZIP_HIDING:
+            self._hidden(kind, whole, "a gzip header with an extra field or a comment")
+            return False
+        return True
+
     def _corrupt(self, kind: str, whole: int, why: str) -> None:
         """Bad data after ``whole`` good frames: bytes hidden after them, or (none) not ours."""
-        if not whole:
-            raise InputError(f"not a valid {kind} stream ({why})", path=self.path)
         self._hidden(kind, whole, why)
 
     def _hidden(self, kind: str, whole: int, why: str) -> None:
+        if not whole:
+            raise InputError(f"not a valid {kind} stream ({why})", path=self.path)
         self.hidden_bytes = (f"after its {whole:,} whole {kind} frame(s) the file holds bytes "
                              f"that are no {kind} frame ({why}): hidden from every reader, "
                              "and not read")  # fmt: skip

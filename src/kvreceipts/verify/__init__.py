@@ -125,8 +125,9 @@ def _check_reader(lines: object, report: VerifyReport, limit: int) -> None:
     stopped = getattr(lines, "stopped_at", None)
     if type(stopped) is int:
         report.stopped_at = stopped
-        report.add(Violation(stopped, "bytes", f"line {stopped:,} is longer than {limit:,} "
-                             "bytes: no receipt is; reading stopped there"))  # fmt: skip
+        report.add(Violation(stopped, "stopped", f"line {stopped:,} is longer than {limit:,} "
+                             "bytes, so reading stopped there: the rest of the input was not "
+                             "read"))  # fmt: skip
     hidden = getattr(lines, "hidden_bytes", None)
     if type(hidden) is str:
         report.hidden_bytes = hidden

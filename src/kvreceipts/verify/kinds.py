@@ -77,29 +77,31 @@ def stats_problems(stats: Any, total_bytes: int, where: str) -> list[str]:
 
 
 def check_eviction(v: Checker, number: int, run: RunState, rec: Any) -> None:  # noqa: PLR0912
-    """The arithmetic of one eviction, and its place among the run's evictions."""
-    before, after, size, seq, run_id = rec.before, rec.after, rec.block_size_bytes, rec.seq, run
-    fail = v.fail
+    """The arithmetic of one eviction, and its place among the run's evictions (this runs once
+    per eviction: the common case takes no branch but the tests).
+    """
+    before, after, size, seq = rec.before, rec.after, rec.block_size_bytes, rec.seq
+    used = before.used_bytes
+    if after.used_bytes != used - size:
+        v.fail(number, "bytes", f"after.used_bytes {after.used_bytes} != before.used_bytes "
+               f"{used} - block_size_bytes {size}", seq, run)  # fmt: skip
     pool = run.total_bytes
-    if after.used_bytes != before.used_bytes - size:
-        fail(number, "bytes", f"after.used_bytes {after.used_bytes} != before.used_bytes "
-             f"{before.used_bytes} - block_size_bytes {size}", seq, run_id)  # fmt: skip
-    if before.used_bytes > pool or rec.block_offset + size > pool:
-        fail(number, "bytes", f"bytes beyond the pool of {pool:,} (the open record's "
-             f"total_bytes): before.used_bytes {before.used_bytes:,}, block "
-             f"{rec.block_offset:,}+{size:,}", seq, run_id)  # fmt: skip
+    if used > pool or rec.block_offset + size > pool:
+        v.fail(number, "bytes", f"bytes beyond the pool of {pool:,} (the open record's "
+               f"total_bytes): before.used_bytes {used:,}, block {rec.block_offset:,}+{size:,}",
+               seq, run)  # fmt: skip
     if after.total_sessions != before.total_sessions - 1:
-        fail(number, "sessions", "total_sessions must drop by exactly one", seq, run_id)
-    evictions, hits, misses = after.evictions, after.cache_hits, after.cache_misses
-    evictions_before = getattr(before, "evictions", None)  # in the upstream layout only
-    if evictions_before is not None:
+        v.fail(number, "sessions", "total_sessions must drop by exactly one", seq, run)
+    if run.layout == "upstream":
         _upstream(v, number, run, rec)
-    if run.last_evictions is not None and evictions != run.last_evictions + 1:
-        fail(number, "counter", f"after.evictions {evictions} does not follow the previous "
-             f"eviction's {run.last_evictions}: an eviction receipt is missing or repeated", seq,
-             run_id)  # fmt: skip
+    evictions, hits, misses = after.evictions, after.cache_hits, after.cache_misses
+    last = run.last_evictions
+    if last is not None and evictions != last + 1:
+        v.fail(number, "counter", f"after.evictions {evictions} does not follow the previous "
+               f"eviction's {last}: an eviction receipt is missing or repeated", seq,
+               run)  # fmt: skip
     if hits < run.last_hits or misses < run.last_misses:
-        fail(number, "counter", "hit or miss counters went backwards", seq, run_id)
+        v.fail(number, "counter", "hit or miss counters went backwards", seq, run)
     run.last_evictions, run.last_hits, run.last_misses = evictions, hits, misses
     run.bytes_freed += size
     # The round this eviction belongs to: evictions with consecutive seqs since the barrier.
@@ -107,7 +109,7 @@ def check_eviction(v: Checker, number: int, run: RunState, rec: Any) -> None:  #
     if seq != run.streak_next:
         del streak[:]
         run.streak_first, run.streak_bytes = seq, 0
-    if len(streak) < MAX_STREAK:
+    if seq - run.streak_first < MAX_STREAK:
         streak.append(run.streak_bytes)
     run.streak_bytes += size
     run.streak_next = seq + 1
@@ -115,19 +117,21 @@ def check_eviction(v: Checker, number: int, run: RunState, rec: Any) -> None:  #
     if block_hash is not None:
         evicted = run.evicted_at_misses
         seen = evicted.get(block_hash)
-        if seen is not None and misses <= seen:
-            fail(number, "block", f"block {block_hash} evicted again without a miss that "
-                 "could have cached it in between", seq, run_id)  # fmt: skip
-        if seen is not None:
-            evicted[block_hash] = misses
-        elif len(evicted) < MAX_TRACKED_BLOCKS and v.tracked_blocks < MAX_TRACKED_BLOCKS_TOTAL:
-            evicted[block_hash] = misses
-            v.tracked_blocks += 1
+        if seen is None:
+            if v.tracked_blocks < MAX_TRACKED_BLOCKS_TOTAL and len(evicted) < MAX_TRACKED_BLOCKS:
+                evicted[block_hash] = misses
+                v.tracked_blocks += 1
+            else:
+                v.report.untracked_evictions += 1
         else:
-            v.report.untracked_evictions += 1
+            if misses <= seen:
+                v.fail(number, "block", f"block {block_hash} evicted again without a miss that "
+                       "could have cached it in between", seq, run)  # fmt: skip
+            evicted[block_hash] = misses
 
 
 def _upstream(v: Checker, number: int, run: RunState, rec: Any) -> None:
+    """An upstream eviction's full statistics, before and after."""
     before, after, seq = rec.before, rec.after, rec.seq
     if after.evictions != before.evictions + 1:
         v.fail(number, "counter", "evictions must rise by exactly one", seq, run)

@@ -95,6 +95,8 @@ class VerifyReport:
     losses: list[DeclaredLoss] = field(default_factory=list)
     lost_records: int = 0
     truncated_tail: bool = False
+    truncated_tail_lines: int = 0
+    """Lines that are a torn tail (not records, so not checked under the key)."""
     hmac: bool = False
     """A key was given."""
     key_id: str | None = None
@@ -160,9 +162,6 @@ class VerifyReport:
                 return "failed"
             return "signed" if self.signed else "hmac"
         return "signed" if self.signed else "none"
-
-    truncated_tail_lines: int = 0
-    """Lines that are a torn tail (not records, so not checked under the key)."""
 
     @property
     def signatures(self) -> str:

@@ -24,11 +24,11 @@ import orjson
 
 from kvreceipts.chain import DIGEST_SUFFIX_LEN, key_id
 from kvreceipts.errors import InputError
-from kvreceipts.schema import SCHEMA_ID_V1
+from kvreceipts.schema import ALGORITHMS, LAYOUTS, SCHEMA_ID_V1
 from kvreceipts.shape import check_record, shape_test
 from kvreceipts.verify import kinds
 from kvreceipts.verify.report import RunOutcome, VerifyReport, Violation
-from kvreceipts.verify.state import RunState, clip, instant, run_key, short_id
+from kvreceipts.verify.state import MAX_ID, RunState, clip, instant, run_key, short_id
 from kvreceipts.verify.structs import DecodeError, eviction_decoder
 from kvreceipts.verify.structs import encode as _encode
 
@@ -53,6 +53,7 @@ _HEAD_LEN = len(_SUFFIX_HEAD)
 _loads, _dumps, _sha256 = orjson.loads, orjson.dumps, hashlib.sha256
 _UNKNOWN: Any = object()
 _TREE_KINDS = frozenset(("checkpoint", "close"))
+_check_eviction = kinds.check_eviction
 V1_ERROR = (f"schema {SCHEMA_ID_V1} is no longer verified; re-run the simulation to write /2 "
              "receipts")  # fmt: skip
 
@@ -128,7 +129,7 @@ class StreamVerifier:
                 if run is not None and run.layout == self.fast_layout and _encode(rec) == payload:
                     self._counted(run, "eviction")
                     self._link(number, run, rec, payload, claimed)
-                    kinds.check_eviction(self, number, run, rec)
+                    _check_eviction(self, number, run, rec)
                     return
         self._general(number, payload, claimed)
 
@@ -273,17 +274,16 @@ class StreamVerifier:
         layout, alg, kid = record.get("layout"), record.get("alg"), record.get("key_id")
         if seq != 0:
             self.fail(number, "seq", "an open record must have seq 0", seq, run_id)
-        total, source = record.get("total_bytes"), record.get("source")
-        run = RunState(
+        total = record.get("total_bytes")
+        run = RunState(  # nothing of unbounded size: a hostile open record fails its shape
             short_id(run_id),
             key,
             run_id if run_id in self.options.anchors else None,
-            layout if layout in ("lean", "upstream") else "lean",
-            alg if type(alg) is str else "",
-            kid if type(kid) is str else None,
+            layout if layout in LAYOUTS else "lean",
+            alg if alg in ALGORITHMS else clip(alg),
+            kid if type(kid) is str and len(kid) <= MAX_ID else None if kid is None else clip(kid),
             number,
             total_bytes=total if type(total) is int else 0,
-            source=source if type(source) is str else "",
         )
         self.runs[key] = run
         if len(self.seen) < MAX_SEEN_RUNS:
@@ -297,9 +297,9 @@ class StreamVerifier:
         keyed = self.key is not None
         if alg != run.alg or kid != run.key_id:
             report.auth_failures += keyed
-            self.fail(number, "alg", f"sealed with {clip(alg)}{'/' + kid if kid else ''}, but "
-                      f"the run declares {clip(run.alg)}{'/' + run.key_id if run.key_id else ''}",
-                      seq, run)  # fmt: skip
+            self.fail(number, "alg", f"sealed with {clip(alg)}{'/' + clip(kid) if kid else ''}, "
+                      f"but the run declares {clip(run.alg)}"
+                      f"{'/' + clip(run.key_id) if run.key_id else ''}", seq, run)  # fmt: skip
         if alg == "sha256":
             report.unauthenticated += 1
             if keyed or opts.require_hmac:

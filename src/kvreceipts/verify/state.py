@@ -34,7 +34,7 @@ __all__ = [
 MAX_TRACKED_BLOCKS = 250_000
 """Evicted block hashes remembered per run for the re-eviction check (and see
 :data:`kvreceipts.verify.runs.MAX_TRACKED_BLOCKS_TOTAL` for all runs together)."""
-MAX_STREAK = 1 << 16
+MAX_STREAK = 1 << 14
 """Evictions of one round whose sizes are remembered for its batch's byte total."""
 MAX_ID = 64
 """Longest identifier kept or printed whole."""
@@ -125,7 +125,6 @@ class RunState:
     line: int
     total_bytes: int = 0
     """The pool size the open record states: no byte count of the run may exceed it."""
-    source: str = ""
     prev: bytes = ZERO_DIGEST.encode()
     next_seq: int = 1
     last_timestamp: str | None = None
