@@ -115,6 +115,11 @@ def rerun_hint(tasks: list[Task], rows: list[dict[str, Any]], answers: list[dict
         return f"re-run {why}, with receipts: {_rerun(task, capacity)}"
     key = "capacity_blocks" if "capacity_blocks" in rows[0] else "capacity_mb"
     best = max(r["hit_ratio"] for r in rows)
+    if best <= 0:
+        smallest = min(rows, key=lambda r: r[key])
+        task = by_policy[(smallest["trace"], smallest["policy"])]
+        return ("re-run the smallest point (no point of the grid hits at all), with receipts: "
+                + _rerun(task, float(smallest[key])))  # fmt: skip
     useful = [r for r in rows if r["hit_ratio"] > 0 and r["hit_ratio"] >= best / 2] or rows
     pick = max(useful, key=lambda r: (r["hit_ratio"] / r[key], -r[key]))
     task = by_policy[(pick["trace"], pick["policy"])]
