@@ -397,22 +397,44 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
     rows.append(Row("ratio: exact curve / one replay", curve.ratio, "x", "<= 10",
                     curve.ratio <= 10))  # fmt: skip
 
+    from kvreceipts.sweep import shards as shards_module
+
     def shards() -> list[Any]:
         flat = [h for r in requests for h in r.block_hashes]
-        return methods.lru_counts(methods.shards_distances(flat, 0.01), forty, len(flat))
+        return methods.lru_counts(shards_module.shards(flat, 0.01), forty, len(flat))
 
     forty = _log_capacities(unique, 40)
     sampled = paired(shards, replay, SHORT_PAIR_TURNS * reps)
-    truth = exact(forty)
-    estimate = shards()
-    mae = statistics.mean(abs(a.misses - b.misses) / len(blocks)
-                          for a, b in zip(truth, estimate, strict=True))  # fmt: skip
     rows.append(Row("sweep shards R=0.01, 40 capacities", sampled.a * 1000, "ms",
-                    note=f"{estimate[0].sampled_refs:,} sampled refs"))  # fmt: skip
+                    note=f"{shards()[0].sampled_refs:,} sampled refs"))  # fmt: skip
     rows.append(Row("ratio: shards / one replay", sampled.ratio, "x", "<= 0.5",
                     sampled.ratio <= 0.5))  # fmt: skip
-    rows.append(Row("shards R=0.01 mean abs miss-ratio error", mae, "", "<= 0.01", mae <= 0.01,
-                    note="vs exact, 40 log-spaced capacities"))  # fmt: skip
+    twenty = _log_capacities(unique, 20)
+    truth = exact(twenty)
+
+    def mae(distances: Any) -> float:
+        estimate = methods.lru_counts(distances, twenty, len(blocks))
+        return statistics.mean(abs(a.misses - b.misses) / len(blocks)
+                               for a, b in zip(truth, estimate, strict=True))  # fmt: skip
+
+    variants = [
+        ("uniform SHARDS-adj (before issue 24)", methods.shards_distances(blocks, 0.01)),
+        ("SHARDS-adj, heavy blocks exact, short reuses bounded",
+         shards_module.shards(blocks, 0.01, adjust=True)),
+        ("kvreceipts: heavy exact, short reuses bounded, / sample weight",
+         shards_module.shards(blocks, 0.01)),
+        ("the same, fixed size S=1,000 blocks",
+         shards_module.shards(blocks, 0.01, max_blocks=1000)),
+    ]  # fmt: skip
+    for label, distances in variants:
+        error = mae(distances)
+        goal = "<= 0.01" if label.startswith("kvreceipts") else ""
+        rows.append(Row(f"shards R=0.01 MAE: {label}", error, "", goal,
+                        error <= 0.01 if goal else None,
+                        note="vs exact, 20 log-spaced capacities"))  # fmt: skip
+    expected = shards_module.expected_error(blocks, 0.01, twenty)
+    rows.append(Row("shards R=0.01 expected error (split-half), as printed", expected, "",
+                    note="beside the sampled rows"))  # fmt: skip
 
     synthetic = CONVERSATION.with_name("mooncake_synthetic_trace.jsonl")
     source = Source(trace=str(synthetic), trace_format="mooncake")
@@ -429,6 +451,57 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
     rows.append(Row("sweep grid 4 policies x 25 capacities, --workers 1", grid.a, "s", note=note))
     rows.append(Row("sweep grid, --workers 2", grid.b, "s"))
     rows.append(Row("speed-up: workers 2 / 1", speedup, "x", ">= 1.7", speedup >= 1.7))
+
+
+def bench_answers(reps: int, rows: list[Row], *, search: bool = True) -> None:
+    """Issue 24: exact LRU with targets, prefix tokens and three tiers against today's exact
+    curve (stack distances and 100 capacities, as before the issue); the simulations a
+    non-LRU target takes.
+    """
+    from kvreceipts.sweep import methods
+    from kvreceipts.sweep.grid import Source, SweepSpec, Task, run_task
+    from kvreceipts.sweep.profile import lru_profile
+    from kvreceipts.sweep.targets import Answer
+
+    requests = load_requests(CONVERSATION)
+    blocks = [h for r in requests for h in r.block_hashes]
+    hundred = _log_capacities(len(set(blocks)), 100)
+    block = 512 * 131072  # llama-3-8b: 64 MiB a block
+    tiers = (80 * 2**30 // block, 512 * 2**30 // block, 4 * 2**40 // block)
+
+    def today() -> list[Any]:
+        flat = [h for r in requests for h in r.block_hashes]
+        return methods.lru_counts(methods.stack_distances(flat), hundred, len(flat))
+
+    def answers() -> list[Any]:
+        profile = lru_profile(requests, 512)
+        out: list[Any] = [profile.counts(c) for c in hundred]
+        out += [profile.smallest_capacity(t) for t in (0.3, 0.35, 0.4)]
+        out.append(profile.smallest_capacity(0.3, tokens=True))
+        out.append(profile.counts(sum(tiers), tiers))
+        return out
+
+    got = answers()
+    assert [c.hits for c in today()] == [c.hits for c in got[: len(hundred)]], "exact changed"
+    pair = paired(answers, today, reps)
+    rows.append(Row("sweep exact LRU + 3 targets, token target, tokens, 3 tiers", pair.a * 1000,
+                    "ms", note=f"{len(hundred)} capacities, conversation trace"))  # fmt: skip
+    rows.append(Row("sweep exact LRU curve as before issue 24", pair.b * 1000, "ms"))
+    rows.append(Row("ratio: with answers / as before", pair.ratio, "x", "<= 2",
+                    pair.ratio <= 2))  # fmt: skip
+    if not search:
+        return
+    source = Source(trace=str(CONVERSATION), trace_format="mooncake")
+    for policy in ("fifo", "lfu", "s3fifo"):
+        task = Task(0, source, SweepSpec("paged", pin=False), policy, "simulate", (), 1.0,
+                    (("hit_ratio", 0.3),))  # fmt: skip
+        start = time.perf_counter()
+        answer = run_task(task)[0]
+        elapsed = time.perf_counter() - start
+        assert isinstance(answer, Answer)
+        rows.append(Row(f"target hit ratio 0.3, {policy} --no-pin: simulations",
+                        answer.simulations, "", "<= 12", answer.simulations <= 12,
+                        note=f"answer {answer.capacity:,} blocks, {elapsed:.1f} s"))  # fmt: skip
 
 
 def bench_startup(reps: int, rows: list[Row]) -> None:
@@ -762,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller runs")
     parser.add_argument("--reps", type=int, default=0, help="repetitions per measure")
     parser.add_argument("--arena-requests", type=int, default=0)
-    parser.add_argument("--only", choices=["receipts", "proofs", "startup", "sweep", "watch"],
+    parser.add_argument("--only", choices=["receipts", "proofs", "startup", "sweep", "answers", "watch"],
                         help="run one group of measures")  # fmt: skip
     parser.add_argument("--watch", action="store_true",
                         help="also the watch rows: --from over 1,000,000 removal events, and a "
@@ -801,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_arena(arena, rows, tmp)
         if args.only in (None, "sweep"):
             bench_sweep(reps, rows, grid_reps=max(1, reps // 3))
+        if args.only in (None, "sweep", "answers"):
+            bench_answers(reps, rows)
     if args.watch:
         rows += _watch_rows(args)
     if args.json:

@@ -126,13 +126,14 @@ def test_exact_equals_simulate_without_pinning_on_the_real_trace(traces_dir: Pat
     assert exact[0].hits < exact[-1].hits
 
 
-# Mean absolute miss-ratio error of SHARDS-adj against exact over 40 log-spaced capacities,
-# as measured on these traces (docs/sweep.md); the bounds leave a little room.
+# Mean absolute miss-ratio error of SHARDS against exact over 20 log-spaced capacities, as
+# measured on these traces (docs/sweep.md: 0.0052, 0.0045, 0.0030, 0.0017); issue 24 asks for
+# at most 0.01 at R = 0.01 on the conversation trace.
 SHARDS_BOUNDS = {
-    ("mooncake_synthetic_trace.jsonl", 0.05): 0.01,
-    ("mooncake_conversation_trace.jsonl", 0.05): 0.01,
-    ("mooncake_synthetic_trace.jsonl", 0.01): 0.025,
-    ("mooncake_conversation_trace.jsonl", 0.01): 0.05,
+    ("mooncake_synthetic_trace.jsonl", 0.05): 0.006,
+    ("mooncake_conversation_trace.jsonl", 0.05): 0.004,
+    ("mooncake_synthetic_trace.jsonl", 0.01): 0.008,
+    ("mooncake_conversation_trace.jsonl", 0.01): 0.01,
 }
 
 
@@ -142,13 +143,38 @@ def test_shards_error_on_the_real_traces(traces_dir: Path, name: str, rate: floa
     trace = traces_dir / name
     unique = {"mooncake_synthetic_trace.jsonl": 43_924,
               "mooncake_conversation_trace.jsonl": 182_790}[name]  # fmt: skip
-    capacities = log_points(unique, 40)
+    capacities = log_points(unique, 20)
     exact = _grid(trace, "lru", "exact", capacities)
     sampled = _grid(trace, "lru", "shards", capacities, rate=rate)
     total = exact[0].hits + exact[0].misses
     errors = [abs(a.misses - b.misses) / total for a, b in zip(exact, sampled, strict=True)]
     assert sum(errors) / len(errors) <= SHARDS_BOUNDS[(name, rate)]
-    assert 0.5 * rate * total < sampled[0].sampled_refs < 1.5 * rate * total
+    # the light sample at the rate, plus the heavy blocks' references (kept exactly)
+    assert 0.5 * rate * total < sampled[0].sampled_refs
+    expected = sampled[0].expected_error
+    assert expected is not None
+    assert 0 < expected < 3 * SHARDS_BOUNDS[(name, rate)]
+
+
+def test_fixed_size_shards_keeps_at_most_s_blocks_and_stays_close() -> None:
+    from kvreceipts.sweep import shards
+
+    rng = __import__("random").Random(5)
+    blocks = [rng.randrange(20_000) if rng.random() < 0.7 else rng.randrange(200)
+              for _ in range(60_000)]  # fmt: skip
+    unique = len(set(blocks))
+    capacities = [int(c) for c in log_points(unique, 12)]
+    exact = methods.lru_counts(methods.stack_distances(blocks), capacities, len(blocks))
+    errors = []
+    for size in (2000, 8000):
+        estimate = methods.lru_counts(shards.shards(blocks, 1.0, max_blocks=size), capacities,
+                                      len(blocks))  # fmt: skip
+        error = sum(abs(a.hits - b.hits) for a, b in zip(exact, estimate, strict=True))
+        errors.append(error / len(capacities) / len(blocks))
+    assert errors[1] < errors[0] < 0.01  # measured 0.0065 and 0.0023
+    kept: list[int] = []
+    shards.shards(blocks, 1.0, max_blocks=500, sample_sizes=kept)
+    assert max(kept) == 500  # never more distinct light blocks than S
 
 
 def test_csv_json_jsonl_and_table_match_their_snapshots() -> None:
@@ -520,3 +546,17 @@ def test_a_trace_at_an_fsspec_url_is_fetched_and_swept(tmp_path: Path) -> None:
     assert from_url.exit_code == 0, from_url.stderr
     assert from_url.stdout == from_file.stdout
     assert from_url.stdout.count("t.jsonl,") == 16
+
+
+def test_sampled_rows_carry_their_expected_error() -> None:
+    base = [*SMALL, "--no-pin", "--method", "shards", "--sample-rate", "0.5", "-f", "jsonl"]
+    result = run(*base, "--sample-max-blocks", "100", "--policy", "lru,fifo")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    lru = [r for r in rows if r["policy"] == "lru"]
+    assert all(r["expected_error"] is not None and r["expected_error"] >= 0 for r in lru)
+    assert all(r["expected_error"] is None for r in rows if r["policy"] == "fifo")
+    assert "at most 100 blocks" in result.stderr
+    assert "shards, lru: expected error ±" in result.stderr
+    exact = [json.loads(x) for x in run(*SMALL, "--no-pin", "-f", "jsonl").stdout.splitlines()]
+    assert all(r["expected_error"] is None for r in exact)

@@ -182,6 +182,22 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
     sample_rate: Annotated[
         float, typer.Option(help="SHARDS sampling rate R, in (0, 1].")
     ] = DEFAULT_SAMPLE_RATE,
+    sample_max_blocks: Annotated[
+        int,
+        typer.Option(
+            help="Fixed-size SHARDS: sample at most this many distinct blocks (the rate drops "
+            "as needed), so memory stays bounded whatever the trace; 0: the rate alone.",
+            min=0,
+        ),
+    ] = 0,
+    shards_adj: Annotated[
+        bool,
+        typer.Option(
+            "--shards-adj",
+            help="SHARDS: count the sample's shortfall as hits at the smallest distance "
+            "(SHARDS-adj, FAST'15 §3.3) instead of dividing by the sample's weight.",
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -291,7 +307,9 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
     per_source = [tier_sizes] * len(sources) if tier_sizes else []
     tasks = grid.build_tasks(sources, capacities, spec, policies,
                              method=method.value if method else None, sample_rate=sample_rate,
-                             targets=targets, tier_sizes=per_source)  # fmt: skip
+                             targets=targets, tier_sizes=per_source,
+                             sample_max_blocks=sample_max_blocks,
+                             shards_adj=shards_adj)  # fmt: skip
     for note in notes:
         out.note(note)
     _run(out, chosen, tasks, facts, workers, dask, plot, html_file, started)
@@ -444,7 +462,7 @@ def _run(
     else:
         out.show(*report.tables(rows, facts))
     total = sum(t.points for t in tasks)
-    summary(out, tasks, facts, answers, total, time.perf_counter() - started)
+    summary(out, tasks, facts, rows, answers, total, time.perf_counter() - started)
     for path in (plot, html_file):
         if path is not None:
             out.note(f"wrote {path}")

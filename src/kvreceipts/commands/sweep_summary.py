@@ -46,6 +46,7 @@ def summary(
     out: Output,
     tasks: list[Task],
     facts: list[TraceFacts],
+    rows: list[dict[str, Any]],
     answers: list[dict[str, Any]],
     total: int,
     elapsed: float,
@@ -55,8 +56,17 @@ def summary(
     out.note(f"[dim]{total:,} grid points ({methods}) in {elapsed:.2f} s[/dim]")
     shards = next((t for t in tasks if t.method == "shards"), None)
     if shards is not None:
-        out.note(f"shards: sample rate {shards.sample_rate:g} of {facts[0].block_refs:,} "
-                 "block lookups (sampled_refs in the rows gives each sample's size)")  # fmt: skip
+        size = f", at most {shards.sample_max_blocks:,} blocks" if shards.sample_max_blocks else ""
+        how = "SHARDS-adj" if shards.shards_adj else "divided by the sample's weight"
+        refs = facts[0].block_refs
+        out.note(f"shards: sample rate {shards.sample_rate:g}{size} of {refs:,} block lookups "
+                 f"({how}; sampled_refs in the rows gives each sample's size)")  # fmt: skip
+    errors = {(r["trace"], r["policy"]): r["expected_error"] for r in rows
+              if r.get("expected_error") is not None}  # fmt: skip
+    for (trace, policy), error in errors.items():
+        name = f" ({trace})" if len(facts) > 1 else ""
+        out.note(f"shards{name}, {policy}: expected error ±{error:.4f} in hit ratio (mean "
+                 "absolute; split-half: two half-rate samples differ by twice it)")  # fmt: skip
     paged = tasks[0].spec.allocator == "paged"
     for fact in facts if paged else ():
         name = f" ({fact.name})" if len(facts) > 1 else ""
@@ -105,6 +115,11 @@ def rerun_hint(tasks: list[Task], rows: list[dict[str, Any]], answers: list[dict
         return f"re-run {why}, with receipts: {_rerun(task, capacity)}"
     key = "capacity_blocks" if "capacity_blocks" in rows[0] else "capacity_mb"
     best = max(r["hit_ratio"] for r in rows)
+    if best <= 0:
+        smallest = min(rows, key=lambda r: r[key])
+        task = by_policy[(smallest["trace"], smallest["policy"])]
+        return ("re-run the smallest point (no point of the grid hits at all), with receipts: "
+                + _rerun(task, float(smallest[key])))  # fmt: skip
     useful = [r for r in rows if r["hit_ratio"] > 0 and r["hit_ratio"] >= best / 2] or rows
     pick = max(useful, key=lambda r: (r["hit_ratio"] / r[key], -r[key]))
     task = by_policy[(pick["trace"], pick["policy"])]

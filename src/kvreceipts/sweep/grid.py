@@ -42,7 +42,7 @@ __all__ = [
 ROW_KEYS = (
     "trace", "policy", "capacity_blocks", "capacity_mb", "capacity_bytes", "hits", "misses",
     "hit_ratio", "miss_ratio", "evictions", "rejected", "method", "sample_rate", "sampled_refs",
-    "prefix_hit_tokens", "prompt_tokens", "token_hit_ratio",
+    "expected_error", "prefix_hit_tokens", "prompt_tokens", "token_hit_ratio",
 )  # fmt: skip
 """The keys of a row, in order; a paged sweep leaves out ``capacity_mb`` (and
 ``capacity_bytes`` without a KV sizing), an arena one ``capacity_blocks`` and the tokens."""
@@ -103,6 +103,10 @@ class Task:
     with full simulations, one target a task."""
     tier_sizes: tuple[tuple[int, ...], ...] = ()
     """With tiers: each point's tier sizes in blocks (they sum to its capacity)."""
+    sample_max_blocks: int = 0
+    """Fixed-size SHARDS: at most this many distinct sampled blocks (0: the rate alone)."""
+    shards_adj: bool = False
+    """SHARDS-adj's correction (the paper's) instead of dividing by the sample's weight."""
 
     @property
     def cost(self) -> float:
@@ -308,6 +312,8 @@ def build_tasks(
     sample_rate: float,
     targets: Sequence[tuple[str, float]] = (),
     tier_sizes: Sequence[Sequence[tuple[int, ...]]] = (),
+    sample_max_blocks: int = 0,
+    shards_adj: bool = False,
 ) -> list[Task]:
     """The tasks of the grid, in row order: source, then policy, then capacity; then, for
     the policies not computed exactly, one search task per target.
@@ -332,7 +338,9 @@ def build_tasks(
             for number_in, (group, group_sizes) in enumerate(groups):
                 last = number_in == len(groups) - 1
                 tasks.append(Task(len(tasks), source, spec, policy, chosen, group, rate,
-                                  answered if last else (), group_sizes))  # fmt: skip
+                                  answered if last else (), group_sizes,
+                                  sample_max_blocks if chosen == "shards" else 0,
+                                  shards_adj and chosen == "shards"))  # fmt: skip
             if targets and chosen != "exact":
                 searches.append((source, policy))
     for source, policy in searches:
@@ -347,8 +355,6 @@ Result = list["Counts | Answer"]
 
 def run_task(task: Task) -> Result:
     """Compute a task's points (in a worker process, a Dask worker, or here)."""
-    from kvreceipts.sweep import methods
-
     requests = load_source(task.source)
     if task.method == "simulate":
         if not task.capacities:
@@ -367,9 +373,25 @@ def run_task(task: Task) -> Result:
         return out + [_exact_answer(profile, m, t) for m, t in task.targets]
     blocks = _blocks(task.source)
     if task.policy == "lru":
-        distances = methods.shards_distances(blocks, task.sample_rate)
-        return list(methods.lru_counts(distances, capacities, len(blocks)))
+        return _shards_lru(blocks, task, capacities)
     return [_miniature(requests, blocks, task, c) for c in capacities]
+
+
+def _shards_lru(blocks: list[int], task: Task, capacities: list[int]) -> Result:
+    """SHARDS' LRU curve, each point with the split-half estimate of the curve's error."""
+    import dataclasses
+
+    from kvreceipts.sweep import methods, shards
+
+    prepared = shards.prepare(blocks)
+    settings: dict[str, Any] = {"max_blocks": task.sample_max_blocks,
+                                "adjust": task.shards_adj, "prepared": prepared}  # fmt: skip
+    distances = shards.shards(blocks, task.sample_rate, **settings)
+    error = None
+    if task.sample_rate < 1 or task.sample_max_blocks:
+        error = round(shards.expected_error(blocks, task.sample_rate, capacities, **settings), 6)
+    counts = methods.lru_counts(distances, capacities, len(blocks))
+    return [dataclasses.replace(c, expected_error=error) for c in counts]
 
 
 @functools.lru_cache(maxsize=2)
@@ -410,8 +432,12 @@ def _search(requests: Sequence[Request], task: Task, metric: str, target: float)
 
     reference = profile.cumulative(tokens=tokens)
 
-    def model(hits: int) -> float:  # the capacity at which exact LRU gets these hits
-        return float(bisect.bisect_left(reference, hits))
+    def model(hits: float) -> float:  # the capacity at which exact LRU gets these hits,
+        at = bisect.bisect_left(reference, hits)  # between whole blocks where it jumps
+        if at <= 0 or at >= len(reference):
+            return float(min(max(at, 0), len(reference)))
+        below, above = reference[at - 1], reference[at]
+        return at - 1 + (hits - below) / (above - below) if above > below else float(at)
 
     # At the distinct blocks nothing is ever evicted: every policy reaches the ceiling.
     capacity, _, calls = search(hits_at, need, max(1, profile.distinct), top, model)
@@ -479,6 +505,8 @@ def _miniature(
     from kvreceipts.sweep.methods import Counts
 
     rate = task.sample_rate
+    if task.sample_max_blocks:  # fixed size: the rate that keeps at most that many blocks
+        rate = min(rate, task.sample_max_blocks / max(1, len(set(blocks))))
     sample = _sample(task.source, rate) if rate < 1 else list(requests)
     mini = max(1, round(capacity * rate))
     manager = _manager(task, mini)

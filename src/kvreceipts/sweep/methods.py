@@ -58,6 +58,8 @@ class Counts:
     prompt_tokens: int | None = None
     tier_hits: tuple[int, ...] = ()
     """Hits in each memory tier, fastest first (empty without ``--tier``)."""
+    expected_error: float | None = None
+    """SHARDS: the split-half estimate of the curve's mean absolute hit-ratio error."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,7 @@ def build_rows(
                 "method": task.method,
                 "sample_rate": task.sample_rate,
                 "sampled_refs": c.sampled_refs,
+                "expected_error": c.expected_error,
                 "prefix_hit_tokens": c.prefix_hit_tokens,
                 "prompt_tokens": c.prompt_tokens,
                 "token_hit_ratio": _ratio(c.prefix_hit_tokens, c.prompt_tokens),

@@ -45,23 +45,23 @@ def search(
     need: int,
     high: int,
     high_hits: int,
-    model: Callable[[int], float] | None = None,
+    model: Callable[[float], float] | None = None,
 ) -> tuple[int, int, int]:
     """The smallest capacity in ``1..high`` with ``hits_at(c) >= need``, its hits, and the
     number of ``hits_at`` calls; ``high`` is known to reach ``need`` with ``high_hits``.
 
     ``model`` maps a hit count to the capacity at which a reference curve (exact LRU) gets
-    it. Through it a policy's curve is close to a straight line through the origin (a policy
-    is roughly LRU at a scaled capacity), so a few secant steps there, starting at LRU's own
-    answer, land within a few blocks of the answer; a bracket around that estimate, widened
-    by doubling, is then halved down to one block.
+    it, continuously. Through it a policy's curve is close to a straight line through the
+    origin (a policy is roughly LRU at a scaled capacity), so secant steps there, starting at
+    LRU's own answer, close in fast. Once a step is short, two probes a little either side of
+    the estimate bracket the answer tightly, and halving settles the last blocks.
     """
     warp = model or float
     goal = warp(need)
     bracket = [0, 0, high, high_hits]  # lo, its hits, hi, its hits: lo misses, hi reaches
     calls = 0
 
-    def probe(x: int) -> int:
+    def probe(x: int) -> float:
         nonlocal calls
         got = hits_at(x)
         calls += 1
@@ -70,46 +70,44 @@ def search(
                 bracket[2:] = [x, got]
         elif x > bracket[0]:
             bracket[:2] = [x, got]
-        return got
+        return warp(got)
 
     def inside(x: float) -> int:
         return min(max(round(x), bracket[0] + 1), bracket[2] - 1)
 
-    # Secant steps in the model's space, from (0, 0) and LRU's answer.
-    previous_x, previous_v = 0, 0.0
-    x = inside(goal) if model is not None else inside(goal * high / max(1.0, warp(high_hits)))
+    points = [(0.0, 0.0)]  # (capacity, warped hits) probed, the origin first
+    x = inside(goal if model is not None else goal * high / max(1.0, warp(high_hits)))
     step = float(high)
     for _ in range(_SECANT_STEPS):
         if bracket[2] - bracket[0] <= 1:
             break
-        v = warp(probe(x))
-        if v == previous_v:
+        points.append((x, probe(x)))
+        (x0, v0), (x1, v1) = points[-2], points[-1]
+        if v1 == v0:
             break
-        estimate = x + (goal - v) * (x - previous_x) / (v - previous_v)
-        step = abs(estimate - x)
-        previous_x, previous_v = x, v
-        if bracket[2] - bracket[0] <= 1:
-            break
+        estimate = x1 + (goal - v1) * (x1 - x0) / (v1 - v0)
+        step = abs(estimate - x1)
         x = inside(estimate)
-        if step < 1:
+        if step <= _CLOSE and len(points) > 2:
             break
-    # A tight bracket around the estimate: step away from the known end at doubling
-    # distances until the other side is found, then halve.
-    reach = max(1, math.ceil(step))
-    if bracket[0] < x < bracket[2]:
-        probe(x)
-    galloping = True
+    # From the estimate, step away at doubling distances until the answer is bracketed
+    # (a probe below the target and one reaching it, ``reach`` apart), then halve.
+    reach = max(2, math.ceil(step / 2), round(x * _RELATIVE_REACH))
     while bracket[2] - bracket[0] > 1:
         lo, hi = bracket[0], bracket[2]
-        if galloping and hi - lo > 2 * reach:
-            got = probe(hi - reach if x >= hi else lo + reach if x <= lo else x)
-            galloping = (got >= need) == (x >= hi)
-            x = bracket[2] if got >= need else bracket[0]
-            reach *= 2
+        if hi - lo <= 2 * reach or not lo < x < hi:
+            probe((lo + hi) // 2)
             continue
-        probe((lo + hi) // 2)
+        probe(x)
+        x = x - reach if x == bracket[2] else x + reach
+        reach *= 2
     return bracket[2], bracket[3], calls
 
 
 _SECANT_STEPS = 4
 """At most this many secant steps before the bracket is settled by halving."""
+_CLOSE = 64
+"""A secant step this short (in blocks) means the estimate is close: bracket it."""
+_RELATIVE_REACH = 0.004
+"""The first bracketing step, as a share of the estimate: hit counts move in steps (a FIFO
+queue's contents change in bursts), so an estimate is seldom closer than this."""
