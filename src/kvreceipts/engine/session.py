@@ -271,6 +271,8 @@ def _loop(
             _feed_drops(core, sub, recorder)  # message that follows it
         if _handle(core, chunk, record, recorder, limit):
             return "max-batches"
+        last_message = time.monotonic()  # idle counts from the end of the work (a replay
+        # request can take --replay-timeout seconds)
     # Stopped by a signal: what was already received is handled, then the watch ends.
     while chunk := get(None):
         _handle(core, chunk, record, recorder, None)
@@ -297,7 +299,7 @@ def watch_recording(
             if regret_window_s is not None
             else float(header.get("regret_window_s", DEFAULT_REGRET_WINDOW_S))
         )
-        entries = reader.entries()
+        entries = _Peekable(reader.entries())
         recover = _recorded_replay(entries, path, say) if header.get("replay_endpoint") else None
         per_token = bytes_per_token if bytes_per_token is not None else \
             header.get("bytes_per_token")  # fmt: skip
@@ -340,19 +342,49 @@ def watch_recording(
 
 
 def _recorded_replay(
-    entries: Iterator[Entry], path: str, report: Callable[[str], None]
+    entries: _Peekable, path: str, report: Callable[[str], None]
 ) -> Callable[[bytes, int, int], list[Recovered]]:
-    """Answers replay requests from the recording: the replies recorded after the message."""
+    """Answers replay requests from the recording: the replies recorded after the message.
+    A request the live run did not make (a recording from an older version) gets no answer,
+    and the entry that follows stays for the main loop.
+    """
 
     def recover(topic: bytes, first: int, last: int) -> list[Recovered]:
         del first  # the recording holds the answer to the request the live run made
         replies: list[tuple[list[bytes], float]] = []
-        for entry in entries:
+        while (entry := entries.peek()) is not None:
             if entry.type == END:
+                next(entries)
                 return collect_replies(replies, topic, last, report)
             if entry.type != REPLY:
                 break
             replies.append((entry.frames, entry.at_s))
-        raise InputError("the recording lacks the replay answer the watch asked for", path=path)
+            next(entries)
+        if replies:
+            raise InputError("the recording ends in the middle of a replay answer", path=path)
+        return []
 
     return recover
+
+
+class _Peekable:
+    """An iterator of entries that can look at the next one without taking it."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._entries = entries
+        self._next: Entry | None = None
+
+    def peek(self) -> Entry | None:
+        if self._next is None:
+            self._next = next(self._entries, None)
+        return self._next
+
+    def __iter__(self) -> _Peekable:
+        return self
+
+    def __next__(self) -> Entry:
+        entry = self.peek()
+        if entry is None:
+            raise StopIteration
+        self._next = None
+        return entry
