@@ -388,3 +388,59 @@ class _Peekable:
             raise StopIteration
         self._next = None
         return entry
+
+
+def watch_trtllm(
+    path: str,
+    sink: BaseSink,
+    *,
+    key: bytes | None = None,
+    regret_window_s: float | None = None,
+    report: Callable[[str], None] | None = None,
+    max_batches: int | None = None,
+    bytes_per_token: int | None = None,
+) -> WatchResult:
+    """Read TensorRT-LLM KV-cache events as JSON lines (``-``: stdin), as a watch does its
+    ZMQ stream (see :mod:`kvreceipts.engine.trtllm`). There is no replay socket: a gap in
+    ``event_id`` is a loss.
+    """
+    import sys
+
+    from kvreceipts.engine.trtllm import TrtllmDecoder
+
+    say = report or (lambda _message: None)
+    started = time.time()
+    header: dict[str, Any] = {
+        "run_id": uuid.uuid4().hex, "start_s": started, "source": "watch",
+        "endpoint": f"trtllm:{path}", "topic": "", "replay_endpoint": None,
+        "regret_window_s": DEFAULT_REGRET_WINDOW_S if regret_window_s is None
+        else regret_window_s, "bytes_per_token": bytes_per_token,
+    }  # fmt: skip
+    core, writer = _core(header=header, sink=sink, key=key, recover=None, report=say,
+                         regret_window_s=header["regret_window_s"],
+                         bytes_per_token=bytes_per_token)  # fmt: skip
+    stream = sys.stdin.buffer if path == "-" else None
+    handle = stream if stream is not None else _open_lines(path)
+    decoder = TrtllmDecoder("<stdin>" if path == "-" else path)
+    stopped_by = "end of input"
+    try:
+        _open(writer, header)
+        lines = ((line, time.time()) for line in handle)
+        for frames, at_s in decoder.messages(lines):
+            core.message(frames, at_s)
+            if max_batches is not None and core.messages >= max_batches:
+                stopped_by = "max-batches"
+                break
+    finally:
+        if stream is None:
+            handle.close()
+    end = max(time.time(), writer.at_s)
+    _close(core, writer, end)
+    return WatchResult(header["run_id"], core, writer, stopped_by, end - started,
+                       received=core.messages, header=header)  # fmt: skip
+
+
+def _open_lines(path: str) -> Any:
+    from kvreceipts.errors import open_file
+
+    return open_file(path, "TensorRT-LLM events file")
