@@ -114,7 +114,7 @@ def examples(page: Path) -> list[Example]:
                 found.append(Example(page, start + first - end, command, shown,
                                      (start + first, start + i), lang, earlier))  # fmt: skip
         elif lang in ("bash", "sh") or (lang == "text" and page.name == "cli.md"):
-            earlier: list[str] = []  # a block's commands make the files its later ones read
+            made: list[str] = []  # a block's commands make the files its later ones read
             while i < len(block):
                 text = block[i].strip()
                 prose = lang == "text" and not text.startswith("kvreceipts ")
@@ -122,8 +122,8 @@ def examples(page: Path) -> list[Example]:
                     i += 1
                     continue
                 command, end = _joined([b.strip() for b in block], i)
-                found.append(Example(page, start + i, command, lang=lang, before=[*earlier]))
-                earlier.append(command)
+                found.append(Example(page, start + i, command, lang=lang, before=[*made]))
+                made.append(command)
                 i = end
     return found
 

@@ -38,6 +38,7 @@ import engine_wheels  # noqa: E402
 if TYPE_CHECKING:
     from pathlib import Path
 
+
 RELEASES = [("vllm", "0.10.2"), ("vllm", "0.34.0"), ("sglang", "0.5.10"), ("sglang", "0.5.23")]
 BLOCK = 16
 
@@ -98,19 +99,25 @@ class Driver:
         self.pub = self.m.ZmqEventPublisher(**{rank: 0}, endpoint=f"tcp://*:{self.port}",
                                             replay_endpoint=f"tcp://*:{self.replay}",
                                             hwm=hwm)  # fmt: skip
+        self.start_watching()
         self.incarnation += 1
         self.seq = 0
 
-    def wait_connected(self, timeout: float = 20.0) -> None:
-        """Until the watch's SUB completed its handshake with the PUB (then its
-        subscription follows at once)."""
-        monitor = self.pub._pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    def start_watching(self) -> None:
+        """Watch the PUB socket for the subscriber's handshake (right after binding)."""
+        self.monitor = self.pub._pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+
+    def wait_connected(self, timeout: float = 20.0, *, required: bool = True) -> None:
+        """Until the watch's SUB completed its handshake with the PUB (its subscription
+        follows at once). A handshake before the monitor was attached is missed: then, when
+        not ``required``, a short wait stands for it.
+        """
         try:
-            if not monitor.poll(int(timeout * 1000)):
+            if not self.monitor.poll(int((timeout if required else 2.0) * 1000)) and required:
                 raise TimeoutError("the watch did not connect")
         finally:
             self.pub._pub.disable_monitor()
-            monitor.close(0)
+            self.monitor.close(0)
         time.sleep(0.3)
 
     def stop(self) -> None:
@@ -187,7 +194,20 @@ class Reference:
                 self.clears.append((count, kept))
 
 
-def scenario(driver: Driver, watch: subprocess.Popen[bytes]) -> None:
+def settle(out: Path, quiet_s: float = 1.5, timeout: float = 120.0) -> None:
+    """Until the watch's output stops growing: it has caught up with what was sent."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = out.stat().st_size if out.exists() else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.1)
+
+
+def scenario(driver: Driver, watch: subprocess.Popen[bytes], out: Path) -> None:
     hybrid = "group_idx" in driver.fields
     reuse = "session_id" in driver.fields
     cpu = "CPU_PINNED" if driver.project == "sglang" else "CPU"
@@ -223,33 +243,33 @@ def scenario(driver: Driver, watch: subprocess.Popen[bytes]) -> None:
         time.sleep(1.0)
     finally:
         os.kill(watch.pid, signal.SIGCONT)
-    time.sleep(2.0)
+    settle(out)
     driver.batch([driver.removed(chains[30])])
     driver.batch([driver.m.AllBlocksCleared()])
     driver.batch([driver.stored(driver.hashes(3), None)])
-    time.sleep(1.0)
+    settle(out)
     driver.stop()
     # A restart: the new process's first batches go out before the watch reconnects.
     driver.start()
     early = driver.hashes(3)
     driver.batch([driver.stored(early, None)])
     driver.batch([driver.removed(early[:1])])
-    driver.wait_connected()
+    driver.wait_connected(required=False)
     for _ in range(5):
         chain = driver.hashes(2)
         driver.batch([driver.stored(chain, None)])
     driver.batch([driver.removed(early[1:])])
-    time.sleep(1.0)
+    settle(out)
     driver.stop()
     # Another restart, after a short life: the new process's first batch seen is at or past
     # the old one's next seq, so only the connection and the replay buffer can tell.
     driver.start()
     for _ in range(12):
         driver.batch([driver.stored(driver.hashes(1), None)])
-    driver.wait_connected()
+    driver.wait_connected(required=False)
     driver.batch([driver.removed([early[0]])])
     driver.batch([driver.stored(driver.hashes(2), None)])
-    time.sleep(1.0)
+    settle(out)
     driver.stop()
 
 
@@ -262,16 +282,17 @@ def test_watch_follows_the_engines_own_publisher(project: str, version: str,
     watch = subprocess.Popen(
         [sys.executable, "-m", "kvreceipts", "watch", f"tcp://127.0.0.1:{port}",
          "--replay-endpoint", f"tcp://127.0.0.1:{replay}", "--replay-timeout", "10",
-         "-f", "jsonl", "-o", str(out), "--idle-timeout", "6", "--allow-loss"],
+         "-f", "jsonl", "-o", str(out), "--idle-timeout", "10", "--allow-loss"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     driver = Driver(module, project, port, replay)
     try:
-        scenario(driver, watch)
+        scenario(driver, watch, out)
         _, stderr = watch.communicate(timeout=120)
     finally:
         if watch.poll() is None:
             watch.kill()
+            watch.communicate()
     assert watch.returncode == 0, stderr.decode()
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     lost: set[tuple[int, int]] = set()
@@ -312,3 +333,4 @@ def test_watch_follows_the_engines_own_publisher(project: str, version: str,
         f"{project} {version}: {sent} batches sent, {len(lost)} declared lost, "
         f"{recovered} recovered by replay, {len(removals)} removals checked"
     )
+    print("\n".join(line for line in stderr.decode().splitlines() if "replay" in line))

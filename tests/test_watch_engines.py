@@ -273,3 +273,26 @@ def test_a_group_or_rank_appearing_mid_stream_is_new_state() -> None:
     run.send([removed([1]) | {"group_idx": 4}, removed([1])], 3.0)
     removals = kinds(run.close(), "engine_removal")
     assert [(r["group_idx"], r["residency_ms"]) for r in removals] == [(4, 1000.0), (None, 2000.0)]
+
+
+def test_an_answer_cut_short_is_asked_again_from_the_hole() -> None:
+    """A ROUTER past its send high-water mark (ZMQ's default 1,000 in SGLang and vLLM 0.10)
+    drops the rest of an answer, end marker included: the core asks again from there."""
+    run = Run()
+    cut = 3
+
+    def short(_topic: bytes, first: int, last: int) -> list[tuple[int, bytes, float]]:
+        run.asked.append((first, last))
+        return [(s, p, 0.0) for s, p in run.engine.buffer if s >= first][:cut]
+
+    run.core.recover = short
+    run.send([stored([0])], 1.0)
+    for n in range(1, 9):
+        run.send([stored([n])], 1.0 + n, lost=True)
+    run.send([removed(list(range(9)))], 20.0)
+    records = run.close()
+    assert run.asked == [(0, 9), (3, 9), (6, 9)]
+    assert not kinds(records, "engine_loss")
+    assert [r["residency_ms"] for r in kinds(records, "engine_removal")] == [
+        (20.0 - 1.0 - n) * 1000.0 for n in range(9)
+    ]

@@ -172,6 +172,14 @@ def watch(
             show_default=False,
         ),
     ] = None,
+    from_trtllm: Annotated[
+        str | None,
+        typer.Option(
+            "--from-trtllm",
+            help="Read TensorRT-LLM KV-cache events (JSON lines, - for stdin) instead of a socket.",
+            show_default=False,
+        ),
+    ] = None,
     queue_size: Annotated[
         int, typer.Option(help="Messages held between the socket and the receipts.", min=1)
     ] = 100_000,
@@ -185,35 +193,16 @@ def watch(
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Watch a serving engine's KV-cache events (vLLM, SGLang) and write one sealed receipt
-    per removed block.
+    """Watch a serving engine's KV-cache events (vLLM, SGLang, TensorRT-LLM) and write one
+    sealed receipt per removed block.
 
     Subscribes to the engine's ZMQ event stream, keeps what each engine holds, and writes
     engine_removal, engine_clear, engine_restore, engine_restart and engine_loss receipts.
     Stops on Ctrl-C / SIGTERM, --idle-timeout or --max-batches; exits 1 if batches were lost
-    (unless --allow-loss).
+    (unless --allow-loss). --from-trtllm reads TensorRT-LLM's KV-cache events instead.
     """
-    from kvreceipts import engine
-
-    if (endpoint is None) == (source is None):
-        raise UsageError(
-            "give an ENDPOINT to watch, or --from RECORDING, not both"
-            if endpoint
-            else "give an ENDPOINT to watch (or --from RECORDING)"
-        )
-    if source is not None:
-        for name, value in (("--record", record), ("--replay-endpoint", replay_endpoint),
-                            ("--metrics-port", metrics_port)):  # fmt: skip
-            if value is not None:
-                raise UsageError(f"{name} is for live watches, not --from")
-    else:
-        assert endpoint is not None
-        engine.require("zmq", *(["prometheus_client"] if metrics_port is not None else []))
-        from kvreceipts.engine.live import check_endpoint  # after require: it imports zmq
-
-        check_endpoint(endpoint)
-        if replay_endpoint is not None:
-            check_endpoint(replay_endpoint, "--replay-endpoint")
+    _check_sources(endpoint, source, from_trtllm, record=record,
+                   replay_endpoint=replay_endpoint, metrics_port=metrics_port)  # fmt: skip
     check_output(output, append=append, force=force)
     for name, path in (("-o", output), ("--record", record)):
         _check_writable(name, path)
@@ -232,7 +221,13 @@ def watch(
     from kvreceipts.sinks import fan_out
 
     sink = fan_out(sinks)
-    if source is not None:
+    if from_trtllm is not None:
+        from kvreceipts.engine.session import watch_trtllm
+
+        result = watch_trtllm(from_trtllm, sink, key=key, regret_window_s=regret_window,
+                              report=problems, max_batches=max_batches,
+                              bytes_per_token=bytes_per_token)  # fmt: skip
+    elif source is not None:
         from kvreceipts.engine.session import watch_recording
 
         result = watch_recording(str(source), sink, key=key, regret_window_s=regret_window,
@@ -254,13 +249,43 @@ def watch(
         )  # fmt: skip
         result = _run_live(options, sink, key, out, chosen, problems)
     _report(out, chosen, result, sinks, problems.count)
-    if source is None and result.received == 0:
+    if endpoint is not None and result.received == 0:
         out.error(_nothing_received(endpoint or "", topic, result.connected))
         raise typer.Exit(1)
     if result.lost_batches and not allow_loss:
         out.error(f"{result.lost_batches:,} engine batch(es) lost (see the engine_loss "
                   "receipts); --allow-loss accepts that")  # fmt: skip
         raise typer.Exit(1)
+
+
+def _check_sources(
+    endpoint: str | None, source: Path | None, from_trtllm: str | None, *,
+    record: Path | None, replay_endpoint: str | None, metrics_port: int | None,
+) -> None:  # fmt: skip
+    """One input, and only the options it takes (a live endpoint is checked here too)."""
+    from kvreceipts import engine
+
+    given = [endpoint is not None, source is not None, from_trtllm is not None]
+    if sum(given) != 1:
+        raise UsageError(
+            "give an ENDPOINT to watch, --from RECORDING or --from-trtllm FILE, only one"
+            if any(given)
+            else "give an ENDPOINT to watch (or --from RECORDING, --from-trtllm FILE)"
+        )
+    if source is not None or from_trtllm is not None:
+        for name, value in (("--record", record), ("--replay-endpoint", replay_endpoint),
+                            ("--metrics-port", metrics_port)):  # fmt: skip
+            if value is not None:
+                raise UsageError(f"{name} is for live watches, not --from"
+                                 + ("-trtllm" if source is None else ""))  # fmt: skip
+    else:
+        assert endpoint is not None
+        engine.require("zmq", *(["prometheus_client"] if metrics_port is not None else []))
+        from kvreceipts.engine.live import check_endpoint  # after require: it imports zmq
+
+        check_endpoint(endpoint)
+        if replay_endpoint is not None:
+            check_endpoint(replay_endpoint, "--replay-endpoint")
 
 
 def _check_writable(option: str, path: Path | None) -> None:

@@ -55,6 +55,8 @@ __all__ = ["EngineState", "WatchCore"]
 
 dumps = orjson.dumps
 _SORT = orjson.OPT_SORT_KEYS
+ASK_ROUNDS = 32
+"""Replay requests for one gap at most (each must bring new batches)."""
 QUEUE_FULL = "queue_full"
 NOT_RECEIVED = "not_received"
 UNDECODABLE = "undecodable"
@@ -181,12 +183,29 @@ class WatchCore:
 
     # -- continuity -----------------------------------------------------------------------
 
-    def _ask(self, topic: bytes, first: int, last: int) -> dict[int, tuple[bytes, float]]:
+    def _ask(
+        self, topic: bytes, first: int, last: int, *, anchor: bool = False
+    ) -> dict[int, tuple[bytes, float]]:
+        """The replay socket's batches ``first..last``. An answer cut short (a ROUTER past
+        its send high-water mark drops the rest) is asked again from the first seq still
+        missing, as long as each answer brings new batches (at most :data:`ASK_ROUNDS`).
+        ``anchor``: ``first`` is our last batch, asked for as proof, not needed.
+        """
         got: dict[int, tuple[bytes, float]] = {}
-        if self.recover is not None:
-            for seq, payload, recv_s in self.recover(topic, first, last):
+        if self.recover is None:
+            return got
+        start = first
+        need = first + 1 if anchor else first
+        for _round in range(ASK_ROUNDS):
+            before = len(got)
+            for seq, payload, recv_s in self.recover(topic, start, last):
                 if first <= seq <= last:
                     got.setdefault(seq, (payload, recv_s))
+            # ``last`` is the batch that showed the gap: asked for as proof, not needed.
+            missing = next((s for s in range(max(start, need), last) if s not in got), None)
+            if missing is None or len(got) == before:
+                return got  # complete, or the buffer no longer holds the rest
+            start = missing
         return got
 
     @staticmethod
@@ -219,7 +238,7 @@ class WatchCore:
         # Batches our own queue dropped are not asked for again: the watch is what could not
         # keep up, and replaying them into it then would only drop more.
         attempted = self.recover is not None and not _covered(state.local_drops, first, last)
-        got = self._ask(topic, first - 1, seq) if attempted else {}
+        got = self._ask(topic, first - 1, seq, anchor=True) if attempted else {}
         if got and self._same_process(state, got, seq, payload) is False:
             self._restart(state, seq, at_s, payload, "replay")
             self._prefix(topic, state, seq, payload, at_s)
@@ -236,7 +255,7 @@ class WatchCore:
         expected = state.next_seq
         assert expected is not None
         if seq >= expected and self.recover is not None and state.last_seq is not None:
-            got = self._ask(topic, state.last_seq, seq)
+            got = self._ask(topic, state.last_seq, seq, anchor=True)
             if self._same_process(state, got, seq, payload):
                 if seq > expected:
                     state.gaps += 1

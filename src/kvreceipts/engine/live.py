@@ -30,6 +30,8 @@ __all__ = ["ReplayClient", "Subscriber", "check_endpoint"]
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+|\*):(?P<port>\d{1,5})$")
 
 Message = tuple[list[bytes], float]
+REPLY_PAUSE_S = 0.5
+"""Seconds without a reply that end an answer already flowing."""
 CHUNK = 512
 """Messages the subscriber hands over at once at most."""
 
@@ -220,7 +222,10 @@ class ReplayClient:
 
     def __call__(self, topic: bytes, first: int, last: int) -> list[Recovered]:
         """Request ``first..`` and read replies until the end marker, a seq past ``last``,
-        or the timeout.
+        or the timeout; once replies flow, a pause of :data:`REPLY_PAUSE_S` also ends the
+        answer (a ROUTER past its send high-water mark drops the rest, end marker included:
+        SGLang's and vLLM 0.10's keep ZMQ's default of 1,000). The core asks again from the
+        first seq still missing.
         """
         self.requests += 1
         replies: list[tuple[list[bytes], float]] = []
@@ -232,9 +237,16 @@ class ReplayClient:
             deadline = time.monotonic() + self.timeout_s
             while True:
                 left = deadline - time.monotonic()
+                if replies:
+                    left = min(left, REPLY_PAUSE_S)
                 if left <= 0 or not sock.poll(int(left * 1000) + 1):
-                    self.report(f"replay: no end of reply within {self.timeout_s:g} s "
-                                f"(asked for seq {first}..{last})")  # fmt: skip
+                    asked = f"asked for seq {first}..{last}"
+                    self.report(
+                        f"replay: the answer stopped before its end marker ({asked}; "
+                        f"{len(replies):,} replies)"
+                        if replies
+                        else f"replay: no answer within {self.timeout_s:g} s ({asked})"
+                    )
                     break
                 frames = sock.recv_multipart()
                 at_s = time.time()

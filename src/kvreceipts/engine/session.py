@@ -283,6 +283,8 @@ def _loop(
             _feed_drops(core, sub, recorder)  # message that follows it
         if _handle(core, chunk, record, recorder, limit):
             return "max-batches"
+        last_message = time.monotonic()  # idle counts from the end of the work (a replay
+        # request can take --replay-timeout seconds)
     # Stopped by a signal: what was already received is handled, then the watch ends.
     while chunk := get(None):
         _handle(core, chunk, record, recorder, None)
@@ -313,7 +315,7 @@ def watch_recording(
             if regret_window_s is not None
             else float(header.get("regret_window_s", DEFAULT_REGRET_WINDOW_S))
         )
-        entries = reader.entries()
+        entries = _Peekable(reader.entries())
         recover = _recorded_replay(entries, path, say) if header.get("replay_endpoint") else None
         per_token = bytes_per_token if bytes_per_token is not None else \
             header.get("bytes_per_token")  # fmt: skip
@@ -357,19 +359,105 @@ def watch_recording(
 
 
 def _recorded_replay(
-    entries: Iterator[Entry], path: str, report: Callable[[str], None]
+    entries: _Peekable, path: str, report: Callable[[str], None]
 ) -> Callable[[bytes, int, int], list[Recovered]]:
-    """Answers replay requests from the recording: the replies recorded after the message."""
+    """Answers replay requests from the recording: the replies recorded after the message.
+    A request the live run did not make (a recording from an older version) gets no answer,
+    and the entry that follows stays for the main loop.
+    """
 
     def recover(topic: bytes, first: int, last: int) -> list[Recovered]:
         del first  # the recording holds the answer to the request the live run made
         replies: list[tuple[list[bytes], float]] = []
-        for entry in entries:
+        while (entry := entries.peek()) is not None:
             if entry.type == END:
+                next(entries)
                 return collect_replies(replies, topic, last, report)
             if entry.type != REPLY:
                 break
             replies.append((entry.frames, entry.at_s))
-        raise InputError("the recording lacks the replay answer the watch asked for", path=path)
+            next(entries)
+        if replies:
+            raise InputError("the recording ends in the middle of a replay answer", path=path)
+        return []
 
     return recover
+
+
+class _Peekable:
+    """An iterator of entries that can look at the next one without taking it."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._entries = entries
+        self._next: Entry | None = None
+
+    def peek(self) -> Entry | None:
+        if self._next is None:
+            self._next = next(self._entries, None)
+        return self._next
+
+    def __iter__(self) -> _Peekable:
+        return self
+
+    def __next__(self) -> Entry:
+        entry = self.peek()
+        if entry is None:
+            raise StopIteration
+        self._next = None
+        return entry
+
+
+def watch_trtllm(
+    path: str,
+    sink: BaseSink,
+    *,
+    key: bytes | None = None,
+    regret_window_s: float | None = None,
+    report: Callable[[str], None] | None = None,
+    max_batches: int | None = None,
+    bytes_per_token: int | None = None,
+) -> WatchResult:
+    """Read TensorRT-LLM KV-cache events as JSON lines (``-``: stdin), as a watch does its
+    ZMQ stream (see :mod:`kvreceipts.engine.trtllm`). There is no replay socket: a gap in
+    ``event_id`` is a loss.
+    """
+    import sys
+
+    from kvreceipts.engine.trtllm import TrtllmDecoder
+
+    say = report or (lambda _message: None)
+    started = time.time()
+    header: dict[str, Any] = {
+        "run_id": uuid.uuid4().hex, "start_s": started, "source": "watch",
+        "endpoint": f"trtllm:{path}", "topic": "", "replay_endpoint": None,
+        "regret_window_s": DEFAULT_REGRET_WINDOW_S if regret_window_s is None
+        else regret_window_s, "bytes_per_token": bytes_per_token,
+    }  # fmt: skip
+    core, writer = _core(header=header, sink=sink, key=key, recover=None, report=say,
+                         regret_window_s=header["regret_window_s"],
+                         bytes_per_token=bytes_per_token)  # fmt: skip
+    stream = sys.stdin.buffer if path == "-" else None
+    handle = stream if stream is not None else _open_lines(path)
+    decoder = TrtllmDecoder("<stdin>" if path == "-" else path)
+    stopped_by = "end of input"
+    try:
+        _open(writer, header)
+        lines = ((line, time.time()) for line in handle)
+        for frames, at_s in decoder.messages(lines):
+            core.message(frames, at_s)
+            if max_batches is not None and core.messages >= max_batches:
+                stopped_by = "max-batches"
+                break
+    finally:
+        if stream is None:
+            handle.close()
+    end = max(time.time(), writer.at_s)
+    _close(core, writer, end)
+    return WatchResult(header["run_id"], core, writer, stopped_by, end - started,
+                       received=core.messages, header=header)  # fmt: skip
+
+
+def _open_lines(path: str) -> Any:
+    from kvreceipts.errors import open_file
+
+    return open_file(path, "TensorRT-LLM events file")
