@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from kvreceipts.bounded import shorten
 from kvreceipts.schema import (
     COMMON,
     COMMON_V1,
@@ -24,7 +25,7 @@ from kvreceipts.schema import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["check_record", "check_record_v1", "shape_test"]
+__all__ = ["check_record", "check_record_v1", "record_problem", "shape_test"]
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -177,6 +178,13 @@ def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None
 
 
 def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+    problem = _problem(value, shape, where)
+    # A hostile record's unknown key can be a megabyte long: the message names its head.
+    return None if problem is None else f"field {shorten(problem[0])!r} {problem[1]}"
+
+
+def _problem(value: dict[str, Any], shape: _Shape, where: str) -> tuple[str, str] | None:
+    """The first problem as (field, what is wrong), or ``None`` if ``value`` fits."""
     if shape.fits(value):
         return None
     signature = (*value, *map(type, value.values()))
@@ -188,33 +196,45 @@ def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
         if len(verdicts) < _MAX_SIGNATURES:
             verdicts[signature] = problem
     if problem is not None:
-        return f"field {where + problem[0]!r} {problem[1]}"
+        return where + problem[0], problem[1]
     return _check_values(value, shape, where)
 
 
-def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> tuple[str, str] | None:
     """Bounds and digests, for a record whose keys and types are known to be right."""
     for low, names, get in shape.floors:
         if min(get(value)) < low:
             name = next(n for n in names if value[n] < low)
-            return f"field {where + name!r} must be at least {low:g}, not {_short(value[name])}"
+            return where + name, f"must be at least {low:g}, not {_short(value[name])}"
     for name, low in shape.loose_floors:
         item = value.get(name)
         if item is not None and item < low:
-            return f"field {where + name!r} must be at least {low:g}, not {_short(item)}"
+            return where + name, f"must be at least {low:g}, not {_short(item)}"
     for name in shape.hex_fields:
         item = value.get(name)
         if item is None:  # an optional digest that is absent
             continue
         width = 16 if shape.fields[name].pattern == HEX16 else 64
         if len(item) != width or item.strip(_HEX):
-            return f"field {where + name!r} must be {width} lowercase hex digits"
+            return where + name, f"must be {width} lowercase hex digits"
     for name, nested in shape.nested:
         if name in value:
-            problem = _check(value[name], nested, f"{where}{name}.")
+            problem = _problem(value[name], nested, f"{where}{name}.")
             if problem:
                 return problem
     return None
+
+
+def record_problem(record: dict[str, Any], layout: str = "lean") -> tuple[str, str] | None:
+    """What :func:`check_record` finds wrong with a ``/2`` record whose ``kind`` is a known
+    one, as (field, what is wrong: "must be integer, not 1e+300"); ``None`` if it fits.
+    Raises ``KeyError`` for a record of an unknown kind.
+    """
+    kind = record.get("kind")
+    shape = _shape(kind, layout) if type(kind) is str else None
+    if shape is None:
+        raise KeyError(kind)
+    return _problem(record, shape, "")
 
 
 def check_record(record: object, layout: str = "lean") -> str | None:

@@ -185,7 +185,7 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
     last = float("-inf")
     with _open(path) as handle:
         path = handle.path  # "<stdin>" for "-"
-        for line, raw in enumerate(handle, start=1):
+        for line, raw in enumerate(_bounded_lines(handle), start=1):
             if line == 1:
                 raw = raw.removeprefix(BOM)  # noqa: PLW2901 - a CSV saved by Excel
             if not raw.strip():
@@ -193,6 +193,11 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
             if not line & 1023:
                 stats.bytes_read = handle.bytes_read() or 0
             try:
+                if raw is _OVERLONG:
+                    raise ValueError(  # noqa: TRY301 - skipped like any other bad row
+                        f"the row is longer than {MAX_ROW:,} bytes (the longest a trace row "
+                        "can be: 10 million tokens' hash ids)"
+                    )
                 if fmt == "mooncake":
                     request = _mooncake_row(orjson.loads(raw), line)
                 else:
@@ -226,6 +231,30 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
             stats.rows += 1
             yield request
         stats.bytes_read = handle.bytes_read() or 0
+
+
+MAX_ROW = 1 << 20
+"""Longest trace row read, in bytes: a Mooncake row of :data:`MAX_TOKENS` tokens holds 19,532
+hash ids, about 430 KB. A longer row is rejected once this many bytes of it are read, so a
+100 MB line (compressed to a few hundred KB) costs no more memory than a short one."""
+_OVERLONG = b"\x00 a row past MAX_ROW \x00"  # told by identity; not blank, not JSON
+
+
+def _bounded_lines(handle: InputStream) -> Iterator[bytes]:
+    """The stream's lines, each at most :data:`MAX_ROW` bytes. A longer one comes out as
+    ``_OVERLONG`` as soon as its first ``MAX_ROW + 1`` bytes are read; only if the reader asks
+    for the next line is the rest of it read, in pieces, never held whole.
+    """
+    readline = handle.readline
+    limit = MAX_ROW + 1
+    while raw := readline(limit):
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            del raw
+            yield _OVERLONG
+            while (rest := readline(1 << 16)) and not rest.endswith(b"\n"):
+                pass
+            continue
+        yield raw
 
 
 def _describe(exc: Exception) -> str:
