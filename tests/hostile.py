@@ -179,6 +179,65 @@ def giant_header_recording(path: Path) -> Path:
     return path
 
 
+def batch(ts: float, events: list[dict[str, Any]]) -> bytes:
+    """An engine batch payload (msgpack ``[ts, events, rank]``)."""
+    import msgspec
+
+    return msgspec.msgpack.encode([ts, events, 0])
+
+
+def stored_event(hashes: list[int], medium: str | None = "GPU") -> dict[str, Any]:
+    """A BlockStored event in vLLM's map layout."""
+    return {"type": "BlockStored", "block_hashes": hashes, "parent_block_hash": None,
+            "token_ids": [], "block_size": 16, "lora_id": None, "medium": medium}  # fmt: skip
+
+
+def messages_recording(path: Path, messages: list[tuple[bytes, bytes]]) -> Path:
+    """A recording of these (topic, payload) messages, seqs counting up per topic, and an end."""
+    seqs: dict[bytes, int] = {}
+    parts = []
+    for i, (topic, payload) in enumerate(messages):
+        seq = seqs.get(topic, 0)
+        seqs[topic] = seq + 1
+        parts.append(entry(b"M", 1001.0 + i / 1000, [topic, seq.to_bytes(8, "big"), payload]))
+    parts.append(entry(b"Z", 1001.0 + len(messages) / 1000 + 1, []))
+    return recording(path, GOOD_HEADER, b"".join(parts))
+
+
+def many_blocks_recording(path: Path, blocks: int = 3_000_000, per_batch: int = 50_000) -> Path:
+    """Batches storing ``blocks`` distinct hashes, never removed (the held-block map)."""
+    import msgspec
+
+    encode = msgspec.msgpack.encode
+    with path.open("wb") as out:
+        head = orjson.dumps(GOOD_HEADER)
+        out.write(MAGIC + _LEN.pack(len(head)) + head)
+        for b in range(blocks // per_batch):
+            hashes = list(range(b * per_batch, (b + 1) * per_batch))
+            payload = encode([1000.0 + b, [stored_event(hashes)], 0])
+            out.write(entry(b"M", 1001.0 + b, [b"", b.to_bytes(8, "big"), payload]))
+        out.write(entry(b"Z", 2000.0 + blocks, []))
+    return path
+
+
+def many_removals_recording(path: Path, blocks: int = 2_000_000, per_batch: int = 100_000) -> Path:
+    """Batches each removing ``per_batch`` never-stored hashes (one event), all inside the
+    regret window: the removal table, and the receipts of one huge batch."""
+    import msgspec
+
+    encode = msgspec.msgpack.encode
+    with path.open("wb") as out:
+        head = orjson.dumps(GOOD_HEADER)
+        out.write(MAGIC + _LEN.pack(len(head)) + head)
+        for b in range(blocks // per_batch):
+            event = {"type": "BlockRemoved", "block_hashes": list(range(b * per_batch, (b + 1)
+                     * per_batch)), "medium": "GPU"}  # fmt: skip
+            payload = encode([1000.0, [event], 0])
+            out.write(entry(b"M", 1001.0, [b"", b.to_bytes(8, "big"), payload]))
+        out.write(entry(b"Z", 1002.0, []))
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """What a command did: exit code, stderr, peak RSS in MB."""

@@ -199,3 +199,105 @@ def test_stats_on_four_million_identical_removals_stays_bounded(tmp_path: Path) 
     run = hostile.peak_rss("stats", str(path), "--format", "json")
     assert run.code == 0, run.stderr
     assert run.rss_mb < hostile.RSS_BOUND_MB
+
+
+# --- watch --from: the header and every entry typed, memory bounded ----------------------
+
+
+def _watch(path: Path) -> Any:
+    return runner.invoke(app, ["watch", "--from", str(path), "-f", "jsonl", "--allow-loss"])
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({k: v for k, v in hostile.GOOD_HEADER.items() if k != "start_s"},
+         "header: start_s: expected Unix seconds from 0 to 253,402,300,799, found nothing"),
+        ({**hostile.GOOD_HEADER, "start_s": "soon"}, "header: start_s: expected Unix seconds"),
+        ({**hostile.GOOD_HEADER, "start_s": 1e300}, "found 1e+300"),
+        ({**hostile.GOOD_HEADER, "start_s": True}, "found a boolean"),
+        ({**hostile.GOOD_HEADER, "run_id": 5}, "header: run_id: expected a string of at most"),
+        ({**hostile.GOOD_HEADER, "run_id": None}, "header: run_id: expected a string"),
+        ({**hostile.GOOD_HEADER, "run_id": "r" * 1000}, "found a string of 1,000 characters"),
+        ({**hostile.GOOD_HEADER, "topic": ["a"]}, ("header: topic: expected a string of at most "
+                                                   "256 characters or null, found an array")),
+        ({**hostile.GOOD_HEADER, "regret_window_s": -1}, "header: regret_window_s: expected"),
+        ([1, 2], "the recording's header is damaged"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_recording_header_is_one_error_line(
+    tmp_path: Path, header: object, message: str
+) -> None:
+    path = hostile.recording(tmp_path / "r.kvrec", header, hostile.entry(b"Z", 2000.0, []))
+    result = _watch(path)
+    assert result.exit_code == 2
+    assert message in _one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (hostile.giant_header_recording, ("header declares 4,294,967,295 bytes (a header is at "
+                                         "most 65,536)")),
+        (hostile.giant_frame_recording, ("entry 1 (byte 173): frame 1 declares 4,294,967,295 "
+                                        "bytes (at most 1,048,576)")),
+        (hostile.huge_count_recording, ("entry 1 (byte 173): declares 65,535 frames (an entry "
+                                       "has at most 16)")),
+    ],
+)  # fmt: skip
+def test_a_recording_that_declares_too_much_is_refused_before_reading_it(
+    tmp_path: Path, make: Any, message: str
+) -> None:
+    result = _watch(make(tmp_path / "r.kvrec"))
+    assert result.exit_code == 2
+    assert message in _one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (hostile.entry(b"Q", 1.0, []), "entry 1 (byte 173): type b'Q' is not one of M, P, E, D, Z"),
+        (hostile.entry(b"M", float("nan"), []), "entry 1 (byte 173): time nan is not Unix"),
+        (hostile.entry(b"M", -5.0, []), "time -5 is not Unix seconds"),
+        (hostile.entry(b"D", 1.0, [b"", b"1", b"2"]), "a drop entry must hold a topic and two"),
+        (hostile.entry(b"D", 1.0, [b"", (9).to_bytes(8, "big"), (2).to_bytes(8, "big")]),
+         "a drop entry's seqs 9..2 are not a range"),
+        (hostile.entry(b"P", 1.0, []), "unexpected entry b'P' in the recording"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_entry_is_one_error_line(tmp_path: Path, entries: bytes, message: str) -> None:
+    result = _watch(hostile.recording(tmp_path / "r.kvrec", hostile.GOOD_HEADER, entries))
+    assert result.exit_code == 2
+    assert message in _one_error_line(result.stderr)
+
+
+def test_hostile_topics_and_media_are_skipped_or_lost_not_followed(tmp_path: Path) -> None:
+    good = hostile.batch(1000.0, [hostile.stored_event([1, 2])])
+    media = hostile.batch(1001.0, [hostile.stored_event([i], f"m{i}") for i in range(20)])
+    long_medium = hostile.batch(1002.0, [hostile.stored_event([1], "m" * 100)])
+    nan = hostile.batch(float("nan"), [hostile.stored_event([3])])
+    messages = [(b"t" * 300, good), *((b"e%d" % i, good) for i in range(300)),
+                (b"e0", media), (b"e0", long_medium), (b"e0", nan)]  # fmt: skip
+    result = _watch(hostile.messages_recording(tmp_path / "r.kvrec", messages))
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "message on a topic of 300 bytes (at most 256); skipped" in result.stderr
+    assert result.stderr.count("message on a topic past the first 256") == 44
+    assert "more than 16 media named by one engine; batch lost" in result.stderr
+    assert "a medium name of 100 characters (at most 64); batch lost" in result.stderr
+    assert "batch ts nan is not a finite number; batch lost" in result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert {r["topic"] for r in records if r["kind"] == "engine_loss"} == {"e0"}
+
+
+@needs_time
+@pytest.mark.slow  # 150 MB of recording
+@pytest.mark.parametrize("make", [hostile.many_blocks_recording, hostile.many_removals_recording])
+def test_watch_from_a_recording_of_millions_of_blocks_stays_bounded(
+    tmp_path: Path, make: Any
+) -> None:
+    path = make(tmp_path / "r.kvrec")
+    run = hostile.peak_rss("watch", "--from", str(path), "-o", str(tmp_path / "o.jsonl"), "-q")
+    assert run.code == 0, run.stderr
+    assert "the oldest are forgotten" in run.stderr
+    assert run.rss_mb < hostile.RSS_BOUND_MB

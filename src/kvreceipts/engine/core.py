@@ -3,12 +3,21 @@
 :class:`WatchCore` is deterministic: given the same messages (with their receive times), the
 same replay answers and the same local-drop notices, it writes the same receipts. The live
 subscriber and the offline reader of a recording both feed it.
+
+Its memory is bounded whatever the stream says (a recording may come from anyone): at most
+:data:`MAX_ENGINES` topics of at most :data:`MAX_TOPIC` bytes (other messages are skipped and
+reported), at most :data:`MAX_MEDIA` media per engine of at most :data:`MAX_MEDIUM` characters
+(a batch naming more is undecodable, so lost), and at most :data:`MAX_BLOCKS` blocks held or
+inside the regret window over all engines: past that the oldest are forgotten (their removals
+show no residency, as for blocks stored before the watch), reported once.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import orjson
@@ -32,10 +41,25 @@ from kvreceipts.engine.wire import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from kvreceipts.engine.wire import Hash, Stored
+    from kvreceipts.engine.wire import Batch, Hash, Stored
     from kvreceipts.engine.writer import RunWriter
 
-__all__ = ["EngineState", "WatchCore"]
+__all__ = ["MAX_BLOCKS", "MAX_ENGINES", "MAX_MEDIA", "MAX_MEDIUM", "MAX_TOPIC", "EngineState",
+           "WatchCore"]  # fmt: skip
+
+MAX_ENGINES = 256
+"""Topics followed at once."""
+MAX_TOPIC = 256
+"""Longest topic, in bytes (vLLM's default is empty)."""
+MAX_MEDIA = 16
+"""Media per engine (GPU, CPU, DISK, ... in practice)."""
+MAX_MEDIUM = 64
+"""Longest medium name, in characters."""
+MAX_BLOCKS = 300_000
+"""Blocks kept over all engines: resident ones count one, removed ones inside the regret window
+two (~170 and ~375 bytes each), so what is kept stays near 60 MB."""
+_RECEIPTS_AT_ONCE = 4096
+"""Removal receipts built before they are handed to the writer (a batch may remove many)."""
 
 
 dumps = orjson.dumps
@@ -69,8 +93,12 @@ class EngineState:
     undecodable: int = 0
     last_engine_ts: float | None = None
     local_drops: list[tuple[int, int]] = field(default_factory=list)
-    topic_json: bytes = b""
     """Seq ranges our own queue dropped, not yet declared lost."""
+    topic_json: bytes = b""
+    media: set[str | None] = field(default_factory=set)
+    """Every medium named so far (at most MAX_MEDIA)."""
+    kept: int = 0
+    """Blocks in :attr:`resident` and :attr:`removed`, as of the end of the last batch."""
 
     @property
     def held(self) -> int:
@@ -119,6 +147,10 @@ class WatchCore:
         self.messages = 0
         """Well-formed messages handled (the subscriber's, not the replayed ones)."""
         self.bad_messages = 0
+        self.kept = 0
+        """Blocks kept over all engines (at most MAX_BLOCKS)."""
+        self.forgotten = 0
+        """Blocks forgotten to stay within MAX_BLOCKS."""
 
     # -- input ---------------------------------------------------------------------------
 
@@ -130,12 +162,24 @@ class WatchCore:
         return cached
 
     def engine(self, topic: bytes) -> EngineState:
-        """The state of the engine publishing on ``topic`` (created on first sight)."""
+        """The state of the engine publishing on ``topic`` (created on first sight; the
+        caller checks :meth:`_refused` first).
+        """
         state = self.engines.get(topic)
         if state is None:
             name = topic.decode("utf-8", "backslashreplace")
             state = self.engines[topic] = EngineState(name)
         return state
+
+    def _refused(self, topic: bytes) -> str | None:
+        """Why a message on ``topic`` is not followed (too long, or one topic too many)."""
+        if topic in self.engines:
+            return None
+        if len(topic) > MAX_TOPIC:
+            return f"a topic of {len(topic):,} bytes (at most {MAX_TOPIC})"
+        if len(self.engines) >= MAX_ENGINES:
+            return f"a topic past the first {MAX_ENGINES} (more engines than a watch follows)"
+        return None
 
     def message(self, frames: list[bytes], recv_s: float) -> bool:
         """Handle one subscriber message; ``False`` if it was malformed (and reported)."""
@@ -145,6 +189,11 @@ class WatchCore:
                         "skipped")  # fmt: skip
             return False
         topic, seq_frame, payload = frames
+        refused = self._refused(topic)
+        if refused is not None:
+            self.bad_messages += 1
+            self.report(f"message on {refused}; skipped")
+            return False
         try:
             seq = parse_seq(seq_frame)
         except WireError as exc:
@@ -167,6 +216,8 @@ class WatchCore:
         """Our queue dropped batches ``first..last`` of ``topic`` (they count as lost unless
         the replay socket gives them back).
         """
+        if self._refused(topic) is not None:
+            return  # its messages are skipped too
         state = self.engine(topic)
         drops = state.local_drops
         if drops and drops[-1][1] + 1 == first:
@@ -259,6 +310,7 @@ class WatchCore:
         state.last_seq = seq
         try:
             batch = decode_batch(payload)
+            _check_batch(state, batch)
         except WireError as exc:
             state.undecodable += 1
             self.report(f"topic {state.topic!r} engine seq {seq}: {exc}; batch lost")
@@ -293,6 +345,41 @@ class WatchCore:
                 self._cleared(state, seq, ts, at_s)
         if events:
             self._removed(state, seq, ts, removing, medium, at_s, events)
+        self._count_kept(state)
+
+    def _count_kept(self, state: EngineState) -> None:
+        """Recount what ``state`` keeps (a removal in the regret window weighs two: an ordered
+        table's entry costs twice a plain one's) and forget the oldest past MAX_BLOCKS.
+        """
+        kept = sum(map(len, state.resident.values())) + 2 * sum(map(len, state.removed.values()))
+        self.kept += kept - state.kept
+        state.kept = kept
+        if self.kept > MAX_BLOCKS:
+            self._forget_oldest(state)
+
+    def _forget_oldest(self, state: EngineState) -> None:
+        """Forget the oldest blocks of ``state`` (whose batch just grew the total past
+        MAX_BLOCKS) until the total is a tenth below it.
+        """
+        excess = self.kept - MAX_BLOCKS * 9 // 10
+        if not self.forgotten:
+            self.report(f"more than {MAX_BLOCKS:,} blocks held or recently removed: the oldest "
+                        "are forgotten (their removals show no residency)")  # fmt: skip
+        dropped = 0
+        for removed in state.removed.values():  # regret windows first: the oldest removals
+            while removed and dropped < excess:
+                removed.popitem(last=False)
+                dropped += 2
+        for blocks in state.resident.values():
+            if dropped >= excess:
+                break
+            cut = min(len(blocks), excess - dropped)
+            for block_hash in list(islice(blocks, cut)):  # insertion order: the oldest first
+                del blocks[block_hash]
+            dropped += cut
+        state.kept -= dropped
+        self.kept -= dropped
+        self.forgotten += dropped
 
     def _removed(  # noqa: PLR0917 - the hot path: positional arguments cost least
         self, state: EngineState, seq: int, ts: float, hashes: Sequence[Hash], medium: str | None,
@@ -313,8 +400,13 @@ class WatchCore:
         engine_ts, medium_json = dumps(ts), dumps(medium)
         topic = self._topic_json(state)
         receipt_seq = writer.next_seq
-        payloads = []
+        payloads: list[bytes] = []
+        put = writer.put_payloads
         for block_hash in hashes:
+            if len(payloads) >= _RECEIPTS_AT_ONCE:  # memory stays flat however many
+                put("engine_removal", timestamp, payloads)
+                payloads = []
+                self._count_kept(state)
             held = resident.pop(block_hash, None)
             if held is None:
                 stored_ts = parent = residency = None
@@ -328,7 +420,7 @@ class WatchCore:
             removed.pop(block_hash, None)
             removed[block_hash] = (ts, receipt_seq)
             receipt_seq += 1
-        writer.put_payloads("engine_removal", timestamp, payloads)
+        put("engine_removal", timestamp, payloads)
         state.removals[name] += len(hashes)
 
     def _prune(self, removed: OrderedDict[Hash, tuple[float, int]], ts: float) -> None:
@@ -381,6 +473,23 @@ class WatchCore:
     def lost_batches(self) -> int:
         """Batches declared lost, over all engines."""
         return sum(s.lost_batches for s in self.engines.values())
+
+
+def _check_batch(state: EngineState, batch: Batch) -> None:
+    """Refuse a batch whose time is not finite or that names a medium too many or too long."""
+    if not math.isfinite(batch.ts):
+        raise WireError(f"batch ts {batch.ts!r} is not a finite number")
+    media = {getattr(event, "medium", None) for event in batch.events}
+    new = media - state.media
+    if not new:
+        return
+    for medium in new:
+        if medium is not None and len(medium) > MAX_MEDIUM:
+            raise WireError(f"a medium name of {len(medium):,} characters (at most "
+                            f"{MAX_MEDIUM})")  # fmt: skip
+    if len(state.media) + len(new) > MAX_MEDIA:
+        raise WireError(f"more than {MAX_MEDIA} media named by one engine")
+    state.media |= new
 
 
 def _covered(ranges: list[tuple[int, int]], first: int, last: int) -> bool:
