@@ -301,3 +301,15 @@ def test_watch_from_a_recording_of_millions_of_blocks_stays_bounded(
     assert run.code == 0, run.stderr
     assert "the oldest are forgotten" in run.stderr
     assert run.rss_mb < hostile.RSS_BOUND_MB
+
+
+def test_a_huge_value_in_a_trace_row_is_named_by_its_head(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    row = {"timestamp": 0, "input_length": "x" * 500_000, "output_length": 1, "hash_ids": []}
+    path.write_bytes(orjson.dumps(row) + b"\n")
+    result = runner.invoke(app, ["simulate", "-q", "--format", "json", "--trace", str(path)])
+    assert result.exit_code == 2
+    line = _one_error_line(result.stderr)
+    assert line.endswith("field 'input_length': expected a non-negative integer, got "
+                         "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…(500,002 chars)")  # fmt: skip
+    assert len(line) < 300

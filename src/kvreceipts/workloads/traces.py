@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kvreceipts.bounded import shorten
 from kvreceipts.errors import InputError, UsageError
 from kvreceipts.inputs import InputStream, open_input
 from kvreceipts.numbers import MAX_TOKENS, MAX_TRACE_MS
@@ -74,7 +75,7 @@ def detect_format(path: str) -> str:
 
 def _count(value: object, name: str) -> int:
     if type(value) is not int or value < 0:
-        raise ValueError(f"field {name!r}: expected a non-negative integer, got {value!r}")
+        raise ValueError(f"field {name!r}: expected a non-negative integer, got {_shown(value)}")
     if value > MAX_TOKENS:
         raise ValueError(f"field {name!r}: {value} tokens, more than {MAX_TOKENS:,} in one row")
     return value
@@ -90,7 +91,7 @@ def _mooncake_row(data: Any, line: int) -> Request:
     if type(timestamp) not in (int, float) or not 0 <= timestamp <= MAX_TRACE_MS:
         raise ValueError(
             f"field 'timestamp': expected milliseconds from 0 to {MAX_TRACE_MS:.0e}, "
-            f"got {timestamp!r}"
+            f"got {_shown(timestamp)}"
         )
     input_tokens = _count(data["input_length"], "input_length")
     output_tokens = _count(data["output_length"], "output_length")
@@ -123,7 +124,8 @@ def _azure_time(text: str) -> float:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"field 'TIMESTAMP': expected a time like 2023-11-16 18:17:03.9799600, got {text!r}"
+            "field 'TIMESTAMP': expected a time like 2023-11-16 18:17:03.9799600, "
+            f"got {_shown(text)}"
         ) from None
     # The trace's times are UTC; a time that names no zone must not be read as local time.
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
@@ -140,7 +142,7 @@ def _azure_row(text: str, line: int, epoch: float | None) -> tuple[Request, floa
             values.append(_count(int(cell), name))
         except ValueError:
             raise ValueError(
-                f"field {name!r}: expected a non-negative integer, got {cell.strip()!r}"
+                f"field {name!r}: expected a non-negative integer, got {_shown(cell.strip())}"
             ) from None
     input_tokens, output_tokens = values
     request_id = f"r{line}"
@@ -255,6 +257,11 @@ def _bounded_lines(handle: InputStream) -> Iterator[bytes]:
                 pass
             continue
         yield raw
+
+
+def _shown(value: object) -> str:
+    """A value for a message: its repr, cut to its head and length if long (a row may be 1 MiB)."""
+    return shorten(repr(value), 60, 40)
 
 
 def _describe(exc: Exception) -> str:
