@@ -277,6 +277,53 @@ def engine_compat(session: nox.Session) -> None:
     _pytest(session, *FULL, "-m", "engine_compat", "tests/test_engine_compat.py")
 
 
+FUZZ_EXAMPLES = "150"
+"""Examples per generated-input test in the default (short) run; KVRECEIPTS_FUZZ_EXAMPLES sets
+more for a campaign."""
+FUZZ_SECONDS = "60"
+
+
+@nox.session(tags=["fuzz", "test"])
+def fuzz(session: nox.Session) -> None:
+    """Step 13: generated input at every reader, then coverage-guided byte mutation.
+
+    The hypothesis tests of tests/test_fuzz_readers.py and tests/test_hostile.py, then
+    tests/fuzz_atheris.py (libFuzzer) on real files for FUZZ_SECONDS; posargs go to it, e.g.
+    ``nox -s fuzz -- --seconds 3600 --corpus .fuzz-corpus``. Crashing inputs land in the
+    session's tmp folder (the log names it).
+    """
+    session.env[FEATURES_ENV] = None
+    _install(session, "fuzz")
+    examples = os.environ.get("KVRECEIPTS_FUZZ_EXAMPLES", FUZZ_EXAMPLES)
+    env = {**TEST_ENV, "HYPOTHESIS_PROFILE": "fuzz", "KVRECEIPTS_FUZZ_EXAMPLES": examples}
+    session.run("pytest", *FULL, "-m", "not slow", "tests/test_fuzz_readers.py",
+                "tests/test_hostile.py", env=env)  # fmt: skip
+    artifacts = str(Path(session.create_tmp()) / "fuzz-crashes")
+    args = session.posargs or ["--seconds", FUZZ_SECONDS]
+    session.run("python", "tests/fuzz_atheris.py", "--artifacts", artifacts, *args)
+
+
+MUTATED = ("chain", "policies", "paged", "sweep.methods", "engine.session", "verify", "proofs")
+"""The modules ``mutants`` mutates by default (pyproject.toml [tool.mutmut] lists their files)."""
+
+
+@nox.session(tags=["mutants"], default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the modules that decide a verdict or a figure; not in CI.
+
+    posargs pick modules by name (``nox -s mutants -- chain policies``); the default is all of
+    MUTATED. Prints each module's score (killed / mutants) at the end; ``mutmut results`` in
+    the checkout lists the survivors. Run it niced: it takes hours on two cores.
+    """
+    session.env[FEATURES_ENV] = None
+    session.env.pop("PYTHONPATH", None)  # mutmut must import its mutated copy, not src/
+    _install(session, "mutants")
+    names = session.posargs or list(MUTATED)
+    session.run("mutmut", "run", *(f"kvreceipts.{name}*" for name in names),
+                success_codes=[0, 1])  # fmt: skip
+    session.run("python", str(ROOT / "scripts" / "mutants_score.py"), *names)
+
+
 @nox.session(tags=["bench"], default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks (scripts/bench.py; posargs go to the script). Not in the default set."""

@@ -625,6 +625,48 @@ def bench_process_replay(reps: int, rows: list[Row], tmp: str) -> None:
                     whole.ratio <= 2.0))  # fmt: skip
 
 
+def bench_stats(reps: int, rows: list[Row], tmp: str) -> None:
+    """``stats`` on the lean default run (593 records) as a whole process, and the summary
+    alone in this process (what the bounds of issue 26 could cost).
+    """
+    lean = Path(tmp) / "lean.jsonl"
+    subprocess.run([*_kvreceipts(), "simulate", "-q", "-o", str(lean), "--format", "json"],
+                   check=True, capture_output=True)  # fmt: skip
+    command = [*_kvreceipts(), "stats", str(lean), "--format", "json"]
+    process = [_timed(lambda: subprocess.run(command, check=True, capture_output=True))
+               for _ in range(max(reps, 7))]  # fmt: skip
+    from kvreceipts.commands.reading import open_receipts
+    from kvreceipts.engine.figures import EngineFigures
+    from kvreceipts.summarize import summarize_lines
+
+    def summarize() -> None:
+        with open_receipts(str(lean)) as lines:
+            summarize_lines(lines, path=str(lean), engine=EngineFigures()).to_dict(10)
+
+    def twenty() -> None:
+        for _ in range(20):
+            summarize()
+
+    alone = [_timed(twenty) / 20 for _ in range(max(reps, 7))]
+    rows.append(Row("stats, lean 593-record run (process)", statistics.median(process), "s"))
+    rows.append(Row("stats, lean run: the summary alone", statistics.median(alone) * 1000, "ms"))
+
+
+def mutation_rows(rows: list[Row]) -> None:
+    """The mutation score of each module mutmut has results for (``nox -s mutants``)."""
+    script = ROOT / "scripts" / "mutants_score.py"
+    done = subprocess.run([sys.executable, str(script), "--json"], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    found: dict[str, dict[str, int]] = json.loads(done.stdout or "{}")
+    for module, counts in found.items():
+        killed, survived = counts.get("killed", 0), counts.get("survived", 0)
+        checked = killed + survived + counts.get("suspicious", 0)
+        if checked:
+            score = 100 * killed / checked
+            rows.append(Row(f"mutants killed: {module}", score, "%", ">= 90", score >= 90,
+                            f"{killed}/{checked} (mutants/, from nox -s mutants)"))  # fmt: skip
+
+
 _MEMORY_CHILD = """
 import resource, sys
 from kvreceipts import CachingConfig, PagedKVCacheManager
@@ -870,6 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_process_replay(reps, rows, tmp)
         if args.only is None:
             bench_startup(reps, rows)
+            bench_stats(reps, rows, tmp)
             bench_memory(rows, tmp)
             bench_arena(arena, rows, tmp)
         if args.only in (None, "sweep"):
@@ -878,6 +921,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_answers(reps, rows)
     if args.watch:
         rows += _watch_rows(args)
+    mutation_rows(rows)
     if args.json:
         print(json.dumps({"reps": reps, "python": sys.version.split()[0], "cpu_count":
                           os.cpu_count(), "rows": [dataclasses.asdict(r) for r in rows]},

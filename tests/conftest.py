@@ -40,6 +40,13 @@ settings.register_profile(
     "quick", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
+# `nox -s fuzz`: the generated-input tests at length (KVRECEIPTS_FUZZ_EXAMPLES per test).
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("KVRECEIPTS_FUZZ_EXAMPLES", "2000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

@@ -39,7 +39,7 @@ FAKE_NOX = FIXTURES / "fake_nox.py"
 DEFAULT_SESSIONS = [
     "baseline", "lint", "format", "docs", "msrv", "features(receipts)",
     "features(receipts,tuning)", "features(tuning)", "happy", "guard", "tests", "crosscheck",
-    "engine-compat",
+    "engine-compat", "fuzz",
 ]  # fmt: skip
 
 
@@ -58,9 +58,9 @@ def by_name(report: ValidationReport, name: str) -> StepResult:
 def test_every_session_passing_is_green(fixture: str) -> None:
     report = report_of(fixture)
     assert report.ok
-    assert [step.step.number for step in report.steps] == list(range(1, 13))
+    assert [step.step.number for step in report.steps] == list(range(1, 14))
     assert all(step.status is Status.passed for step in report.steps)
-    assert report.verdict.startswith("✅ passed: all 12 required step(s) passed")
+    assert report.verdict.startswith("✅ passed: all 13 required step(s) passed")
     assert report.to_dict()["verdict"] == "passed"
 
 
@@ -69,7 +69,7 @@ def test_a_failed_session_fails_its_step_and_the_verdict() -> None:
     assert not report.ok
     assert [step.step.name for step in report.failures] == ["lint"]
     assert by_name(report, "lint").status is Status.failed
-    assert "1 of 12 required step(s) did not pass" in report.verdict
+    assert "1 of 13 required step(s) did not pass" in report.verdict
     assert "2 lint (failed)" in report.verdict
 
 
@@ -101,11 +101,11 @@ def test_sessions_absent_from_the_report_are_failures() -> None:
     report = report_of("stopped_early.json")
     assert by_name(report, "docs").status is Status.failed
     missing = [step.step.name for step in report.steps if step.status is Status.missing]
-    assert missing == [step.name for step in STEPS[4:12]]
+    assert missing == [step.name for step in STEPS[4:13]]
     assert by_name(report, "msrv").reason == (
         "not in the nox report (nox stopped before running it?)"
     )
-    assert len(report.failures) == 9
+    assert len(report.failures) == 10
 
 
 def test_no_report_at_all_leaves_every_session_missing() -> None:
@@ -312,7 +312,7 @@ def test_list_json() -> None:
     assert result.exit_code == 0
     assert result.stderr == ""
     document = json.loads(result.stdout)
-    assert [step["number"] for step in document["steps"]] == list(range(1, 14))
+    assert [step["number"] for step in document["steps"]] == list(range(1, 15))
     bench = document["steps"][-1]
     assert bench["name"] == "bench"
     assert (bench["required"], bench["default"], bench["targets"]) == (False, False, [])

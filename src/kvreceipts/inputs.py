@@ -137,9 +137,15 @@ def _decompressor(compression: str, source: IO[bytes]) -> Any:
     return _ZstdReader(source)
 
 
+_ZSTD_SLICE = 256
+"""Compressed bytes fed to zstd at a time. Its decompressor has no output limit and a block of
+4 bytes can stand for 128 KiB, so small inputs are what bound its output (8 MiB at most)."""
+
+
 class _ZstdReader:
     """zstd frames one after another, streamed; unlike ``stream_reader`` it notices a file cut
-    off mid-frame (``EOFError``) instead of ending quietly.
+    off mid-frame (``EOFError``) instead of ending quietly. Memory is bounded: compressed data
+    goes in :data:`_ZSTD_SLICE` bytes at a time, so a bomb streams like anything else.
     """
 
     def __init__(self, source: IO[bytes]) -> None:
@@ -148,30 +154,36 @@ class _ZstdReader:
         self._new = zstandard.ZstdDecompressor().decompressobj
         self._source = source
         self._inner = self._new()
+        self._input = memoryview(b"")
         self._pending = b""
+        self._offset = 0
         self._started = False
 
     def readinto(self, buffer: Buffer) -> int:
         view = memoryview(buffer).cast("B")
-        while not self._pending:
-            chunk = self._source.read(1 << 16)
-            if not chunk:
-                if self._started and not self._inner.eof:
-                    raise EOFError("zstd frame cut off")
-                return 0
-            while chunk:
-                if self._inner.eof:  # the next frame
-                    self._inner = self._new()
-                self._started = True
-                self._pending += self._inner.decompress(chunk)
-                chunk = self._inner.unused_data
-        count = min(len(view), len(self._pending))
-        view[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
+        while self._offset >= len(self._pending):
+            if not self._input:
+                chunk = self._source.read(1 << 16)
+                if not chunk:
+                    if self._started and not self._inner.eof:
+                        raise EOFError("zstd frame cut off")
+                    return 0
+                self._input = memoryview(chunk)
+            if self._inner.eof:  # the next frame
+                self._inner = self._new()
+            self._started = True
+            piece, self._input = self._input[:_ZSTD_SLICE], self._input[_ZSTD_SLICE:]
+            self._pending, self._offset = self._inner.decompress(piece), 0
+            if self._inner.eof and self._inner.unused_data:  # the next frame starts here
+                self._input = memoryview(self._inner.unused_data + bytes(self._input))
+        count = min(len(view), len(self._pending) - self._offset)
+        view[:count] = self._pending[self._offset : self._offset + count]
+        self._offset += count
         return count
 
     def close(self) -> None:
         self._pending = b""
+        self._input = memoryview(b"")
 
 
 def _compression(head: bytes) -> str | None:

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from kvreceipts.bounded import shorten
 from kvreceipts.schema import COMMON, EVICTION_LAYOUTS, HEX16, HEX64, KINDS, Field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["check_record", "shape_test"]
+__all__ = ["check_record", "record_problem", "shape_test"]
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -188,6 +189,13 @@ def _check_types(value: dict[str, Any], shape: _Shape) -> tuple[str, str] | None
 
 
 def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
+    problem = _problem(value, shape, where)
+    # A hostile record's unknown key can be a megabyte long: the message names its head.
+    return None if problem is None else f"field {shorten(problem[0])!r} {problem[1]}"
+
+
+def _problem(value: dict[str, Any], shape: _Shape, where: str) -> tuple[str, str] | None:
+    """The first problem as (field, what is wrong), or ``None`` if ``value`` fits."""
     if shape.fits(value):
         return None
     verdicts = shape.verdicts
@@ -202,48 +210,63 @@ def _check(value: dict[str, Any], shape: _Shape, where: str) -> str | None:
     else:  # a name no field has (perhaps a megabyte long) is never kept
         problem = _check_types(value, shape)
     if problem is not None:
-        return f"field {_short_key(where + problem[0])!r} {problem[1]}"
+        return where + problem[0], problem[1]
     return _check_values(value, shape, where)
 
 
-def _check_values(value: dict[str, Any], shape: _Shape, where: str) -> str | None:  # noqa: PLR0911, PLR0912
+def _check_values(  # noqa: PLR0911, PLR0912
+    value: dict[str, Any], shape: _Shape, where: str
+) -> tuple[str, str] | None:
     """Bounds and digests, for a record whose keys and types are known to be right."""
     for low, names, get in shape.floors:
         if min(get(value)) < low:
             name = next(n for n in names if value[n] < low)
-            return f"field {where + name!r} must be at least {low:g}, not {_short(value[name])}"
+            return where + name, f"must be at least {low:g}, not {_short(value[name])}"
     for name, low in shape.loose_floors:
         item = value.get(name)
         if item is not None and item < low:
-            return f"field {where + name!r} must be at least {low:g}, not {_short(item)}"
+            return where + name, f"must be at least {low:g}, not {_short(item)}"
     for name, allowed in shape.enums:
         item = value.get(name, _ABSENT)
         if item is not _ABSENT and item not in allowed:
-            return (f"field {where + name!r} must be {' or '.join(map(repr, allowed))}, not "
-                    f"{_short(item)}")  # fmt: skip
+            return where + name, f"must be {' or '.join(map(repr, allowed))}, not {_short(item)}"
     for name, of in shape.maps:
         entries: dict[str, Any] = value.get(name, {})  # values of any type, checked here
         for key, entry in entries.items():
             wanted: Any = _PY_TYPES[of.types[0]][0]
             if type(entry) is not wanted:
-                return (f"field {where + name + '.' + _short_key(key)!r} must be "
-                        f"{of.types[0]}, not {_short(entry)}")  # fmt: skip
+                return (
+                    f"{where}{name}.{_short_key(key)}",
+                    f"must be {of.types[0]}, not {_short(entry)}",
+                )
             if of.minimum is not None and entry < of.minimum:
-                return (f"field {where + name + '.' + _short_key(key)!r} must be at least "
-                        f"{of.minimum:g}, not {_short(entry)}")  # fmt: skip
+                return (f"{where}{name}.{_short_key(key)}",
+                        f"must be at least {of.minimum:g}, not {_short(entry)}")  # fmt: skip
     for name in shape.hex_fields:
         item = value.get(name)
         if item is None:  # an optional digest that is absent
             continue
         width = 16 if shape.fields[name].pattern == HEX16 else 64
         if len(item) != width or item.strip(_HEX):
-            return f"field {where + name!r} must be {width} lowercase hex digits"
+            return where + name, f"must be {width} lowercase hex digits"
     for name, nested in shape.nested:
         if name in value:
-            problem = _check(value[name], nested, f"{where}{name}.")
+            problem = _problem(value[name], nested, f"{where}{name}.")
             if problem:
                 return problem
     return None
+
+
+def record_problem(record: dict[str, Any], layout: str = "lean") -> tuple[str, str] | None:
+    """What :func:`check_record` finds wrong with a ``/2`` record whose ``kind`` is a known
+    one, as (field, what is wrong: "must be integer, not 1e+300"); ``None`` if it fits.
+    Raises ``KeyError`` for a record of an unknown kind.
+    """
+    kind = record.get("kind")
+    shape = _shape(kind, layout) if type(kind) is str else None
+    if shape is None:
+        raise KeyError(kind)
+    return _problem(record, shape, "")
 
 
 def check_record(record: object, layout: str = "lean") -> str | None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kvreceipts.engine.figures import EngineFigures, engine_problem
 from kvreceipts.errors import InputError
 from kvreceipts.numbers import INT64_MAX
 from kvreceipts.schema import SCHEMA_ID, SCHEMA_ID_V1
@@ -304,6 +305,8 @@ class ReceiptSummary:
     first_timestamp: str | None = None
     last_timestamp: str | None = None
     series: _Series = field(default_factory=_Series)
+    engine: EngineFigures | None = None
+    """Where engine receipts are folded in, once checked (``stats`` shows them apart)."""
     _run: RunSummary | None = None
 
     def unreadable(self, line: int, name: str | None, problem: str, *, invalid: bool) -> None:
@@ -346,6 +349,11 @@ class ReceiptSummary:
         lost = _int(record, "count") if kind == "loss" else 0
         move = f"{_str(record, 'from_tier')}->{_str(record, 'to_tier')}" if kind == "demotion" \
             else None  # fmt: skip
+        engine = kind.startswith("engine_")
+        if engine:  # typed against its kind's shape before stats uses it
+            problem = engine_problem(record)
+            if problem is not None:
+                raise _BadFieldError(*problem)
         opened = None
         if kind == "open":  # a watch's run has no policy of its own
             policy = None if record.get("policy") is None else _str(record, "policy")
@@ -370,6 +378,8 @@ class ReceiptSummary:
             self._eviction(eviction, run)
         run.records += 1
         self.records += 1
+        if engine and self.engine is not None:
+            self.engine.add_checked(record)
         _bump(self.kinds, kind)
         if move is not None:
             _bump(self.demotions, move)
@@ -483,13 +493,16 @@ def _head(lines: Iterator[bytes]) -> list[bytes]:
     return head
 
 
-def summarize_lines(lines: Iterable[bytes], *, path: str = "-") -> ReceiptSummary:
+def summarize_lines(
+    lines: Iterable[bytes], *, path: str = "-", engine: EngineFigures | None = None
+) -> ReceiptSummary:
     """Summarize a stream of receipt lines (newlines included); lines that are not receipts
     are counted apart. Raises :class:`InputError` if the stream does not start like a
     receipts file. A last line without a newline that is not JSON is a truncated tail, as is
-    a torn compressed frame (``lines.truncated_tail``).
+    a torn compressed frame (``lines.truncated_tail``). Engine receipts that fit their kind
+    are also folded into ``engine``.
     """
-    summary = ReceiptSummary(path)
+    summary = ReceiptSummary(path, engine=engine)
     stream = iter(lines)
     head = _head(stream)
     sniffed = head

@@ -69,4 +69,6 @@ def render_engine(figures: EngineFigures) -> RenderableType:
     grid.add_row("restarts", f"{data['restarts']:,}")
     causes = ", ".join(f"{c} {n:,}" for c, n in figures.loss_causes.most_common())
     grid.add_row("lost", f"{data['lost_batches']:,} batches" + (f" ({causes})" if causes else ""))
+    for name, folded in figures.folded().items():  # past the names counted one by one
+        grid.add_row("", f"{name} {folded}")
     return grid

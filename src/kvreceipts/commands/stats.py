@@ -51,8 +51,7 @@ def stats(
     out = Output(json_mode=fmt is ReportFormat.json)
     engine = EngineFigures()
     with open_receipts(path) as lines:
-        summary = summarize_lines(engine.tap(lines), path=path)
-        summary.truncated_tail |= lines.truncated_tail  # the tap hides the reader's flag
+        summary = summarize_lines(lines, path=path, engine=engine)
     if out.json_mode:
         document = summary.to_dict(top)
         if engine.records:

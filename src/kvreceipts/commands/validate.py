@@ -51,7 +51,7 @@ def validate(
         list[str] | None,
         typer.Argument(
             metavar="STEP",
-            help="Steps to run: numbers (1-12), step or session names, or a target (receipts: "
+            help="Steps to run: numbers (1-14), step or session names, or a target (receipts: "
             "upstream's nine; all: the default set; quick: lint and the tests). Default: all.",
             show_default=False,
         ),

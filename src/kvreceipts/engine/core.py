@@ -9,14 +9,28 @@ proven, never assumed: a gap is filled from the replay socket only when its answ
 last batch byte for byte; after the connection dropped (pyzmq's socket monitor) the next
 batch must prove the same way that it comes from the same process, or it starts a new
 incarnation whose earlier batches are asked for or declared lost.
+
+Its memory is bounded whatever the stream says (a recording may come from anyone): at most
+:data:`MAX_ENGINES` topics of at most :data:`MAX_TOPIC` bytes (other messages are skipped and
+reported); per engine at most :data:`MAX_MEDIA` media and :data:`MAX_TIERS` tiers, whose
+medium, locality and ownership have at most :data:`MAX_MEDIUM` characters (a batch naming more
+is undecodable, so lost); at most :data:`MAX_OLD_TIERS` tiers of earlier incarnations per
+engine kept apart (past that a retired tier's counts join an older one of the same key); at
+most :data:`MAX_BLOCKS` blocks held or inside the regret window over all engines and tiers:
+past that the oldest are forgotten (their removals show no residency, as for blocks stored
+before the watch), reported once. Unknown event types and fields are counted by name for the
+first :data:`MAX_UNKNOWN` names per engine, the rest under ``(other)``.
 """
 
 from __future__ import annotations
 
+import math
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kvreceipts.bounded import shorten
 from kvreceipts.engine.receipts import (
     EngineClearReceipt,
     EngineLossReceipt,
@@ -28,6 +42,8 @@ from kvreceipts.engine.receipts import (
 )
 from kvreceipts.engine.state import (
     GPU_MEDIA,
+    MAX_OLD_TIERS,
+    MAX_UNKNOWN,
     EngineState,
     block_tokens,
     cache_salt,
@@ -47,10 +63,27 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from kvreceipts.engine.state import TierKey
-    from kvreceipts.engine.wire import Hash, StoredEvent
+    from kvreceipts.engine.wire import Batch, Hash, StoredEvent
     from kvreceipts.engine.writer import RunWriter
 
-__all__ = ["EngineState", "WatchCore"]
+__all__ = ["MAX_BLOCKS", "MAX_ENGINES", "MAX_MEDIA", "MAX_MEDIUM", "MAX_OLD_TIERS", "MAX_TIERS",
+           "MAX_TOPIC", "MAX_UNKNOWN", "EngineState", "WatchCore"]  # fmt: skip
+
+MAX_ENGINES = 256
+"""Topics followed at once."""
+MAX_TOPIC = 256
+"""Longest topic, in bytes (vLLM's default is empty)."""
+MAX_MEDIA = 16
+"""Media per engine (GPU, CPU, DISK, ... in practice)."""
+MAX_MEDIUM = 64
+"""Longest medium (and locality, ownership) name, in characters."""
+MAX_TIERS = 256
+"""Tiers (DP rank, medium, group, locality, ownership) per engine, over its incarnations."""
+MAX_BLOCKS = 300_000
+"""Blocks kept over all engines: resident ones count one, removed ones inside the regret window
+two (~170 and ~375 bytes each), so what is kept stays near 60 MB."""
+_RECEIPTS_AT_ONCE = 4096
+"""Removal receipts built before they are handed to the writer (a batch may remove many)."""
 
 
 dumps = orjson.dumps
@@ -93,6 +126,10 @@ class WatchCore:
         """Well-formed messages handled (the subscriber's, not the replayed ones)."""
         self.bad_messages = 0
         self.disconnects = 0
+        self.kept = 0
+        """Blocks kept over all engines (at most MAX_BLOCKS)."""
+        self.forgotten = 0
+        """Blocks forgotten to stay within MAX_BLOCKS."""
 
     # -- input ---------------------------------------------------------------------------
 
@@ -104,12 +141,24 @@ class WatchCore:
         return cached
 
     def engine(self, topic: bytes) -> EngineState:
-        """The state of the engine publishing on ``topic`` (created on first sight)."""
+        """The state of the engine publishing on ``topic`` (created on first sight; the
+        caller checks :meth:`_refused` first).
+        """
         state = self.engines.get(topic)
         if state is None:
             name = topic.decode("utf-8", "backslashreplace")
             state = self.engines[topic] = EngineState(name)
         return state
+
+    def _refused(self, topic: bytes) -> str | None:
+        """Why a message on ``topic`` is not followed (too long, or one topic too many)."""
+        if topic in self.engines:
+            return None
+        if len(topic) > MAX_TOPIC:
+            return f"a topic of {len(topic):,} bytes (at most {MAX_TOPIC})"
+        if len(self.engines) >= MAX_ENGINES:
+            return f"a topic past the first {MAX_ENGINES} (more engines than a watch follows)"
+        return None
 
     def disconnected(self) -> None:
         """The subscriber's connection to the engine dropped (pyzmq's socket monitor): the
@@ -128,6 +177,11 @@ class WatchCore:
                         "skipped")  # fmt: skip
             return False
         topic, seq_frame, payload = frames
+        refused = self._refused(topic)
+        if refused is not None:
+            self.bad_messages += 1
+            self.report(f"message on {refused}; skipped")
+            return False
         try:
             seq = parse_seq(seq_frame)
         except WireError as exc:
@@ -156,6 +210,8 @@ class WatchCore:
         """Our queue dropped batches ``first..last`` of ``topic`` (they count as lost unless
         the replay socket gives them back).
         """
+        if self._refused(topic) is not None:
+            return  # its messages are skipped too
         state = self.engine(topic)
         drops = state.local_drops
         if drops and drops[-1][1] + 1 == first:
@@ -176,7 +232,7 @@ class WatchCore:
             tiers = [*state.old_tiers, *state.tiers.values()]
             self.writer.emit(
                 EngineTallyReceipt, at_s, topic=state.topic, incarnations=state.incarnation + 1,
-                tiers=[t.row() for t in tiers], unknown=dict(sorted(state.unknown.items())),
+                tiers=[t.row() for t in tiers], unknown=state.unknown.to_dict(),
                 hit_rate=state.hit_rate, batches=state.batches,
                 recovered_batches=state.recovered_batches, lost_batches=state.lost_batches,
             )  # fmt: skip
@@ -358,6 +414,7 @@ class WatchCore:
         state.last_payload = payload
         try:
             batch = decode_batch(payload)
+            _check_batch(state, batch)
         except WireError as exc:
             state.undecodable += 1
             self.report(f"topic {state.topic!r} engine seq {seq}: {exc}; batch lost")
@@ -395,17 +452,56 @@ class WatchCore:
                 self._cleared(state, seq, ts, rank, at_s)
         if events:
             self._removed(state, seq, ts, removing, key, at_s, events)  # type: ignore[arg-type]
+        self._count_kept(state)
+
+    def _count_kept(self, state: EngineState) -> None:
+        """Recount what ``state`` keeps over its tiers (a removal in the regret window weighs
+        two: an ordered table's entry costs twice a plain one's) and forget the oldest past
+        MAX_BLOCKS.
+        """
+        kept = sum(len(t.resident) + 2 * len(t.removed) for t in state.tiers.values())
+        self.kept += kept - state.kept
+        state.kept = kept
+        if self.kept > MAX_BLOCKS:
+            self._forget_oldest(state)
+
+    def _forget_oldest(self, state: EngineState) -> None:
+        """Forget the oldest blocks of ``state`` (whose batch just grew the total past
+        MAX_BLOCKS) until the total is a tenth below it.
+        """
+        excess = self.kept - MAX_BLOCKS * 9 // 10
+        if not self.forgotten:
+            self.report(f"more than {MAX_BLOCKS:,} blocks held or recently removed: the oldest "
+                        "are forgotten (their removals show no residency)")  # fmt: skip
+        dropped = 0
+        tiers = list(state.tiers.values())
+        for tier in tiers:  # regret windows first: the oldest removals
+            removed = tier.removed
+            while removed and dropped < excess:
+                removed.popitem(last=False)
+                dropped += 2
+        for tier in tiers:
+            if dropped >= excess:
+                break
+            blocks = tier.resident
+            cut = min(len(blocks), excess - dropped)
+            for block_hash in list(islice(blocks, cut)):  # insertion order: the oldest first
+                del blocks[block_hash]
+            dropped += cut
+        state.kept -= dropped
+        self.kept -= dropped
+        self.forgotten += dropped
 
     def _unknown(self, state: EngineState, unknown: dict[str, int]) -> None:
         """Unknown event types and fields: counted per engine, reported once each."""
         for name, n in unknown.items():
-            state.unknown[name] += n
+            state.unknown.add(name, n)
             if name.startswith("type:"):
                 state.events["unknown"] += n
-            if name not in self._reported:
+            if name not in self._reported and len(self._reported) < MAX_UNKNOWN:
                 self._reported.add(name)
-                what = f"event type {name[5:]!r}" if name.startswith("type:") else \
-                    f"field {name!r}"  # fmt: skip
+                what = f"event type {shorten(name[5:])!r}" if name.startswith("type:") else \
+                    f"field {shorten(name)!r}"  # fmt: skip
                 self.report(f"topic {state.topic!r}: unknown {what} (skipped; counted in the "
                             "engine_tally receipt, reported once)")  # fmt: skip
 
@@ -428,8 +524,13 @@ class WatchCore:
         topic = self._topic_json(state)
         per_token = self.bytes_per_token
         receipt_seq = writer.next_seq
-        payloads = []
+        payloads: list[bytes] = []
+        put = writer.put_payloads
         for block_hash in hashes:
+            if len(payloads) >= _RECEIPTS_AT_ONCE:  # memory stays flat however many
+                put("engine_removal", timestamp, payloads)
+                payloads = []
+                self._count_kept(state)
             held = resident.pop(block_hash, None)
             if held is None:
                 stored_ts = parent = residency = tokens = freed = None
@@ -447,7 +548,7 @@ class WatchCore:
             removed.pop(block_hash, None)
             removed[block_hash] = (ts, receipt_seq)
             receipt_seq += 1
-        writer.put_payloads("engine_removal", timestamp, payloads)
+        put("engine_removal", timestamp, payloads)
         tier.removals += len(hashes)
 
     def _prune(self, removed: OrderedDict[Hash, tuple[float, int]], ts: float) -> None:
@@ -549,6 +650,36 @@ class WatchCore:
     def lost_batches(self) -> int:
         """Batches declared lost, over all engines."""
         return sum(s.lost_batches for s in self.engines.values())
+
+
+def _check_batch(state: EngineState, batch: Batch) -> None:
+    """Refuse a batch whose time is not finite or that names a medium, locality or ownership
+    too long, or a medium or tier too many for one engine.
+    """
+    if not math.isfinite(batch.ts):
+        raise WireError(f"batch ts {batch.ts!r} is not a finite number")
+    rank = batch.dp_rank
+    places = {
+        (rank, getattr(e, "medium", None), getattr(e, "group_idx", None),
+         getattr(e, "locality", None), getattr(e, "ownership", None))
+        for e in batch.events
+    }  # fmt: skip
+    new = places - state.places
+    if not new:
+        return
+    for place in new:
+        for what, name in (("medium", place[1]), ("locality", place[3]), ("ownership", place[4])):
+            if name is not None and len(name) > MAX_MEDIUM:
+                raise WireError(f"a {what} name of {len(name):,} characters (at most "
+                                f"{MAX_MEDIUM})")  # fmt: skip
+    media = state.media | {place[1] for place in new}
+    if len(media) > MAX_MEDIA:
+        raise WireError(f"more than {MAX_MEDIA} media named by one engine")
+    if len(state.places) + len(new) > MAX_TIERS:
+        raise WireError(f"more than {MAX_TIERS} tiers (rank, medium, group, locality, "
+                        "ownership) named by one engine")  # fmt: skip
+    state.media = media
+    state.places |= new
 
 
 def _covered(ranges: list[tuple[int, int]], first: int, last: int) -> bool:

@@ -337,9 +337,8 @@ def watch_recording(
                     break
             elif kind == DISCONNECT:
                 core.disconnected()
-            elif kind == DROP and len(entry.frames) == 3:
-                topic, first, last = entry.frames
-                core.dropped(topic, int.from_bytes(first, "big"), int.from_bytes(last, "big"))
+            elif kind == DROP:
+                core.dropped(*_drop(entry.frames, path))
             elif kind == FINISH:
                 end_s = entry.at_s
                 break
@@ -356,6 +355,17 @@ def watch_recording(
     return WatchResult(header["run_id"], core, writer, stopped_by,
                        time.perf_counter() - started, received=core.messages,
                        torn_recording=reader.torn, header=header)  # fmt: skip
+
+
+def _drop(frames: list[bytes], path: str) -> tuple[bytes, int, int]:
+    """A recorded drop's topic and seq range, checked (8-byte seqs, first <= last)."""
+    if len(frames) != 3 or len(frames[1]) != 8 or len(frames[2]) != 8:
+        raise InputError("a drop entry must hold a topic and two 8-byte seqs", path=path)
+    first, last = int.from_bytes(frames[1], "big"), int.from_bytes(frames[2], "big")
+    if first > last or last >= 1 << 63:
+        raise InputError(f"a drop entry's seqs {first}..{last} are not a range of engine seqs",
+                         path=path)  # fmt: skip
+    return frames[0], first, last
 
 
 def _recorded_replay(

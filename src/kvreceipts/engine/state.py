@@ -4,7 +4,8 @@ A **tier** is (DP rank, medium, KV-cache group, locality, ownership). A hash mea
 only within its tier: a hybrid model (full + sliding-window attention) publishes one hash
 once per group, two offloading tiers can hold the same hash, and a removal from one leaves
 the others alone. A restart starts a new incarnation with no state; the old tiers' counts
-stay for the tally.
+stay for the tally (past :data:`MAX_OLD_TIERS` old tiers per engine a retired tier's counts
+join an older one of the same key, so a stream that restarts at every batch keeps no more).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kvreceipts.bounded import CappedCounter
 from kvreceipts.engine.receipts import tier_fragments
 
 if TYPE_CHECKING:
@@ -20,8 +22,15 @@ if TYPE_CHECKING:
 
     from kvreceipts.engine.wire import Hash
 
-__all__ = ["GPU_MEDIA", "EngineState", "Tier", "TierKey", "block_tokens", "cache_salt",
-           "medium_name", "normal_medium"]  # fmt: skip
+__all__ = ["GPU_MEDIA", "MAX_OLD_TIERS", "MAX_UNKNOWN", "EngineState", "Tier", "TierKey",
+           "block_tokens", "cache_salt", "medium_name", "normal_medium"]  # fmt: skip
+
+MAX_OLD_TIERS = 1024
+"""Tiers of earlier incarnations kept apart per engine (each is a row of the tally)."""
+MAX_UNKNOWN = 64
+"""Unknown event types and fields counted by name per engine (and reported once each)."""
+_MEDIA_KEPT = 4096
+"""Media names whose upper case is remembered (the core lets an engine name 16)."""
 
 GPU_MEDIA = frozenset({"GPU", None})
 """What ``AllBlocksCleared`` clears: vLLM sends it when it resets the GPU prefix cache (older
@@ -40,7 +49,9 @@ def normal_medium(medium: str | None) -> str | None:
     """Media in upper case (some connectors send ``"cpu"``)."""
     name = _MEDIA.get(medium)
     if name is None and medium is not None:
-        name = _MEDIA[medium] = medium.upper()
+        name = medium.upper()
+        if len(_MEDIA) < _MEDIA_KEPT:
+            _MEDIA[medium] = name
     return name
 
 
@@ -65,6 +76,9 @@ class Tier:
     spec_kind: str | None = None
     held_at_end: int | None = None
     """Blocks it held when its incarnation ended (a restart forgets them)."""
+    folded: int = 0
+    """Later incarnations' tiers of the same key whose counts joined this one (past
+    MAX_OLD_TIERS)."""
     fragments: tuple[bytes, bytes, bytes] = (b"", b"", b"")
 
     def __post_init__(self) -> None:
@@ -74,12 +88,24 @@ class Tier:
     def row(self) -> dict[str, Any]:
         """The tier's line in the ``engine_tally`` receipt."""
         rank, medium, group, locality, ownership = self.key
-        return {"incarnation": self.incarnation, "dp_rank": rank, "medium": medium,
-                "group_idx": group, "locality": locality,
-                "ownership": ownership, "kv_cache_spec_kind": self.spec_kind,
-                "stores": self.stores, "hits": self.hits, "removals": self.removals,
-                "regret": self.regret, "resident": len(self.resident) if self.held_at_end is None
-                else self.held_at_end}  # fmt: skip
+        row = {"incarnation": self.incarnation, "dp_rank": rank, "medium": medium,
+               "group_idx": group, "locality": locality,
+               "ownership": ownership, "kv_cache_spec_kind": self.spec_kind,
+               "stores": self.stores, "hits": self.hits, "removals": self.removals,
+               "regret": self.regret, "resident": len(self.resident) if self.held_at_end is None
+               else self.held_at_end}  # fmt: skip
+        if self.folded:  # later incarnations' counts joined this row (MAX_OLD_TIERS)
+            row["folded"] = self.folded
+        return row
+
+    def fold(self, other: Tier) -> None:
+        """Add the counts of ``other`` (a later incarnation's retired tier of the same key)."""
+        self.stores += other.stores
+        self.hits += other.hits
+        self.removals += other.removals
+        self.regret += other.regret
+        self.held_at_end = (self.held_at_end or 0) + (other.held_at_end or 0)
+        self.folded += 1 + other.folded
 
 
 @dataclass(slots=True)
@@ -97,7 +123,9 @@ class EngineState:
     """The connection dropped since the last batch: continuity must be proven."""
     tiers: dict[TierKey, Tier] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
-    unknown: Counter[str] = field(default_factory=Counter)
+    unknown: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_UNKNOWN))
+    """Unknown event types (``type:NAME``) and fields, counted (the first MAX_UNKNOWN names
+    by name)."""
     batches: int = 0
     recovered_batches: int = 0
     gaps: int = 0
@@ -111,6 +139,12 @@ class EngineState:
     topic_json: bytes = b""
     old_tiers: list[Tier] = field(default_factory=list)
     """Tiers of earlier incarnations (their counts stay in the tally)."""
+    places: set[TierKey] = field(default_factory=set)
+    """Every tier key a batch named, as sent (at most the core's MAX_TIERS)."""
+    media: set[str | None] = field(default_factory=set)
+    """Every medium named so far, as sent (at most the core's MAX_MEDIA)."""
+    kept: int = 0
+    """Blocks resident or in a regret window over the tiers, as of the end of the last batch."""
 
     def tier(self, key: TierKey) -> Tier:
         """The tier ``key`` (new state when first seen: a group or rank may appear
@@ -172,11 +206,18 @@ class EngineState:
     def forget(self) -> int:
         """Drop all resident state (a new incarnation); returns how many blocks were held."""
         held = self.held
+        old = self.old_tiers
         for tier in self.tiers.values():
             tier.held_at_end = len(tier.resident)
             tier.resident.clear()
             tier.removed.clear()
-            self.old_tiers.append(tier)
+            into = None
+            if len(old) >= MAX_OLD_TIERS:
+                into = next((t for t in reversed(old) if t.key == tier.key), None)
+            if into is None:  # (a key no old tier has: at most MAX_TIERS of them past the cap)
+                old.append(tier)
+            else:
+                into.fold(tier)
         self.tiers = {}
         return held
 

@@ -1,6 +1,6 @@
 """The validation steps, in upstream's order, and the nox sessions that run each one.
 
-Steps 1-9 are upstream's ``ci-local.sh bitnet-server-receipts``; 10-13 are ours. A step runs
+Steps 1-9 are upstream's ``ci-local.sh bitnet-server-receipts``; 10-14 are ours. A step runs
 one or more sessions of ``noxfile.py`` and passes only when every one of them succeeded.
 """
 
@@ -52,7 +52,9 @@ STEPS: tuple[Step, ...] = (
          upstream=False),
     Step(12, "engine-compat", "watch against vLLM's and SGLang's own publishers (wheels)",
          ("engine-compat",), upstream=False),
-    Step(13, "bench", "benchmarks (scripts/bench.py)", ("bench",), upstream=False,
+    Step(13, "fuzz", "fuzz: generated and mutated input at every reader (short run)",
+         ("fuzz",), upstream=False),
+    Step(14, "bench", "benchmarks (scripts/bench.py)", ("bench",), upstream=False,
          required=False, default=False),
 )  # fmt: skip
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kvreceipts.bounded import shorten
 from kvreceipts.errors import InputError, UsageError
 from kvreceipts.inputs import InputStream, open_input
 from kvreceipts.numbers import MAX_TOKENS, MAX_TRACE_MS
@@ -74,7 +75,7 @@ def detect_format(path: str) -> str:
 
 def _count(value: object, name: str) -> int:
     if type(value) is not int or value < 0:
-        raise ValueError(f"field {name!r}: expected a non-negative integer, got {value!r}")
+        raise ValueError(f"field {name!r}: expected a non-negative integer, got {_shown(value)}")
     if value > MAX_TOKENS:
         raise ValueError(f"field {name!r}: {value} tokens, more than {MAX_TOKENS:,} in one row")
     return value
@@ -90,7 +91,7 @@ def _mooncake_row(data: Any, line: int) -> Request:
     if type(timestamp) not in (int, float) or not 0 <= timestamp <= MAX_TRACE_MS:
         raise ValueError(
             f"field 'timestamp': expected milliseconds from 0 to {MAX_TRACE_MS:.0e}, "
-            f"got {timestamp!r}"
+            f"got {_shown(timestamp)}"
         )
     input_tokens = _count(data["input_length"], "input_length")
     output_tokens = _count(data["output_length"], "output_length")
@@ -123,7 +124,8 @@ def _azure_time(text: str) -> float:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"field 'TIMESTAMP': expected a time like 2023-11-16 18:17:03.9799600, got {text!r}"
+            "field 'TIMESTAMP': expected a time like 2023-11-16 18:17:03.9799600, "
+            f"got {_shown(text)}"
         ) from None
     # The trace's times are UTC; a time that names no zone must not be read as local time.
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
@@ -140,7 +142,7 @@ def _azure_row(text: str, line: int, epoch: float | None) -> tuple[Request, floa
             values.append(_count(int(cell), name))
         except ValueError:
             raise ValueError(
-                f"field {name!r}: expected a non-negative integer, got {cell.strip()!r}"
+                f"field {name!r}: expected a non-negative integer, got {_shown(cell.strip())}"
             ) from None
     input_tokens, output_tokens = values
     request_id = f"r{line}"
@@ -185,7 +187,7 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
     last = float("-inf")
     with _open(path) as handle:
         path = handle.path  # "<stdin>" for "-"
-        for line, raw in enumerate(handle, start=1):
+        for line, raw in enumerate(_bounded_lines(handle), start=1):
             if line == 1:
                 raw = raw.removeprefix(BOM)  # noqa: PLW2901 - a CSV saved by Excel
             if not raw.strip():
@@ -193,6 +195,11 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
             if not line & 1023:
                 stats.bytes_read = handle.bytes_read() or 0
             try:
+                if raw is _OVERLONG:
+                    raise ValueError(  # noqa: TRY301 - skipped like any other bad row
+                        f"the row is longer than {MAX_ROW:,} bytes (the longest a trace row "
+                        "can be: 10 million tokens' hash ids)"
+                    )
                 if fmt == "mooncake":
                     request = _mooncake_row(orjson.loads(raw), line)
                 else:
@@ -226,6 +233,35 @@ def _rows(  # noqa: PLR0912 - one loop, its branches are the row kinds
             stats.rows += 1
             yield request
         stats.bytes_read = handle.bytes_read() or 0
+
+
+MAX_ROW = 1 << 20
+"""Longest trace row read, in bytes: a Mooncake row of :data:`MAX_TOKENS` tokens holds 19,532
+hash ids, about 430 KB. A longer row is rejected once this many bytes of it are read, so a
+100 MB line (compressed to a few hundred KB) costs no more memory than a short one."""
+_OVERLONG = b"\x00 a row past MAX_ROW \x00"  # told by identity; not blank, not JSON
+
+
+def _bounded_lines(handle: InputStream) -> Iterator[bytes]:
+    """The stream's lines, each at most :data:`MAX_ROW` bytes. A longer one comes out as
+    ``_OVERLONG`` as soon as its first ``MAX_ROW + 1`` bytes are read; only if the reader asks
+    for the next line is the rest of it read, in pieces, never held whole.
+    """
+    readline = handle.readline
+    limit = MAX_ROW + 1
+    while raw := readline(limit):
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            del raw
+            yield _OVERLONG
+            while (rest := readline(1 << 16)) and not rest.endswith(b"\n"):
+                pass
+            continue
+        yield raw
+
+
+def _shown(value: object) -> str:
+    """A value for a message: its repr, cut to its head and length if long (a row may be 1 MiB)."""
+    return shorten(repr(value), 60, 40)
 
 
 def _describe(exc: Exception) -> str:
