@@ -263,9 +263,14 @@ def test_s3fifo_the_ghost_forgets_its_oldest_past_nine_tenths() -> None:
 
 
 def test_s3fifo_a_cache_too_small_for_a_ghost_has_none() -> None:
-    policy = S3FIFOPolicy(1)
+    policy = S3FIFOPolicy(1)  # no ghost at all
     policy.insert("a")
-    assert policy.victim() == "a"
+    assert policy.victim() == "a"  # from main: main's victims never go to the ghost
+    policy.insert("b")  # to small now
+    assert policy.victim() == "b"  # from small, so to the ghost, which holds nothing
+    policy.on_miss("b")
+    policy.insert("b")  # not remembered: to small again
+    assert policy.victim() == "b"
     policy = S3FIFOPolicy(2)  # a ghost of one key
     policy.insert("a")
     policy.insert("b")
