@@ -2,6 +2,7 @@
 
     python scripts/mutants_score.py [MODULE ...]   # e.g. chain policies verify; default: all
 
+Run it where mutmut ran (the checkout): it reads ``mutants/``.
 A mutant is killed when a test failed (or timed out) with it; the score is killed / checked.
 Mutants not checked yet (a run cut short) are counted apart, as are those no test reaches.
 Prints one line per module and a JSON document (``--json``) for the bench output.
@@ -15,7 +16,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = Path("mutants")
+"""Where mutmut keeps its results: in the folder it ran from (the checkout)."""
 KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout",
           152: "timeout", 255: "timeout", 37: "type check"}  # fmt: skip
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
@@ -23,14 +25,14 @@ STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "no
 
 def module_of(meta: Path) -> str:
     """``mutants/src/kvreceipts/verify/runs.py.meta`` -> ``verify.runs``."""
-    relative = meta.relative_to(ROOT / "mutants" / "src" / "kvreceipts")
+    relative = meta.relative_to(MUTANTS / "src" / "kvreceipts")
     return ".".join(relative.with_suffix("").with_suffix("").parts)
 
 
 def scores(selected: list[str]) -> dict[str, dict[str, int]]:
     """Counts per status, per module (those whose name starts with a selected one)."""
     out: dict[str, dict[str, int]] = {}
-    for meta in sorted((ROOT / "mutants" / "src").rglob("*.py.meta")):
+    for meta in sorted((MUTANTS / "src").rglob("*.py.meta")):
         name = module_of(meta)
         if selected and not any(name == s or name.startswith(s + ".") for s in selected):
             continue
