@@ -75,6 +75,7 @@ def test_a_paged_run_names_blocks(tmp_path: Path) -> None:
     assert held["requests"]["rejected"] == 0
 
 
+@pytest.mark.needs("receipts")  # without it there are no receipts to write, and -o says so
 @pytest.mark.parametrize("target", ["/nonexistent/dir/run.jsonl", "/etc/hostname/run.jsonl"])
 def test_an_output_that_cannot_be_written_fails_before_the_run(target: str) -> None:
     result = simulate("-f", "jsonl", "--requests", "500", "-o", target)

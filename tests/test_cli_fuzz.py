@@ -5,9 +5,11 @@ the answer is exit 0, or exit 2 with one ``error: …`` line; never a traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import tempfile
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -35,7 +37,12 @@ BASE: dict[tuple[str, ...], list[str]] = {
     ("config", "init"): ["--force"],
     ("config", "show"): [],
     ("validate",): ["--dry-run"],
+    ("prove",): ["{signed}"],
+    ("verify-proof",): ["{bundle}", "--vkey", "{pub}"],
+    ("keygen",): ["fuzz", "-o", "fuzz"],
 }
+"""``{signed}``, ``{bundle}`` and ``{pub}``: a signed run, a proof bundle of it and its
+verifier key, made once (:func:`_proof_files`)."""
 
 SPECIAL = [
     "nan", "inf", "-inf", "1e400", "-1", "0", "1e-9", "99999999999999999999999",
@@ -67,6 +74,23 @@ def _options(path: tuple[str, ...]) -> list[tuple[str, bool]]:
 
 
 CASES = [(path, name, flag) for path in BASE for name, flag in _options(path)]
+
+
+@functools.cache
+def _proof_files() -> dict[str, str]:
+    folder = Path(tempfile.mkdtemp(prefix="kvreceipts-fuzz-"))
+    for args in (("keygen", "fuzz", "-o", str(folder / "k")),
+                 ("simulate", "-q", "-f", "json", "--requests", "200", "--sign-key",
+                  str(folder / "k.key"), "-o", str(folder / "run.jsonl")),
+                 ("prove", str(folder / "run.jsonl"), "--seq", "0", "-o",
+                  str(folder / "p.json"))):  # fmt: skip
+        assert runner.invoke(app, list(args)).exit_code == 0, args
+    return {"signed": str(folder / "run.jsonl"), "bundle": str(folder / "p.json"),
+            "pub": str(folder / "k.pub")}  # fmt: skip
+
+
+def _base(path: tuple[str, ...]) -> list[str]:
+    return [arg.format(**_proof_files()) if "{" in arg else arg for arg in BASE[path]]
 
 
 def _check(result: Result, *, violations: bool = False) -> None:
@@ -111,8 +135,9 @@ def test_random_values_at_every_option(
     path: tuple[str, ...], option: str, flag: bool, value: str
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
-        args = [*path, *BASE[path], option] + ([] if flag else [value])
-        _check(runner.invoke(app, args), violations=path in (("verify",), ("stats",)))
+        args = [*path, *_base(path), option] + ([] if flag else [value])
+        answers = (("verify",), ("stats",), ("verify-proof",))  # exit 1 is an answer there
+        _check(runner.invoke(app, args), violations=path in answers)
 
 
 TOML_VALUES = st.one_of(

@@ -130,6 +130,7 @@ def test_keygen_refuses_bad_names_and_missing_directories(tmp_path: Path) -> Non
 # --- verify-proof: valid ---
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_a_valid_proof_prints_the_receipt_and_exits_0(
     tmp_path: Path, lines: list[str], keys: tuple[Path, Path]
 ) -> None:
@@ -154,6 +155,7 @@ def test_a_valid_proof_prints_the_receipt_and_exits_0(
         assert document["signer"] == signer.verifier.label
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_a_session_bundle_proves_each_record(
     tmp_path: Path, lines: list[str], keys: tuple[Path, Path]
 ) -> None:
@@ -181,6 +183,7 @@ def test_a_session_bundle_proves_each_record(
     assert "proofs[2] (leaf 7)" in flat(result.stdout)
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_a_consistency_bundle_checks_against_the_older_note(
     tmp_path: Path, lines: list[str], keys: tuple[Path, Path]
 ) -> None:
@@ -238,6 +241,7 @@ def _attack(tmp_path: Path, pub: Path, document: Any, why: str) -> None:
     assert why in got["reason"]
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_attacks_are_invalid(tmp_path: Path, lines: list[str], keys: tuple[Path, Path]) -> None:
     key, pub = keys
     signer = _signer(key)
@@ -290,6 +294,7 @@ def _unusable(result: Result, why: str) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_unusable_input_is_one_line_and_exit_2(
     tmp_path: Path, lines: list[str], keys: tuple[Path, Path]
 ) -> None:
@@ -330,6 +335,7 @@ def test_unusable_input_is_one_line_and_exit_2(
     )
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_the_independent_check_in_the_docs_works(
     tmp_path: Path, lines: list[str], keys: tuple[Path, Path]
 ) -> None:

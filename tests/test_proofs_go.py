@@ -263,6 +263,7 @@ def _run_lines() -> list[str]:
     return result.stdout.splitlines()
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_verify_proof_accepts_bundles_go_made(goref: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -309,6 +310,7 @@ def test_verify_proof_accepts_bundles_go_made(goref: Path, tmp_path: Path) -> No
     assert "no verifiable signatures" in json.loads(result.stdout)["reason"]
 
 
+@pytest.mark.needs("receipts")  # its run is simulated
 def test_go_checks_the_bundles_we_build(goref: Path) -> None:
     from kvreceipts.proofs import bundle
 

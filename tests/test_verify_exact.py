@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from kvreceipts.chain import canonical, chain_digest, key_id
 from kvreceipts.errors import InputError
+from kvreceipts.proofs.merkle import Frontier, leaf_hash
 from kvreceipts.schema import KIND_NAMES, ZERO_DIGEST, json_schema
 from kvreceipts.verify import VerifyOptions, VerifyReport, verify_lines
 from receipt_files import BLOCK, KEY, OTHER_KEY, POOL, lean_run, parsed, seal, stamp
@@ -63,14 +64,15 @@ def test_a_wrong_key_is_never_reported_as_authenticated() -> None:
     assert report.authentication == "failed"
     assert report.to_dict()["authentication"] == "failed"
     # Sealed with another key under the right key id (the id names a key, it proves nothing).
-    forged, prev = [], ZERO_DIGEST
+    forged, prev, tree = [], ZERO_DIGEST, Frontier()
     for record in lean_run():
         body = {**record, "alg": "hmac-sha256", "key_id": key_id(KEY)}
         if body["kind"] == "close":
-            body["head"] = prev
+            body |= {"head": prev, "tree_size": tree.size, "root": tree.root().hex()}
         payload = canonical(body)
         prev = chain_digest(prev, payload, OTHER_KEY)
         forged.append(payload[:-1] + b',"digest":"%b"}\n' % prev.encode())
+        tree.append(leaf_hash(forged[-1][:-1]))
     report = verify(forged, key=KEY)
     assert checks(report) == {"digest"}
     assert report.authentication == "failed"

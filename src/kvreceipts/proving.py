@@ -1,15 +1,16 @@
 """Proofs of receipts for third parties: which records of a receipts file to prove, under
 which signed checkpoint, and the Merkle proofs (:mod:`kvreceipts.proofs`) that say so.
 
-A receipts file is read twice, streaming: once to find the run, the records asked for and
-the run's newest signed checkpoint, once to hash the run's leaves into the proof. Memory is
-O(log n) per proof plus one chunk of leaf hashes, whatever the file's size.
+The run's newest signed checkpoint is read from the end of a plain file (a signed run's close
+record is its last line); a compressed file, or a session's receipts, take a first streaming
+pass. One streaming pass then hashes the run's leaves into the proof. Memory is O(log n) per
+proof plus one chunk of leaf hashes, whatever the file's size.
 
 Both passes keep per-line work to C calls: a canonical line is searched for its ``kind`` and
 ``run_id`` members (in canonical JSON a quote inside a string is always escaped, so
 ``"kind":"loss"`` cannot match inside a value), and only the few records whose fields a
 proof needs (loss, checkpoint, close, the records asked for) are parsed. The second pass
-hashes whole chunks of :data:`CHUNK` leaves level by level and hands each on as one aligned
+hashes whole chunks of ``2**CHUNK_HEIGHT`` leaves level by level and hands each on as one aligned
 subtree; the chunks a proof reaches into are handed on leaf by leaf.
 """
 
@@ -54,6 +55,7 @@ _TREE = (b'"kind":"checkpoint"', b'"kind":"close"')
 _LOSS = b'"kind":"loss"'
 _EVICTION = b'"kind":"eviction"'
 _RUN = b'"run_id":'
+_HEX = frozenset("0123456789abcdef")
 _BLOCK = 1 << 16
 MAX_LINE = 1 << 20
 """A longer line is no receipt (as the receipts reader bounds lines)."""
@@ -106,6 +108,19 @@ def _parse(line: bytes, number: int, path: str) -> dict[str, Any]:
     return record
 
 
+def _loss_range(line: bytes, number: int, path: str) -> tuple[int, int, list[bytes]]:
+    """A loss record's range and subtree hashes, typed (the file may be anyone's)."""
+    record = _parse(line, number, path)
+    first, last, tree = record.get("first_seq"), record.get("last_seq"), record.get("lost_tree")
+    if type(first) is int and type(last) is int and 0 <= first <= last and type(tree) is list:
+        hashes = [bytes.fromhex(h) for h in tree
+                  if type(h) is str and len(h) == 64 and _HEX.issuperset(h)]  # fmt: skip
+        if len(hashes) == len(tree) == len(aligned_ranges(first, last)):
+            return first, last, hashes
+    raise InputError(f"line {number}: a loss record whose range or lost_tree is malformed (run "
+                     "`kvreceipts verify` on the file)", path=path)  # fmt: skip
+
+
 def scan(  # noqa: PLR0912 - one pass; each branch is one kind of line
     lines: Iterable[bytes],
     path: str,
@@ -136,8 +151,7 @@ def scan(  # noqa: PLR0912 - one pass; each branch is one kind of line
                 scans[run_json] = RunScan(str(orjson.loads(run_json)))
             member, found = _RUN + run_json, scans[run_json]
         if _LOSS in line:
-            record = _parse(line, number, path)
-            found.lost.append((record["first_seq"], record["last_seq"]))
+            found.lost.append(_loss_range(line, number, path)[:2])
         elif _TREE[0] in line or _TREE[1] in line:
             record = _parse(line, number, path)
             note, size = record.get("checkpoint"), record.get("tree_size")
@@ -240,12 +254,10 @@ def _nodes(
         if _LOSS in line:  # the chunk being collected is cut: its leaves go one by one
             yield from ((base + i, 0, h) for i, h in enumerate(pending))
             pending = []
-            record = _parse(line, number, path)
-            first, last = record["first_seq"], record["last_seq"]
+            first, last, hashes = _loss_range(line, number, path)
             found.lost.append((first, last))
-            ranges = aligned_ranges(first, last)
-            for (start, tall), digest in zip(ranges, record["lost_tree"], strict=True):
-                yield start, tall, bytes.fromhex(digest)
+            for (start, tall), digest in zip(aligned_ranges(first, last), hashes, strict=True):
+                yield start, tall, digest
             base = last + 1
             continue
         if pos in capture:
