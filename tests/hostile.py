@@ -57,6 +57,19 @@ def engine_clear(seq: int, **changes: Any) -> dict[str, Any]:
     return record
 
 
+def engine_tally(seq: int, **changes: Any) -> dict[str, Any]:
+    """An engine_tally receipt with one tier, with ``changes`` applied."""
+    tier = {"incarnation": 0, "dp_rank": 0, "medium": "GPU", "group_idx": None,
+            "locality": None, "ownership": None, "kv_cache_spec_kind": None, "stores": 4,
+            "hits": 1, "removals": 2, "regret": 0, "resident": 2}  # fmt: skip
+    record = {"alg": "sha256", "batches": 3, "hit_rate": 0.2, "incarnations": 1,
+              "kind": "engine_tally", "lost_batches": 0, "recovered_batches": 0, "run_id": RUN,
+              "seq": seq, "tiers": [tier], "timestamp": _TS, "topic": "kv@pod-a",
+              "unknown": {}, "digest": _DIGEST}  # fmt: skip
+    record.update(changes)
+    return record
+
+
 def _lines(records: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in records)
 
@@ -188,10 +201,20 @@ def batch(ts: float, events: list[dict[str, Any]]) -> bytes:
     return msgspec.msgpack.encode([ts, events, 0])
 
 
-def stored_event(hashes: list[int], medium: str | None = "GPU") -> dict[str, Any]:
-    """A BlockStored event in vLLM's map layout."""
+def stored_event(hashes: list[int], medium: str | None = "GPU", **fields: Any) -> dict[str, Any]:
+    """A BlockStored event in vLLM's map layout (``fields``: more of its fields, e.g.
+    ``group_idx``)."""
     return {"type": "BlockStored", "block_hashes": hashes, "parent_block_hash": None,
-            "token_ids": [], "block_size": 16, "lora_id": None, "medium": medium}  # fmt: skip
+            "token_ids": [], "block_size": 16, "lora_id": None, "medium": medium,
+            **fields}  # fmt: skip
+
+
+def seq_recording(path: Path, messages: list[tuple[bytes, int, bytes]]) -> Path:
+    """A recording of these (topic, engine seq, payload) messages, and an end."""
+    parts = [entry(b"M", 1001.0 + i / 1000, [topic, seq.to_bytes(8, "big"), payload])
+             for i, (topic, seq, payload) in enumerate(messages)]  # fmt: skip
+    parts.append(entry(b"Z", 1001.0 + len(messages) / 1000 + 1, []))
+    return recording(path, GOOD_HEADER, b"".join(parts))
 
 
 def messages_recording(path: Path, messages: list[tuple[bytes, bytes]]) -> Path:

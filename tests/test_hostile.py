@@ -290,6 +290,110 @@ def test_hostile_topics_and_media_are_skipped_or_lost_not_followed(tmp_path: Pat
     assert {r["topic"] for r in records if r["kind"] == "engine_loss"} == {"e0"}
 
 
+def test_hostile_tiers_are_lost_not_followed(tmp_path: Path) -> None:
+    # A tier is (rank, medium, group, locality, ownership): each part comes from the stream.
+    groups = hostile.batch(1001.0, [hostile.stored_event([i], group_idx=i) for i in range(300)])
+    locality = hostile.batch(1002.0, [hostile.stored_event([1], locality="L" * 100)])
+    ownership = hostile.batch(1003.0, [hostile.stored_event([1], ownership="o" * 65)])
+    good = hostile.batch(1004.0, [hostile.stored_event([i], group_idx=i) for i in range(256)])
+    result = _watch(hostile.messages_recording(tmp_path / "r.kvrec", [
+        (b"", groups), (b"", locality), (b"", ownership), (b"", good)]))  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    tiers = "more than 256 tiers (rank, medium, group, locality, ownership) named by one engine"
+    assert f"{tiers}; batch lost" in result.stderr
+    assert "a locality name of 100 characters (at most 64); batch lost" in result.stderr
+    assert "an ownership name of 65 characters (at most 64); batch lost" in result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    losses = [r for r in records if r["kind"] == "engine_loss"]
+    assert [(r["first_engine_seq"], r["cause"]) for r in losses] == [
+        (0, "undecodable"), (1, "undecodable"), (2, "undecodable")]  # fmt: skip
+    (tally,) = [r for r in records if r["kind"] == "engine_tally"]
+    assert len(tally["tiers"]) == 256  # the fourth batch's, at the cap exactly
+    assert sum(row["stores"] for row in tally["tiers"]) == 256
+
+
+def test_an_engine_restarting_at_every_batch_keeps_its_old_tiers_bounded(tmp_path: Path) -> None:
+    from kvreceipts.engine.state import MAX_OLD_TIERS
+
+    batches = MAX_OLD_TIERS + 100
+    payload = hostile.batch(1000.0, [hostile.stored_event([1, 2])])
+    path = hostile.seq_recording(tmp_path / "r.kvrec", [(b"", 0, payload)] * batches)
+    out = tmp_path / "o.jsonl"
+    result = runner.invoke(app, ["watch", "--from", str(path), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert sum(r["kind"] == "engine_restart" for r in records) == batches - 1
+    (tally,) = [r for r in records if r["kind"] == "engine_tally"]
+    assert tally["incarnations"] == batches
+    rows = tally["tiers"]
+    assert len(rows) == MAX_OLD_TIERS + 1  # the old ones, then the live one
+    assert sum(row.get("folded", 0) for row in rows) == batches - 1 - MAX_OLD_TIERS
+    assert sum(row["stores"] for row in rows) == 2 * batches  # every count kept
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def test_unknown_event_names_are_counted_by_name_up_to_a_cap(tmp_path: Path) -> None:
+    from kvreceipts.engine.session import watch_recording
+    from kvreceipts.engine.state import MAX_UNKNOWN
+    from watch_harness import Lines
+
+    events = [{"type": f"Odd{i}" + "x" * 1000} for i in range(MAX_UNKNOWN + 36)]
+    path = hostile.messages_recording(tmp_path / "r.kvrec", [(b"", hostile.batch(1000.0, events))])
+    lines, reported = Lines(), list[str]()
+    watch_recording(str(path), lines, report=reported.append)
+    assert sum("unknown event type" in line for line in reported) == MAX_UNKNOWN
+    assert all(len(line) < 300 for line in reported)  # each name shown by its head
+    records = [orjson.loads(line) for line in lines.lines]
+    (tally,) = [r for r in records if r["kind"] == "engine_tally"]
+    assert len(tally["unknown"]) == MAX_UNKNOWN + 1
+    assert tally["unknown"]["(other)"] == 36
+
+
+@pytest.mark.parametrize(
+    ("tiers", "field"),
+    [
+        ("GPU", "tiers"),
+        (["GPU"], "tiers[0]"),
+        ([{"stores": "4", "hits": 1}], "tiers[0].stores"),
+        ([{"stores": 4, "hits": 1}, {"stores": 4, "hits": True}], "tiers[1].hits"),
+        ([{"stores": 4}], "tiers[0].hits"),
+        ([{"stores": -1, "hits": 0}], "tiers[0].stores"),
+    ],
+)
+def test_a_mistyped_engine_tally_is_one_unreadable_line(
+    tmp_path: Path, tiers: Any, field: str
+) -> None:
+    path = hostile.engine_receipts(tmp_path / "e.jsonl", hostile.engine_tally(1),
+                                   hostile.engine_tally(2, tiers=tiers))  # fmt: skip
+    document = _stats(path)
+    assert [p["field"] for p in document["problems"]] == [field]
+    assert document["engine"]["stores"] == 4  # the good tally alone
+
+
+def test_group_and_tenant_names_past_the_cap_are_folded() -> None:
+    figures = EngineFigures()
+    for i in range(1, 201):
+        store = {
+            "cache_salt": f"tenant-{i}" + "s" * 500,
+            "kv_cache_spec_kind": None,
+            "kv_cache_spec_sliding_window": None,
+            "lora_name": None,
+            "session_id": None,
+        }
+        figures.add_checked(hostile.engine_removal(i, group_idx=i, store=store,
+                                                   medium=f"m{i % 40}"))  # fmt: skip
+    document = figures.to_dict()
+    assert len(document["removals_by_tenant"]) == NAMES_KEPT + 1
+    assert document["removals_by_tenant"]["(other)"] == 200 - NAMES_KEPT
+    assert all(len(name) < 100 for name in document["removals_by_tenant"])
+    assert document["removals_by_group"]["(other)"] == 200 - NAMES_KEPT
+    assert set(document["folded_names"]) == {"removals_by_group", "removals_by_tenant"}
+    by_medium = document["residency_p50_ms_by_medium"]
+    assert len(by_medium) == 17  # 16 media apart, then (other)
+    assert by_medium["(other)"] == 2000.0
+
+
 @needs_time
 @pytest.mark.slow  # 150 MB of recording
 @pytest.mark.parametrize("make", [hostile.many_blocks_recording, hostile.many_removals_recording])

@@ -668,9 +668,10 @@ def _check_batch(state: EngineState, batch: Batch) -> None:
     if not new:
         return
     for place in new:
-        for what, name in (("medium", place[1]), ("locality", place[3]), ("ownership", place[4])):
+        for what, name in (("a medium", place[1]), ("a locality", place[3]),
+                           ("an ownership", place[4])):  # fmt: skip
             if name is not None and len(name) > MAX_MEDIUM:
-                raise WireError(f"a {what} name of {len(name):,} characters (at most "
+                raise WireError(f"{what} name of {len(name):,} characters (at most "
                                 f"{MAX_MEDIUM})")  # fmt: skip
     media = state.media | {place[1] for place in new}
     if len(media) > MAX_MEDIA:
