@@ -546,8 +546,8 @@ def bench_watch_live(
 def bench_watch_vllm(rows: list[Row], tmp: str, seconds: float, rate: int) -> None:
     """The live watch against vLLM 0.34.0's own ``ZmqEventPublisher`` (its ``kv_events.py``
     from the wheel, see tests/engine_wheels.py) at ``rate`` batches/s of 8 events (4 stores,
-    4 removals) for ``seconds``, replay socket on: every batch is processed or declared lost; the events/s
-    the watch processed.
+    4 removals) for ``seconds``, replay socket on: every batch is processed or declared
+    lost; the events/s the watch processed.
     """
     import orjson
 
