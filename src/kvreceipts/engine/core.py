@@ -24,6 +24,7 @@ from kvreceipts.engine.receipts import (
     EngineRestoreReceipt,
     EngineReuseReceipt,
     EngineTallyReceipt,
+    batch_fragment,
     removal_template,
 )
 from kvreceipts.engine.state import (
@@ -424,6 +425,7 @@ class WatchCore:
         template = self._removal_template
         rank_json, group_json, place_json = tier.fragments
         engine_ts = dumps(ts)
+        head = batch_fragment(rank_json, seq, engine_ts, group_json)
         topic = self._topic_json(state)
         receipt_seq = writer.next_seq
         payloads = []
@@ -431,15 +433,14 @@ class WatchCore:
             held = resident.pop(block_hash, None)
             if held is None:  # stored before the watch (or the clear, or the restart)
                 payloads.append(template % (
-                    dumps(block_hash), b"null", rank_json, seq, engine_ts, group_json,
-                    place_json, b"null", b"null", receipt_seq, b"null", b"null", stamp,
-                    b"null", topic,
+                    dumps(block_hash), b"null", head, place_json, b"null", b"null",
+                    receipt_seq, b"null", b"null", stamp, b"null", topic,
                 ))  # fmt: skip
             else:
                 stored_ts, parent, facts = held
+                residency = dumps(round((ts - stored_ts) * 1000.0, 3))
                 payloads.append(template % (
-                    dumps(block_hash), facts[2], rank_json, seq, engine_ts, group_json,
-                    place_json, dumps(parent), dumps(round((ts - stored_ts) * 1000.0, 3)),
+                    dumps(block_hash), facts[2], head, place_json, dumps(parent), residency,
                     receipt_seq, facts[0], facts[3], stamp, facts[1], topic,
                 ))  # fmt: skip
             removed.pop(block_hash, None)
