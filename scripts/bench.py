@@ -414,8 +414,8 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
 
     def mae(distances: Any) -> float:
         estimate = methods.lru_counts(distances, twenty, len(blocks))
-        return statistics.mean(abs(a.misses - b.misses) / len(blocks)
-                               for a, b in zip(truth, estimate, strict=True))  # fmt: skip
+        return float(statistics.mean(abs(a.misses - b.misses) / len(blocks)
+                               for a, b in zip(truth, estimate, strict=True)))  # fmt: skip
 
     variants = [
         ("uniform SHARDS-adj (before issue 24)", methods.shards_distances(blocks, 0.01)),
@@ -872,6 +872,21 @@ def bench_watch_vllm(rows: list[Row], tmp: str, seconds: float, rate: int) -> No
                     f"{proc.returncode}; load average {os.getloadavg()[0]:.1f}"
                     + (f": {stderr.decode().strip().splitlines()[-1]}" if proc.returncode
                        else "")))  # fmt: skip
+
+
+NEEDS = {"receipts": ("libcachesim", "numpy"), "watch": ("zmq", "msgspec")}
+"""What each group of rows imports beyond kvreceipts' own dependencies (pyzmq is ``zmq``)."""
+GROUP_HINT = ("they come with the 'test' dependency group: pip install --group test -e . "
+              "(pip 25.1 or newer), or run the bench as .venv-ci/bin/nox -s bench")  # fmt: skip
+
+
+def missing_modules(groups: Sequence[str]) -> list[str]:
+    """The modules the chosen groups need that this environment lacks (distribution names)."""
+    from importlib.util import find_spec
+
+    names = {"zmq": "pyzmq"}
+    wanted = dict.fromkeys(m for g in groups for m in NEEDS.get(g, ()))
+    return [names.get(m, m) for m in wanted if find_spec(m) is None]
 
 
 def render(rows: list[Row]) -> str:

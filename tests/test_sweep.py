@@ -23,6 +23,7 @@ from kvreceipts.clock import SimClock
 from kvreceipts.paged import PagedKVCacheManager
 from kvreceipts.sweep import methods
 from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks, run_task
+from kvreceipts.sweep.methods import Counts
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _grid(
     spec = SweepSpec("paged", pin=False)
     tasks = build_tasks([source], [capacities], spec, [policy], method=method,
                         sample_rate=kw.get("rate", 1.0))  # fmt: skip
-    return [c for task in tasks for c in run_task(task)]
+    return [c for task in tasks for c in run_task(task) if isinstance(c, Counts)]
 
 
 def log_points(unique: int, count: int) -> list[float]:
