@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from kvreceipts.engine.wire import Batch, StoredEvent
-    from kvreceipts.workloads.traces import TraceStats
 
 __all__ = ["CAVEATS", "MAGIC_PREFIX", "recording_block_tokens", "recording_requests"]
 
@@ -96,7 +95,7 @@ def recording_block_tokens(path: str) -> int | None:
     return None
 
 
-def recording_requests(path: str, stats: TraceStats) -> Iterator[Request]:
+def recording_requests(path: str, stats: Any) -> Iterator[Request]:
     """The requests the recording shows (see the module's docstring)."""
     stats.caveats[:] = list(CAVEATS)
     reader = _Requests(stats)
@@ -118,7 +117,7 @@ def recording_requests(path: str, stats: TraceStats) -> Iterator[Request]:
 class _Requests:
     """What the stream says, kept to turn store events into requests."""
 
-    def __init__(self, stats: TraceStats) -> None:
+    def __init__(self, stats: Any) -> None:
         self.stats = stats
         self.resident: set[int] = set()
         self.parents: dict[int, int | None] = {}
