@@ -414,8 +414,8 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
 
     def mae(distances: Any) -> float:
         estimate = methods.lru_counts(distances, twenty, len(blocks))
-        return statistics.mean(abs(a.misses - b.misses) / len(blocks)
-                               for a, b in zip(truth, estimate, strict=True))  # fmt: skip
+        return float(statistics.mean(abs(a.misses - b.misses) / len(blocks)
+                               for a, b in zip(truth, estimate, strict=True)))  # fmt: skip
 
     variants = [
         ("uniform SHARDS-adj (before issue 24)", methods.shards_distances(blocks, 0.01)),
@@ -781,7 +781,7 @@ def bench_watch_from(reps: int, rows: list[Row], tmp: str, removals: int) -> Non
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     lines = sum(1 for _ in out.open("rb"))
-    assert lines == events + 2, f"{lines} lines for {events} removals (+ open and close)"
+    assert lines == events + 3, f"{lines} lines for {events} removals (+ open, tally, close)"
     rate = events / statistics.median(times)
     # A busy machine stretches the wall time; the process's own CPU time says what it costs.
     rows.append(Row(f"watch --from, {events:,} removal events, receipts to a file (process)",
@@ -839,6 +839,79 @@ def bench_watch_live(
                     len(declared), "batch", "0 or declared", vanished == 0,
                     f"{total:,} sent in {sent_s:.1f} s; {len(declared):,} declared lost, "
                     f"{vanished:,} unaccounted; exit {proc.returncode}"
+                    + (f": {stderr.decode().strip().splitlines()[-1]}" if proc.returncode
+                       else "")))  # fmt: skip
+
+
+def bench_watch_vllm(rows: list[Row], tmp: str, seconds: float, rate: int) -> None:
+    """The live watch against vLLM 0.34.0's own ``ZmqEventPublisher`` (its ``kv_events.py``
+    from the wheel, see tests/engine_wheels.py) at ``rate`` batches/s of 8 events (4 stores,
+    4 removals) for ``seconds``, replay socket on: every batch is processed or declared
+    lost; the events/s the watch processed.
+    """
+    import orjson
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    wheels: Any = importlib.import_module("engine_wheels")
+    name = f"watch live, vLLM 0.34.0's publisher: {rate:,} batches/s x 8 events for {seconds:g} s"
+    try:
+        vllm = wheels.load("vllm", "0.34.0")
+    except wheels.WheelUnavailableError as exc:
+        rows.append(Row(name, 0, "batch", "0 or declared", False, f"not run: {exc}"))
+        return
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    out = Path(tmp) / "vllm-live.jsonl"
+    out.unlink(missing_ok=True)
+    idle = 3.0
+    proc = subprocess.Popen(
+        [*_kvreceipts(), "watch", f"tcp://127.0.0.1:{ports[0]}", "--replay-endpoint",
+         f"tcp://127.0.0.1:{ports[1]}", "-o", str(out), "-f", "table", "-q",
+         "--idle-timeout", str(idle), "--allow-loss"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    pub = vllm.ZmqEventPublisher(data_parallel_rank=0, endpoint=f"tcp://*:{ports[0]}",
+                                 replay_endpoint=f"tcp://*:{ports[1]}")  # fmt: skip
+    monitor = pub._pub.get_monitor_socket(importlib.import_module("zmq").EVENT_HANDSHAKE_SUCCEEDED)
+    monitor.poll(30_000)
+    pub._pub.disable_monitor()
+    monitor.close(0)
+    time.sleep(0.5)  # the subscription follows the handshake
+    stored, removed, batch = vllm.BlockStored, vllm.BlockRemoved, vllm.KVEventBatch
+    total = int(seconds * rate)
+    begin = time.perf_counter()
+    wall0 = time.time()
+    for n in range(total):
+        ahead = begin + n / rate - time.perf_counter()
+        if ahead > 0.001:
+            time.sleep(ahead)
+        events = [stored(block_hashes=[4 * n + k], parent_block_hash=None, token_ids=[1] * 16,
+                         block_size=16, lora_id=None, medium="GPU", lora_name=None)
+                  for k in range(4)]  # fmt: skip
+        if n:
+            events += [removed(block_hashes=[4 * (n - 1) + k], medium="GPU") for k in range(4)]
+        pub.publish(batch(ts=wall0 + n / rate, events=events, data_parallel_rank=0))
+    sent_s = time.perf_counter() - begin
+    _, stderr = proc.communicate(timeout=900)
+    end = time.time()
+    pub.shutdown()
+    processed = lost = 0
+    for line in out.open("rb"):
+        if b'"kind":"engine_tally"' in line:
+            tally = orjson.loads(line)
+            processed, lost = tally["batches"], tally["lost_batches"]
+    busy_s = max(end - wall0 - idle, 1e-9)
+    vanished = total - processed - lost
+    rows.append(Row(name + ", lost", lost, "batch", "0 or declared", vanished == 0,
+                    f"{total:,} sent in {sent_s:.1f} s ({total / sent_s:,.0f}/s); "
+                    f"{processed:,} processed, {processed * 8 / busy_s:,.0f} events/s over "
+                    f"{busy_s:.1f} s; {lost:,} declared lost, {vanished:,} unaccounted; exit "
+                    f"{proc.returncode}; load average {os.getloadavg()[0]:.1f}"
                     + (f": {stderr.decode().strip().splitlines()[-1]}" if proc.returncode
                        else "")))  # fmt: skip
 
@@ -942,6 +1015,7 @@ def _watch_rows(args: argparse.Namespace) -> list[Row]:
         removals = 100_000 if args.quick else WATCH_REMOVALS
         bench_watch_from(args.reps or (1 if args.quick else 3), rows, tmp, removals)
         bench_watch_live(rows, tmp, 5.0 if args.quick else 30.0, 20_000)
+        bench_watch_vllm(rows, tmp, 5.0 if args.quick else 30.0, 20_000)
     return rows
 
 

@@ -23,6 +23,7 @@ from kvreceipts.clock import SimClock
 from kvreceipts.paged import PagedKVCacheManager
 from kvreceipts.sweep import methods
 from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks, run_task
+from kvreceipts.sweep.methods import Counts
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _grid(
     spec = SweepSpec("paged", pin=False)
     tasks = build_tasks([source], [capacities], spec, [policy], method=method,
                         sample_rate=kw.get("rate", 1.0))  # fmt: skip
-    return [c for task in tasks for c in run_task(task)]
+    return [c for task in tasks for c in run_task(task) if isinstance(c, Counts)]
 
 
 def log_points(unique: int, count: int) -> list[float]:
@@ -560,3 +561,18 @@ def test_sampled_rows_carry_their_expected_error() -> None:
     assert "shards, lru: expected error ±" in result.stderr
     exact = [json.loads(x) for x in run(*SMALL, "--no-pin", "-f", "jsonl").stdout.splitlines()]
     assert all(r["expected_error"] is None for r in exact)
+
+
+def test_shards_reads_the_same_sample_with_or_without_numpy() -> None:
+    from kvreceipts.sweep import shards
+
+    rng = __import__("random").Random(3)
+    blocks = [0 if rng.random() < 0.1 else rng.randrange(5_000) for _ in range(20_000)]
+    vectorized = shards.prepare(blocks)
+    counts = __import__("collections").Counter(blocks)
+    plain = (blocks, [methods.block_hash(b) for b in blocks], [counts[b] for b in blocks])
+    for rate in (0.05, 0.2):
+        a = shards.shards(blocks, rate, prepared=vectorized)
+        b = shards.shards(blocks, rate, prepared=plain)
+        assert a == b
+        assert a.references > 0.1 * len(blocks)  # block 0, heavy, is kept whole

@@ -146,6 +146,7 @@ def test_three_tiers_on_the_conversation_trace_equal_a_replay(traces_dir: Path) 
     assert [t["capacity_blocks"] for t in exact["tiers"]] == [1280, 8192, 65536]
 
 
+@pytest.mark.needs("receipts")
 def test_simulate_with_tiers_seals_demotions_and_evicts_only_from_the_last(
     tmp_path: Path,
 ) -> None:

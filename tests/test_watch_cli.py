@@ -317,3 +317,15 @@ def test_a_metrics_port_in_use_fails_before_the_watch(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: --metrics-port: cannot serve on 127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()  # nothing was written
+
+
+def test_the_summary_fits_80_columns_without_cutting() -> None:
+    result = CliRunner().invoke(app, ["watch", "--from", str(RECORDING), "-f", "jsonl",
+                                      "--allow-loss"], env={"COLUMNS": "80"})  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    panel = [line for line in result.stderr.splitlines() if line.startswith(("│", "╭", "╰"))]
+    assert panel, result.stderr
+    assert max(len(line) for line in panel) <= 80
+    assert "…" not in result.stderr
+    assert "kv@pod-a@llama  seq 1 · 7 batches" in result.stderr
+    assert "restarts 1" in result.stderr

@@ -22,6 +22,7 @@ from kvreceipts.engine.core import WatchCore  # noqa: E402
 from kvreceipts.engine.live import check_endpoint  # noqa: E402
 from kvreceipts.engine.receipts import (  # noqa: E402
     EngineRemovalReceipt,
+    batch_fragment,
     removal_template,
     tier_fragments,
 )
@@ -244,8 +245,9 @@ def test_the_removal_template_is_the_canonical_json(  # noqa: PLR0917 - hypothes
     dumps = orjson.dumps
     rank_json, group_json, place_json = tier_fragments(rank, group, locality, medium, ownership)
     payload = removal_template("r%x", alg, key_id) % (
-        dumps(block_hash), dumps(freed), rank_json, seqs[1], dumps(engine_ts), group_json,
-        place_json, dumps(parent), dumps(residency), seqs[0],
+        dumps(block_hash), dumps(freed),
+        batch_fragment(rank_json, seqs[1], dumps(engine_ts), group_json), place_json,
+        dumps(parent), dumps(residency), seqs[0],
         dumps(store, option=orjson.OPT_SORT_KEYS), dumps(stored_ts),
         record.timestamp.encode(), dumps(tokens), dumps(topic),
     )  # fmt: skip

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvreceipts.errors import UsageError
-from kvreceipts.proofs.bundle import origin_for as origin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,6 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["Checkpoints", "make_checkpoints", "origin"]
 
 log = logging.getLogger("kvreceipts.kv.receipts")
+
+
+def origin(run_id: str) -> str:
+    """The checkpoint origin of a run (:func:`kvreceipts.proofs.bundle.origin_for`)."""
+    from kvreceipts.proofs.bundle import origin_for  # only a signed run needs the formats
+
+    return origin_for(run_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,8 @@ def _publisher(path: Path) -> Callable[[str], None]:
     """Write each note to ``path`` atomically: a reader sees the old note or the new one."""
 
     def publish(note: str) -> None:
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -38,7 +38,7 @@ __all__ = [
 MIB = 1024 * 1024
 ALLOCATORS = ("auto", "arena", "paged")
 WORKLOADS = ("chat", "agent", "burst", "uniform")
-TRACE_FORMATS = ("auto", "mooncake", "azure")
+TRACE_FORMATS = ("auto", "mooncake", "azure", "kvrec")
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,20 @@ def check_block_tokens(trace_format: str | None, allocator: str, block_tokens: i
         )
 
 
+def check_recording_block_tokens(path: str, block_tokens: int) -> None:
+    """A watch recording's blocks hold the engine's ``block_size`` tokens: the replay must
+    size them alike.
+    """
+    from kvreceipts.workloads.engine_trace import recording_block_tokens
+
+    size = recording_block_tokens(path)
+    if size is not None and size != block_tokens:
+        raise UsageError(
+            f"{path}: the engine's blocks hold {size} tokens; --block-tokens must be {size} "
+            f"(got {block_tokens})"
+        )
+
+
 def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Plan:
     """Resolve the allocator, sizing and trace format; check that they fit together."""
     caching.validate()
@@ -162,7 +176,9 @@ def plan_simulation(caching: CachingConfig, simulation: SimulationConfig) -> Pla
         stats = TraceStats(simulation.trace, trace_format)
     allocator = simulation.allocator
     if allocator == "auto":
-        allocator = "paged" if trace_format == "mooncake" else "arena"
+        allocator = "paged" if trace_format in ("mooncake", "kvrec") else "arena"
+    if trace_format == "kvrec" and simulation.trace:
+        check_recording_block_tokens(simulation.trace, simulation.block_tokens)
     check_block_tokens(trace_format, allocator, simulation.block_tokens)
     return Plan(
         caching,

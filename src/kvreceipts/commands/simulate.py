@@ -80,6 +80,8 @@ class TraceFormat(StrEnum):
     auto = "auto"
     mooncake = "mooncake"
     azure = "azure"
+    kvrec = "kvrec"
+    """A watch recording (watch --record): the engine's own block references."""
 
 
 def _policy_names() -> list[str]:

@@ -285,4 +285,6 @@ def _trace_notes(plan: Plan) -> list[str]:
     if plan.trace_format == "azure":
         notes.append("note: Azure traces carry no prefix hashes or session ids: every request "
                      "is new to the cache, so every lookup misses by construction")  # fmt: skip
+    if stats is not None:
+        notes.extend(f"note: {caveat}" for caveat in stats.caveats)
     return notes

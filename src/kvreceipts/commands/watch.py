@@ -26,8 +26,6 @@ from kvreceipts.commands.output import Output
 from kvreceipts.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from rich.console import RenderableType
 
     from kvreceipts.engine.core import WatchCore
@@ -417,36 +415,41 @@ class _live_view:  # noqa: N801 - used as a context manager, like a function
 
 
 def _view(core: WatchCore, rate: float, dropped: int, elapsed: float) -> RenderableType:
+    from rich.console import Group
+    from rich.text import Text
+
+    queue = f" · {dropped:,} dropped by the queue" if dropped else ""
+    title = Text(f"watching · {elapsed:,.0f} s · {rate:,.0f} events/s{queue}", style="bold")
+    if not core.engines:
+        return Group(title, Text("no message yet", style="dim"))
+    return Group(title, _engines(core))
+
+
+def _engines(core: WatchCore) -> RenderableType:
+    """One entry per engine: its topic, then what it did, wrapped to the terminal (80
+    columns hold it: no column is cut).
+    """
     from rich.table import Table
 
-    table = Table(title=f"watching · {elapsed:,.0f} s · {rate:,.0f} events/s"
-                  + (f" · {dropped:,} dropped by the queue" if dropped else ""),
-                  title_justify="left")  # fmt: skip
-    for name in ("topic", "last seq", "batches", "resident by medium", "removed", "gaps",
-                 "lost", "regret", "restarts"):  # fmt: skip
-        table.add_column(name, justify="left" if name in ("topic", "resident by medium")
-                         else "right")  # fmt: skip
-    for row in _rows(core):
-        table.add_row(*row)
-    if not core.engines:
-        table.caption = "no message yet"
-    return table
-
-
-def _rows(core: WatchCore) -> Iterator[list[str]]:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", max_width=24, overflow="fold")
+    grid.add_column(overflow="fold")
     for state in core.engines.values():
-        resident = ", ".join(f"{m} {n:,}" for m, n in sorted(state.resident_by_medium.items()) if n)
-        yield [
-            state.topic or "''",
-            "-" if state.last_seq is None else f"{state.last_seq:,}",
-            f"{state.batches:,}",
-            resident or "-",
-            f"{sum(state.removals.values()):,}",
-            f"{state.gaps:,}",
-            f"{state.lost_batches:,}",
-            f"{sum(state.regret.values()):,}",
-            f"{state.restarts:,}",
+        resident = ", ".join(f"{m} {n:,}" for m, n in sorted(state.resident_by_medium.items()))
+        rate = state.hit_rate
+        facts = [
+            "seq -" if state.last_seq is None else f"seq {state.last_seq:,}",
+            f"{state.batches:,} batches",
+            f"resident {resident or '-'}",
+            f"removed {sum(state.removals.values()):,}",
+            f"hits {sum(state.hits.values()):,}" + ("" if rate is None else f" ({rate:.1%})"),
+            f"gaps {state.gaps:,}",
+            f"lost {state.lost_batches:,}",
+            f"regret {sum(state.regret.values()):,}",
+            f"restarts {state.restarts:,}",
         ]
+        grid.add_row(state.topic or "''", " · ".join(facts))
+    return grid
 
 
 def _summary(result: WatchResult, sinks: list[BaseSink], problems: int) -> RenderableType:
@@ -477,14 +480,8 @@ def _summary(result: WatchResult, sinks: list[BaseSink], problems: int) -> Rende
     if problems:
         grid.add_row("problems", f"{problems:,} (see the warnings above)")
     grid.add_row("duration", f"{result.duration_s:,.2f} s")
-    table = Table(box=None)
-    for name in ("topic", "last seq", "batches", "resident by medium", "removed", "gaps",
-                 "lost", "regret", "restarts"):  # fmt: skip
-        table.add_column(name)
-    for row in _rows(core):
-        table.add_row(*row)
     title = f"watch · run {result.run_id[:12]}"
-    body = Group(grid, table) if core.engines else grid
+    body = Group(grid, _engines(core)) if core.engines else grid
     return Panel(body, title=title, title_align="left", expand=False)
 
 

@@ -38,6 +38,7 @@ from kvreceipts.engine.receipts import (
     EngineRestoreReceipt,
     EngineReuseReceipt,
     EngineTallyReceipt,
+    batch_fragment,
     removal_template,
 )
 from kvreceipts.engine.state import (
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from collections import OrderedDict
     from collections.abc import Callable, Sequence
 
-    from kvreceipts.engine.state import TierKey
+    from kvreceipts.engine.state import Facts, TierKey
     from kvreceipts.engine.wire import Batch, Hash, StoredEvent
     from kvreceipts.engine.writer import RunWriter
 
@@ -521,8 +522,8 @@ class WatchCore:
         template = self._removal_template
         rank_json, group_json, place_json = tier.fragments
         engine_ts = dumps(ts)
+        head = batch_fragment(rank_json, seq, engine_ts, group_json)
         topic = self._topic_json(state)
-        per_token = self.bytes_per_token
         receipt_seq = writer.next_seq
         payloads: list[bytes] = []
         put = writer.put_payloads
@@ -532,19 +533,18 @@ class WatchCore:
                 payloads = []
                 self._count_kept(state)
             held = resident.pop(block_hash, None)
-            if held is None:
-                stored_ts = parent = residency = tokens = freed = None
-                store = b"null"
+            if held is None:  # stored before the watch (or the clear, or the restart)
+                payloads.append(template % (
+                    dumps(block_hash), b"null", head, place_json, b"null", b"null",
+                    receipt_seq, b"null", b"null", stamp, b"null", topic,
+                ))  # fmt: skip
             else:
-                stored_ts, parent, tokens, store = held
-                residency = round((ts - stored_ts) * 1000.0, 3)
-                freed = tokens * per_token if per_token is not None and tokens is not None \
-                    else None  # fmt: skip
-            payloads.append(template % (
-                dumps(block_hash), dumps(freed), rank_json, seq, engine_ts, group_json,
-                place_json, dumps(parent), dumps(residency), receipt_seq, store,
-                dumps(stored_ts), stamp, dumps(tokens), topic,
-            ))  # fmt: skip
+                stored_ts, parent, facts = held
+                residency = dumps(round((ts - stored_ts) * 1000.0, 3))
+                payloads.append(template % (
+                    dumps(block_hash), facts[2], head, place_json, dumps(parent), residency,
+                    receipt_seq, facts[0], facts[3], stamp, facts[1], topic,
+                ))  # fmt: skip
             removed.pop(block_hash, None)
             removed[block_hash] = (ts, receipt_seq)
             receipt_seq += 1
@@ -561,6 +561,14 @@ class WatchCore:
             if oldest[0] >= horizon:
                 return
             removed.popitem(last=False)
+
+    def _facts(self, store: bytes, tokens: int | None, ts_json: bytes) -> Facts:
+        """What a removal line says of a store, as JSON made once per store event: the store
+        object, tokens, bytes freed and the store's time.
+        """
+        per_token = self.bytes_per_token
+        freed = tokens * per_token if per_token is not None and tokens is not None else None
+        return (store, dumps(tokens), dumps(freed), ts_json)
 
     def _store_json(self, event: StoredEvent, salt: str | None) -> bytes:
         """The ``store`` object of the removal receipts of this store's blocks (shared)."""
@@ -591,9 +599,11 @@ class WatchCore:
         resident = tier.resident
         salt = event.cache_salt or cache_salt(event.extra_keys, event.lora_name)
         store = self._store_json(event, salt)
+        ts_json = dumps(ts)
         hashes = event.hashes
         size = event.block_size
         tokens = block_tokens(len(hashes), size, event.token_ids)
+        facts = self._facts(store, size, ts_json)
         parent = event.parent
         hits: list[Hash] = []
         new = 0
@@ -604,8 +614,8 @@ class WatchCore:
                 hits.append(block_hash)
                 parent = block_hash
                 continue
-            resident[block_hash] = (ts, parent, size if tokens is None else tokens[index],
-                                    store)  # fmt: skip
+            resident[block_hash] = (ts, parent, facts if tokens is None
+                                    else self._facts(store, tokens[index], ts_json))  # fmt: skip
             parent = block_hash
             new += 1
             gone = removed.pop(block_hash, None) if removed else None

@@ -25,6 +25,7 @@ __all__ = [
     "EngineRestoreReceipt",
     "EngineReuseReceipt",
     "EngineTallyReceipt",
+    "batch_fragment",
     "removal_template",
     "tier_fragments",
 ]
@@ -63,20 +64,28 @@ class EngineRemovalReceipt(Receipt):
 
 def removal_template(run_id: str, alg: str, key_id: str | None) -> bytes:
     """The canonical JSON of an ``engine_removal`` record as a %-template, keys in sorted
-    order. Its arguments: block_hash, bytes_freed, the ``"dp_rank":..,`` fragment,
-    engine_seq (int), engine_ts, the ``"group_idx":..,`` fragment, the
+    order. Its arguments: block_hash, bytes_freed, the run's
+    ``"dp_rank":..,"engine_seq":..,"engine_ts":..,"group_idx":..,`` fragment (made once per
+    run of removals, see :func:`batch_fragment`), the tier's
     ``"locality":..,"medium":..,"ownership":..,`` fragment, parent_block_hash,
     residency_ms, seq (int), store, stored_ts, timestamp, tokens, topic (each value already
-    JSON). The fragments are a tier's, made once per tier (see :func:`tier_fragments`).
+    JSON).
     """
     run = orjson.dumps(run_id).replace(b"%", b"%%")
     kid = b'"key_id":"%b",' % key_id.encode() if key_id else b""
     return (
-        b'{"alg":"' + alg.encode() + b'","block_hash":%b,"bytes_freed":%b,%b"engine_seq":%d,'
-        b'"engine_ts":%b,%b' + kid + b'"kind":"engine_removal",%b"parent_block_hash":%b,'
+        b'{"alg":"' + alg.encode() + b'","block_hash":%b,"bytes_freed":%b,%b' + kid
+        + b'"kind":"engine_removal",%b"parent_block_hash":%b,'
         b'"residency_ms":%b,"run_id":' + run + b',"seq":%d,"store":%b,"stored_ts":%b,'
         b'"timestamp":"%b","tokens":%b,"topic":%b}'
     )  # fmt: skip
+
+
+def batch_fragment(rank_json: bytes, seq: int, engine_ts: bytes, group_json: bytes) -> bytes:
+    """The ``"dp_rank":..,"engine_seq":..,"engine_ts":..,"group_idx":..,`` part of the
+    removal lines of one run (its first and last pieces from :func:`tier_fragments`).
+    """
+    return b'%b"engine_seq":%d,"engine_ts":%b,%b' % (rank_json, seq, engine_ts, group_json)
 
 
 def tier_fragments(

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from kvreceipts.engine.wire import Hash
 
-__all__ = ["GPU_MEDIA", "MAX_OLD_TIERS", "MAX_UNKNOWN", "EngineState", "Tier", "TierKey",
-           "block_tokens", "cache_salt", "medium_name", "normal_medium"]  # fmt: skip
+__all__ = ["GPU_MEDIA", "MAX_OLD_TIERS", "MAX_UNKNOWN", "EngineState", "Facts", "Tier",
+           "TierKey", "block_tokens", "cache_salt", "medium_name", "normal_medium"]  # fmt: skip
 
 MAX_OLD_TIERS = 1024
 """Tiers of earlier incarnations kept apart per engine (each is a row of the tally)."""
@@ -39,8 +39,12 @@ engines name no medium); offloaded copies (CPU, STORAGE, CPU_PINNED, ...) stay."
 TierKey = tuple[int | None, str | None, int | None, str | None, str | None]
 """(dp_rank, medium, group_idx, locality, ownership)."""
 
-Resident = tuple[float, "Hash | None", int | None, bytes]
-"""(engine time stored, parent hash, tokens, the store's JSON)."""
+Facts = tuple[bytes, bytes, bytes, bytes]
+"""A store's facts as removal receipts write them, JSON made once per store event: the
+``store`` object, ``tokens``, ``bytes_freed``, ``stored_ts``."""
+
+Resident = tuple[float, "Hash | None", Facts]
+"""(engine time stored, parent hash, the store's facts)."""
 
 _MEDIA: dict[str | None, str | None] = {None: None}
 

@@ -35,9 +35,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from kvreceipts.sweep.methods import HASH_MODULUS, StackDistances, _numpy_hashes, block_hash
+from kvreceipts.sweep.methods import HASH_MODULUS, StackDistances, block_hash
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["expected_error", "prepare", "shards"]
 
 
-def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sampling
+def shards(  # noqa: PLR0912, PLR0915 - one pass, its state in locals: sampling's hot loop
     blocks: Sequence[int],
     rate: float,
     *,
@@ -53,7 +53,7 @@ def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sa
     window: tuple[float, float] = (0.0, 1.0),
     heavy: bool = True,
     adjust: bool = False,
-    prepared: tuple[Counter[int], dict[int, int]] | None = None,
+    prepared: Prepared | None = None,
     sample_sizes: list[int] | None = None,
 ) -> StackDistances:
     """SHARDS-adj stack distances of ``blocks`` at ``rate`` (a histogram in references of the
@@ -61,15 +61,14 @@ def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sa
     sampled range (the split-half estimate); ``heavy=False`` samples heavy blocks too.
     """
     n = len(blocks)
-    counts, hash_of = prepared or prepare(blocks)
+    prepared = prepared or prepare(blocks)
     heavy_at = math.ceil(1 / rate) if heavy and rate < 1 else n + 1
-    heavy_set = {b for b, c in counts.items() if c >= heavy_at}
     low = window[0] * rate * HASH_MODULUS
     threshold = window[1] * rate * HASH_MODULUS  # lowered by fixed-size SHARDS
-    at = [i for i, b in enumerate(blocks, start=1)
-          if b in heavy_set or low <= hash_of[b] < threshold]  # fmt: skip
-    stream = [blocks[i - 1] for i in at]
+    at, stream, stream_hashes, heavy_set = _stream(prepared, heavy_at, low, threshold)
     m = len(stream)
+    few_heavy = len(heavy_set) <= _FEW_HEAVY
+    heavy_last: dict[int, int] = {}  # with few heavy blocks: each one's latest access
     light_tree = [0] * (m + 1)  # Fenwick trees over the stream's times: 1 at each block's
     heavy_tree = [0] * (m + 1)  # latest access, light and heavy blocks apart
     last: dict[int, int] = {}
@@ -80,7 +79,7 @@ def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sa
     seen = cold = 0.0  # weight of the references sampled, and of the first touches
     for time, block in enumerate(stream, start=1):
         is_heavy = block in heavy_set
-        if not is_heavy and hash_of[block] >= threshold:
+        if not is_heavy and stream_hashes[time - 1] >= threshold:
             continue  # its block left the sample when the threshold dropped
         unit = 1.0 if is_heavy else HASH_MODULUS / (threshold - low)
         previous = last.get(block)
@@ -91,7 +90,7 @@ def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sa
             else:
                 light += 1
                 if max_blocks:
-                    heapq.heappush(members, (-hash_of[block], block))
+                    heapq.heappush(members, (-stream_hashes[time - 1], block))
                     if light > max_blocks:
                         threshold, gone = _shrink(members, last, light_tree, m)
                         light -= 1
@@ -103,19 +102,28 @@ def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sa
             seen += unit
             cold += unit
         else:
-            others = light - _prefix(light_tree, previous)
-            heavies = heavy_count - _prefix(heavy_tree, previous)
             scale = HASH_MODULUS / (threshold - low)
             # The references since the previous use bound the distinct blocks among them; a
             # reuse closer than 1/R references, which the sample cannot resolve, takes that
             # bound (exact when they are distinct, as the blocks of a prompt are).
             gap = at[time - 1] - last_at[block]
-            estimate = round(others * scale + heavies + unit)
-            distance = gap if gap < scale else min(gap, estimate)
+            if gap < scale:
+                distance = gap
+            else:
+                others = light - _prefix(light_tree, previous)
+                if few_heavy:  # a handful of heavy blocks: count those touched since directly
+                    heavies = sum(1 for t in heavy_last.values() if t > previous)
+                else:
+                    heavies = heavy_count - _prefix(heavy_tree, previous)
+                distance = min(gap, round(others * scale + heavies + unit))
             histogram[distance] = histogram.get(distance, 0.0) + unit
             seen += unit
-            _add(tree, previous, -1, m)
-        _add(tree, time, 1, m)
+            if not (is_heavy and few_heavy):
+                _add(tree, previous, -1, m)
+        if is_heavy and few_heavy:
+            heavy_last[block] = time
+        else:
+            _add(tree, time, 1, m)
         last[block] = time
         last_at[block] = at[time - 1]
     dense = [0.0] * (max(histogram, default=1) + 2)
@@ -128,12 +136,55 @@ def shards(  # noqa: PLR0915 - one pass, its state in locals: the hot loop of sa
     return StackDistances(dense, cold, m, 1.0 / rate, float(n) or 1.0)
 
 
-def prepare(blocks: Sequence[int]) -> tuple[Counter[int], dict[int, int]]:
-    """What every sample of ``blocks`` reads: references per block, and each block's hash."""
-    counts = Counter(blocks)
-    unique = list(counts)
-    hashes = _numpy_hashes(unique) or [block_hash(b) for b in unique]
-    return counts, dict(zip(unique, hashes, strict=True))
+Prepared = tuple[Any, Any, Any]
+"""What every sample of a trace reads, per reference: the block, its hash, and how many
+references its block has (numpy arrays, or lists without numpy)."""
+
+
+def prepare(blocks: Sequence[int]) -> Prepared:
+    """Per reference: the block, its sampling hash and its block's reference count."""
+    try:
+        import numpy as np
+
+        array = np.asarray(blocks, dtype=np.int64)
+    except (ImportError, OverflowError):  # no numpy, or ids beyond 64 bits: slower
+        counts = Counter(blocks)
+        return list(blocks), [block_hash(b) for b in blocks], [counts[b] for b in blocks]
+    with np.errstate(over="ignore"):  # splitmix64's finalizer, as block_hash
+        z = array.view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = (z ^ (z >> np.uint64(31))) & np.uint64(HASH_MODULUS - 1)
+    _, inverse, per_block = np.unique(array, return_inverse=True, return_counts=True)
+    return array, z.astype(np.int64), per_block[inverse]
+
+
+def _stream(
+    prepared: Prepared, heavy_at: int, low: float, high: float
+) -> tuple[list[int], list[int], list[int], set[int]]:
+    """The references a sample reads: their positions (1-based), blocks and hashes, and the
+    heavy blocks (referenced at least ``heavy_at`` times).
+    """
+    array, hashes, counts = prepared
+    if isinstance(array, list):
+        keep = [i for i in range(len(array))
+                if counts[i] >= heavy_at or low <= hashes[i] < high]  # fmt: skip
+        heavy = {array[i] for i in keep if counts[i] >= heavy_at}
+        return ([i + 1 for i in keep], [array[i] for i in keep], [hashes[i] for i in keep],
+                heavy)  # fmt: skip
+    import numpy as np
+
+    is_heavy = counts >= heavy_at
+    kept = np.nonzero(is_heavy | ((hashes >= low) & (hashes < high)))[0]
+    heavy_blocks: list[int] = np.unique(array[kept[is_heavy[kept]]]).tolist()
+    return ((kept + 1).tolist(), array[kept].tolist(), hashes[kept].tolist(),
+            set(heavy_blocks))  # fmt: skip
+
+
+_FEW_HEAVY = 32
+"""Up to this many heavy blocks, a reuse counts the heavy blocks touched since its previous
+use by looking at each (a shared prompt prefix is one or a few blocks, referenced by every
+request: a tree update per reference would cost more)."""
 
 
 def _shrink(
@@ -168,7 +219,7 @@ def expected_error(
     *,
     max_blocks: int = 0,
     adjust: bool = False,
-    prepared: tuple[Counter[int], dict[int, int]] | None = None,
+    prepared: Prepared | None = None,
 ) -> float:
     """The split-half estimate of the mean absolute hit-ratio error at ``capacities``: half
     the mean difference between two independent samples of half the rate.

@@ -127,7 +127,10 @@ class StreamVerifier:
                 run = self.runs.get(rec.run_id)
                 # Encoding it again gives the line's bytes only if they are canonical.
                 if run is not None and run.layout == self.fast_layout and _encode(rec) == payload:
-                    self._counted(run, "eviction")
+                    report.records += 1  # _counted, inline
+                    counted, counts = report.kinds, run.counts
+                    counted["eviction"] = counted.get("eviction", 0) + 1
+                    counts["eviction"] = counts.get("eviction", 0) + 1
                     self._link(number, run, rec, payload, claimed)
                     _check_eviction(self, number, run, rec)
                     return

@@ -1,4 +1,5 @@
-"""Streaming readers of real traces: Mooncake (JSON lines) and Azure LLM 2023 (CSV).
+"""Streaming readers of real traces: Mooncake (JSON lines), Azure LLM 2023 (CSV), and a
+watch recording (``kvrec``, :mod:`kvreceipts.workloads.engine_trace`).
 
 Both read one line at a time, so memory does not grow with the trace. A malformed row raises
 :class:`InputError` naming the file, line and field, unless bad rows are skipped; then they are
@@ -17,6 +18,7 @@ from kvreceipts.bounded import shorten
 from kvreceipts.errors import InputError, UsageError
 from kvreceipts.inputs import InputStream, open_input
 from kvreceipts.numbers import MAX_TOKENS, MAX_TRACE_MS
+from kvreceipts.workloads.engine_trace import MAGIC_PREFIX, recording_requests
 from kvreceipts.workloads.request import Request
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ class TraceStats:
     """Where the first of them is, as ``path:line: …``."""
     bytes_read: int = 0
     """How much of the file has been read (for a progress bar)."""
+    caveats: list[str] = field(default_factory=list)
+    """What the trace cannot know, for the summary (a watch recording's limits)."""
 
 
 BOM = b"\xef\xbb\xbf"
@@ -60,6 +64,8 @@ def detect_format(path: str) -> str:
     """
     with _open(path) as handle:
         head = handle.peek(1 << 16)
+        if head.startswith(MAGIC_PREFIX):
+            return "kvrec"
         first = head.removeprefix(BOM).lstrip()
         if first.startswith(b"{"):
             return "mooncake"
@@ -172,11 +178,15 @@ def read_trace(
     """
     if fmt == "auto":
         fmt = detect_format(path)
-    if fmt not in ("mooncake", "azure"):
-        raise UsageError(f"unknown trace format {fmt!r} (choose from: auto, mooncake, azure)")
+    if fmt not in ("mooncake", "azure", "kvrec"):
+        raise UsageError(
+            f"unknown trace format {fmt!r} (choose from: auto, mooncake, azure, kvrec)"
+        )
     if stats is None:
         stats = TraceStats(path, fmt)
     stats.format = fmt
+    if fmt == "kvrec":  # a watch recording: the engine's own block references
+        return recording_requests(path, stats)
     return _rows(path, fmt, skip_bad_lines, stats, strict_time)
 
 
