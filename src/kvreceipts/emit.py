@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from kvreceipts.stats import KVCacheStatistics, ServiceMeter
 
 __all__ = ["ReceiptEmitter"]
+
+_R = TypeVar("_R", bound=Receipt)
 
 log = logging.getLogger(KV_RECEIPTS_TARGET)
 
@@ -356,47 +358,30 @@ class ReceiptEmitter:
             log.warning("receipt sink raised on seq=%s", seq, exc_info=True)
         return seq
 
-    def batch(self, *, now_ms: float, **fields: Any) -> KvEvictionBatchReceipt:
-        """Emit one eviction-round receipt (fields as :class:`KvEvictionBatchReceipt`)."""
-        receipt = KvEvictionBatchReceipt(
-            run_id=self.run_id,
-            seq=self._take_seq(),
-            timestamp=self.clock.timestamp(now_ms),
-            sim_time_ms=round(now_ms, 3),
-            **fields,
-        )
+    def _record(
+        self, cls: type[_R], deliver: Callable[[Any], None] | None, now_ms: float, fields: Any
+    ) -> _R:
+        """Number, build, seal and deliver one record of kind ``cls`` made at ``now_ms``."""
+        receipt = cls(**{
+            "run_id": self.run_id, "seq": self._take_seq(),
+            "timestamp": self.clock.timestamp(now_ms), "sim_time_ms": round(now_ms, 3), **fields,
+        })  # fmt: skip
         self._count(receipt.kind)
         self._seal(receipt, receipt.to_dict())
-        self._send(self._on_batch, receipt)
+        self._send(deliver, receipt)
         return receipt
+
+    def batch(self, *, now_ms: float, **fields: Any) -> KvEvictionBatchReceipt:
+        """Emit one eviction-round receipt (fields as :class:`KvEvictionBatchReceipt`)."""
+        return self._record(KvEvictionBatchReceipt, self._on_batch, now_ms, fields)
 
     def snapshot(self, *, now_ms: float, **fields: Any) -> KvPoolSnapshotReceipt:
         """Emit one pool snapshot (fields as :class:`KvPoolSnapshotReceipt`)."""
-        receipt = KvPoolSnapshotReceipt(
-            run_id=self.run_id,
-            seq=self._take_seq(),
-            timestamp=self.clock.timestamp(now_ms),
-            sim_time_ms=round(now_ms, 3),
-            **fields,
-        )
-        self._count(receipt.kind)
-        self._seal(receipt, receipt.to_dict())
-        self._send(self._on_snapshot, receipt)
-        return receipt
+        return self._record(KvPoolSnapshotReceipt, self._on_snapshot, now_ms, fields)
 
     def demotion(self, *, now_ms: float, **fields: Any) -> int:
         """Emit one demotion receipt (fields as :class:`KvDemotionReceipt`); returns its seq."""
-        receipt = KvDemotionReceipt(
-            run_id=self.run_id,
-            seq=self._take_seq(),
-            timestamp=self.clock.timestamp(now_ms),
-            sim_time_ms=round(now_ms, 3),
-            **fields,
-        )
-        self._count(receipt.kind)
-        self._seal(receipt, receipt.to_dict())
-        self._send(self._on_demotion, receipt)
-        return receipt.seq
+        return self._record(KvDemotionReceipt, self._on_demotion, now_ms, fields).seq
 
     def close(self) -> None:
         """Close the sink (flushes files, drains HTTP buffers)."""

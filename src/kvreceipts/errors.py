@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from io import BufferedReader
 
-__all__ = ["InputError", "KvReceiptsError", "UsageError", "open_file"]
+__all__ = ["InputError", "KvReceiptsError", "UsageError", "open_file", "read_small"]
 
 
 class KvReceiptsError(Exception):
@@ -52,3 +52,22 @@ def open_file(path: str, what: str) -> BufferedReader:
         raise InputError(f"cannot read the {what}: {exc.strerror}", path=path) from None
     except ValueError:  # a NUL character
         raise InputError(f"not a file name, so not a {what}", path=path) from None
+
+
+def read_small(path: str | Path, what: str, limit: int, *, text: bool = False) -> Any:
+    """A small file's bytes (its text, with ``text``), refused past ``limit`` bytes: a key, a
+    note or a bundle, read whole. Failures are one :class:`InputError` naming the file.
+    """
+    with open_file(str(path), what) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise InputError(f"cannot read the {what}: {exc.strerror}", path=str(path)) from None
+    if len(data) > limit:
+        raise InputError(f"larger than {limit >> 10:,} KiB: not a {what}", path=str(path))
+    if not text:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"not UTF-8 text, so not a {what}", path=str(path)) from None

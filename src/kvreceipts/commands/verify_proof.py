@@ -12,7 +12,7 @@ import typer
 
 from kvreceipts.commands.options import ReportFormat, ReportFormatOption
 from kvreceipts.commands.output import Output
-from kvreceipts.errors import InputError, UsageError, open_file
+from kvreceipts.errors import InputError, UsageError, read_small
 
 if TYPE_CHECKING:
     from kvreceipts.proofs.bundle import ConsistencyBundle, ProofBundle, Verified
@@ -42,22 +42,13 @@ class _InvalidError(Exception):
 
 
 def _read(path: Path, what: str) -> bytes:
-    limit = _LIMITS[what]
-    with open_file(str(path), what) as handle:
-        try:
-            data = handle.read(limit + 1)
-        except OSError as exc:
-            raise InputError(f"cannot read the {what}: {exc.strerror}", path=str(path)) from None
-    if len(data) > limit:
-        raise InputError(f"larger than {limit >> 10:,} KiB: not a {what}", path=str(path))
+    data: bytes = read_small(path, what, _LIMITS[what])
     return data
 
 
 def _text(path: Path, what: str) -> str:
-    try:
-        return _read(path, what).decode()
-    except UnicodeDecodeError:
-        raise InputError(f"not UTF-8 text, so not a {what}", path=str(path)) from None
+    text: str = read_small(path, what, _LIMITS[what], text=True)
+    return text
 
 
 def _receipt(record: str, run_id: str, leaf_index: int, where: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kvreceipts.errors import InputError, open_file
+from kvreceipts.errors import InputError, read_small
 from kvreceipts.proofs.errors import FormatError
 
 if TYPE_CHECKING:
@@ -21,17 +21,8 @@ _LIMIT = 64 << 10  # a key string is about 100 bytes
 
 
 def _read(path: str | Path, what: str) -> str:
-    with open_file(str(path), what) as handle:
-        try:
-            data = handle.read(_LIMIT + 1)
-        except OSError as exc:
-            raise InputError(f"cannot read the {what}: {exc.strerror}", path=str(path)) from None
-    if len(data) > _LIMIT:
-        raise InputError(f"larger than {_LIMIT >> 10} KiB: not a {what}", path=str(path))
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise InputError(f"not UTF-8 text, so not a {what}", path=str(path)) from None
+    text: str = read_small(path, what, _LIMIT, text=True)
+    return text
 
 
 def read_verifier(path: str | Path) -> Verifier:
