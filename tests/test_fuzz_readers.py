@@ -234,6 +234,7 @@ def config_files(draw: st.DrawFn) -> bytes:
     return tomli_w.dumps(document).encode()
 
 
+@pytest.mark.needs("receipts")  # the changed files start as simulated receipts
 def test_receipts_readers_answer_every_changed_file() -> None:
     REAL[:] = [_simulated_lines(), _watch_lines()]  # made before any example: no hidden state
 
@@ -272,6 +273,7 @@ def test_the_inputs_that_broke_a_reader(path: Path) -> None:
     WORKER.run(target, path.read_bytes())
 
 
+@pytest.mark.needs("receipts")
 def test_every_target_is_a_command_that_runs() -> None:
     assert {t.name for t in TARGETS} >= {"stats", "verify", "watch-from", "simulate-trace",
                                          "sweep-trace", "config"}  # fmt: skip

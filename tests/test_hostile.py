@@ -21,6 +21,7 @@ from kvreceipts.errors import InputError
 from kvreceipts.inputs import open_input
 from kvreceipts.workloads.traces import _OVERLONG, MAX_ROW, _bounded_lines, read_trace
 
+needs_receipts = pytest.mark.needs("receipts")  # watch writes receipts
 needs_time = pytest.mark.skipif(not Path("/usr/bin/time").is_file(), reason="no /usr/bin/time")
 runner = CliRunner()
 
@@ -208,6 +209,7 @@ def _watch(path: Path) -> Any:
     return runner.invoke(app, ["watch", "--from", str(path), "-f", "jsonl", "--allow-loss"])
 
 
+@needs_receipts
 @pytest.mark.parametrize(
     ("header", "message"),
     [
@@ -234,6 +236,7 @@ def test_a_mistyped_recording_header_is_one_error_line(
     assert message in _one_error_line(result.stderr)
 
 
+@needs_receipts
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -253,6 +256,7 @@ def test_a_recording_that_declares_too_much_is_refused_before_reading_it(
     assert message in _one_error_line(result.stderr)
 
 
+@needs_receipts
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
@@ -271,6 +275,7 @@ def test_a_mistyped_entry_is_one_error_line(tmp_path: Path, entries: bytes, mess
     assert message in _one_error_line(result.stderr)
 
 
+@needs_receipts
 def test_hostile_topics_and_media_are_skipped_or_lost_not_followed(tmp_path: Path) -> None:
     good = hostile.batch(1000.0, [hostile.stored_event([1, 2])])
     media = hostile.batch(1001.0, [hostile.stored_event([i], f"m{i}") for i in range(20)])
@@ -290,6 +295,7 @@ def test_hostile_topics_and_media_are_skipped_or_lost_not_followed(tmp_path: Pat
     assert {r["topic"] for r in records if r["kind"] == "engine_loss"} == {"e0"}
 
 
+@needs_receipts
 def test_hostile_tiers_are_lost_not_followed(tmp_path: Path) -> None:
     # A tier is (rank, medium, group, locality, ownership): each part comes from the stream.
     groups = hostile.batch(1001.0, [hostile.stored_event([i], group_idx=i) for i in range(300)])
@@ -313,6 +319,7 @@ def test_hostile_tiers_are_lost_not_followed(tmp_path: Path) -> None:
     assert sum(row["stores"] for row in tally["tiers"]) == 256
 
 
+@needs_receipts
 def test_an_engine_restarting_at_every_batch_keeps_its_old_tiers_bounded(tmp_path: Path) -> None:
     from kvreceipts.engine.state import MAX_OLD_TIERS
 
@@ -333,6 +340,7 @@ def test_an_engine_restarting_at_every_batch_keeps_its_old_tiers_bounded(tmp_pat
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
 
 
+@needs_receipts
 def test_unknown_event_names_are_counted_by_name_up_to_a_cap(tmp_path: Path) -> None:
     from kvreceipts.engine.session import watch_recording
     from kvreceipts.engine.state import MAX_UNKNOWN
@@ -394,6 +402,7 @@ def test_group_and_tenant_names_past_the_cap_are_folded() -> None:
     assert by_medium["(other)"] == 2000.0
 
 
+@needs_receipts
 @needs_time
 @pytest.mark.slow  # 150 MB of recording
 @pytest.mark.parametrize("make", [hostile.many_blocks_recording, hostile.many_removals_recording])
