@@ -80,8 +80,8 @@ def test_simulate_and_sweep_read_a_recording(tmp_path: Path) -> None:
             new += 4
     path = tmp_path / "run.kvrec"
     record(path, batches)
-    result = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--block-tokens", "16",
-                                      "--format", "json"])  # fmt: skip
+    # The block size is the engine's own (16 tokens here) unless one is given.
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--format", "json"])
     assert result.exit_code == 0, result.stderr
     final = orjson.loads(result.stdout)["stats"]
     # Large enough a cache: the simulator's hits are the engine's reuse, its misses its stores.
@@ -90,13 +90,33 @@ def test_simulate_and_sweep_read_a_recording(tmp_path: Path) -> None:
     wrong = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--block-tokens", "32"])
     assert wrong.exit_code == 2
     assert "the engine's blocks hold 16 tokens; --block-tokens must be 16" in wrong.stderr
-    sweep = CliRunner().invoke(app, ["sweep", "--trace", str(path), "--block-tokens", "16",
-                                     "--allocator", "paged", "--policy", "lru",
+    # A recording is paged block lookups: sweep picks that allocator and the block size itself,
+    # and says what the recording cannot know.
+    sweep = CliRunner().invoke(app, ["sweep", "--trace", str(path), "--policy", "lru",
                                      "--format", "jsonl"])  # fmt: skip
     assert sweep.exit_code == 0, sweep.stderr
     rows = [orjson.loads(line) for line in sweep.stdout.splitlines()]
     largest = max(rows, key=lambda row: row.get("capacity_blocks") or 0)
     assert (largest["hits"], largest["misses"]) == (reused, new)
+    assert "note (run.kvrec): a watch recording is the engine's block reference" in sweep.stderr
+    assert "--block-tokens 16" in sweep.stderr  # the re-run hint replays it alike
+    document = CliRunner().invoke(app, ["sweep", "--trace", str(path), "--policy", "lru",
+                                        "--format", "json", "--points", "2"])  # fmt: skip
+    trace = orjson.loads(document.stdout)["trace"]
+    assert trace["block_refs"] == reused + new
+    assert any("cannot know pinning" in caveat for caveat in trace["caveats"])
+
+
+def test_an_undecodable_batch_is_skipped_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "run.kvrec"
+    record(path, [[store([1, 2])], [store([3])]])
+    data = path.read_bytes()
+    payload = msgspec.msgpack.encode([101.0, [store([3])], 0])
+    path.write_bytes(data.replace(payload, b"\xc1" + payload[1:]))
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(path), "--format", "jsonl"])
+    assert result.exit_code == 0, result.stderr
+    assert f"warning: skipped {path}: batch seq 1: payload is not msgpack" in result.stderr
+    assert "more bad lines" not in result.stderr
 
 
 def test_a_recording_without_batches_is_one_error(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 MIB = 1024 * 1024
+DEFAULT_BLOCK_TOKENS = 512
 ALLOCATORS = ("auto", "arena", "paged")
 WORKLOADS = ("chat", "agent", "burst", "uniform")
 TRACE_FORMATS = ("auto", "mooncake", "azure", "kvrec")
@@ -92,7 +93,7 @@ class SimulationConfig:
     policy: str = "lru"
     capacity_blocks: int = 0
     """Paged cache size in blocks; 0 derives it from ``kv_cache_size_mb``."""
-    block_tokens: int = 512
+    block_tokens: int = DEFAULT_BLOCK_TOKENS
     model: str = ""
     """A model preset for bytes per token; empty uses the upstream "bitnet" rule."""
     bytes_per_token: int = 0

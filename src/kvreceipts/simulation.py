@@ -148,6 +148,19 @@ def check_block_tokens(trace_format: str | None, allocator: str, block_tokens: i
         )
 
 
+def recording_block_size(path: str, block_tokens: int | None) -> int:
+    """The block size to replay a watch recording with: the engine's own (its first store's
+    ``block_size``) unless ``block_tokens`` is given, which must then match it.
+    """
+    if block_tokens is not None:
+        check_recording_block_tokens(path, block_tokens)
+        return block_tokens
+    from kvreceipts.config import DEFAULT_BLOCK_TOKENS
+    from kvreceipts.workloads.engine_trace import recording_block_tokens
+
+    return recording_block_tokens(path) or DEFAULT_BLOCK_TOKENS
+
+
 def check_recording_block_tokens(path: str, block_tokens: int) -> None:
     """A watch recording's blocks hold the engine's ``block_size`` tokens: the replay must
     size them alike.

@@ -28,7 +28,7 @@ from kvreceipts.commands.options import (
 )
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate_report import progress, report, report_losses
-from kvreceipts.config import LoadedConfig, check_capacity_mb, load_config
+from kvreceipts.config import LoadedConfig, SimulationConfig, check_capacity_mb, load_config
 from kvreceipts.errors import UsageError
 from kvreceipts.policies import POLICIES
 
@@ -147,6 +147,8 @@ def _plan(loaded: LoadedConfig, given: set[str]) -> Plan:
                          "--capacity-blocks, not both")  # fmt: skip
     if sim.tiers and sim.allocator == "arena":
         raise UsageError("--tier needs the paged allocator (blocks move between tiers)")
+    if sim.trace and "block_tokens" not in given | loaded.simulation_keys:
+        sim = _recording_blocks(sim)
     try:
         return plan_simulation(loaded.caching, sim)
     except UsageError as exc:
@@ -155,6 +157,17 @@ def _plan(loaded: LoadedConfig, given: set[str]) -> Plan:
         option = _SIM_OPTIONS[exc.key]
         message = str(exc).replace(f"[simulation] {exc.key} =", option)
         raise UsageError(message.replace(f"[simulation] {exc.key}", option)) from None
+
+
+def _recording_blocks(sim: SimulationConfig) -> SimulationConfig:
+    """A watch recording replays with its engine's block size unless one is given."""
+    from kvreceipts.simulation import recording_block_size
+    from kvreceipts.workloads import detect_format
+
+    fmt = sim.trace_format if sim.trace_format != "auto" else detect_format(sim.trace)
+    if fmt != "kvrec":
+        return sim
+    return dataclasses.replace(sim, block_tokens=recording_block_size(sim.trace, None))
 
 
 def _sinks(
@@ -260,7 +273,8 @@ def simulate(
     ] = None,
     block_tokens: Annotated[
         int | None,
-        typer.Option(help="Tokens per paged block.", min=1, show_default="512"),
+        typer.Option(help="Tokens per paged block.", min=1,
+                     show_default="512; a watch recording: its engine's"),
     ] = None,
     model: Annotated[
         str | None,

@@ -125,7 +125,11 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
     allocator: Annotated[
         Allocator, typer.Option(help="arena, paged, auto: paged for Mooncake traces.")
     ] = Allocator.auto,
-    block_tokens: Annotated[int, typer.Option(help="Tokens per paged block.", min=1)] = 512,
+    block_tokens: Annotated[
+        int | None,
+        typer.Option(help="Tokens per paged block.", min=1,
+                     show_default="512; a watch recording: its engine's"),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -272,6 +276,7 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
         raise UsageError("give --workload or --trace, not both")
     check_sizing(model, bytes_per_token)
     sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
+    block_tokens = sources[0].block_tokens
     chosen_allocator = _allocator(allocator, sources)
     from kvreceipts.simulation import check_block_tokens
 
@@ -310,6 +315,7 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
                              targets=targets, tier_sizes=per_source,
                              sample_max_blocks=sample_max_blocks,
                              shards_adj=shards_adj)  # fmt: skip
+    notes.extend(f"note ({fact.name}): {caveat}" for fact in facts for caveat in fact.caveats)
     for note in notes:
         out.note(note)
     _run(out, chosen, tasks, facts, workers, dask, plot, html_file, started)
@@ -329,11 +335,14 @@ def _sources(
     trace_format: TraceFormat,
     requests: int,
     seed: int,
-    block_tokens: int,
+    block_tokens: int | None,
 ) -> list[Source]:
-    from kvreceipts.sweep.grid import Source
+    """The sources, with one block size for all: the one given, a recording's own, or 512."""
+    from kvreceipts.config import DEFAULT_BLOCK_TOKENS
+    from kvreceipts.sweep.grid import Source, local_path
 
     if not traces:
+        block_tokens = block_tokens or DEFAULT_BLOCK_TOKENS
         name = workload.value if workload is not None else Workload.chat.value
         return [Source(workload=name, requests=requests, seed=seed, block_tokens=block_tokens)]
     sources = []
@@ -345,12 +354,16 @@ def _sources(
             trace = str(Path(given).resolve())
         fmt = trace_format.value
         if fmt == "auto":
-            from kvreceipts.sweep.grid import local_path
             from kvreceipts.workloads import detect_format
 
             fmt = detect_format(local_path(trace))  # a URL is fetched here once
-        sources.append(Source(trace=trace, trace_format=fmt, requests=requests,
-                              block_tokens=block_tokens))  # fmt: skip
+        if fmt == "kvrec":
+            from kvreceipts.simulation import recording_block_size
+
+            block_tokens = recording_block_size(local_path(trace), block_tokens)
+        sources.append(Source(trace=trace, trace_format=fmt, requests=requests))
+    chosen = block_tokens or DEFAULT_BLOCK_TOKENS
+    sources = [dataclasses.replace(s, block_tokens=chosen) for s in sources]
     labels = [s.label for s in sources]
     if len(set(labels)) != len(labels):
         raise UsageError("two --trace files have the same name; rows name traces by file name")
@@ -360,10 +373,10 @@ def _sources(
 def _allocator(allocator: Allocator, sources: list[Source]) -> str:
     if allocator is not Allocator.auto:
         return allocator.value
-    mooncake = [s.trace_format == "mooncake" for s in sources]
-    if all(mooncake):
+    paged = [s.trace_format in ("mooncake", "kvrec") for s in sources]
+    if all(paged):
         return "paged"
-    if any(mooncake):
+    if any(paged):
         raise UsageError("these traces need different allocators; pass --allocator")
     return "arena"
 

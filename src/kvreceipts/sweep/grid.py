@@ -147,6 +147,8 @@ class TraceFacts:
     sized: bool = False
     """Whether the KV sizing was given (``--model``, ``--bytes-per-token``) rather than the
     upstream default: bytes are reported only then."""
+    caveats: tuple[str, ...] = ()
+    """What the trace cannot know (a watch recording: pinning, request boundaries…)."""
 
     @property
     def ceiling(self) -> float:
@@ -181,28 +183,29 @@ def log_capacities(low: float, high: float, points: int, *, integral: bool) -> l
 
 
 @functools.lru_cache(maxsize=4)
-def _load(source: Source) -> tuple[Request, ...]:
-    from kvreceipts.workloads import read_trace, synthetic_workload
+def _load(source: Source) -> tuple[tuple[Request, ...], tuple[str, ...]]:
+    from kvreceipts.workloads import TraceStats, read_trace, synthetic_workload
 
     if not source.trace:
-        return tuple(
-            synthetic_workload(
-                source.workload,
-                requests=source.requests,
-                seed=source.seed,
-                block_tokens=source.block_tokens,
-            )
+        requests = synthetic_workload(
+            source.workload,
+            requests=source.requests,
+            seed=source.seed,
+            block_tokens=source.block_tokens,
         )
+        return tuple(requests), ()
     path = local_path(source.trace)
-    rows = read_trace(path, source.trace_format)
+    stats = TraceStats(path, source.trace_format)
+    rows = read_trace(path, source.trace_format, stats=stats)
     if source.requests:
-        return tuple(r for _, r in zip(range(source.requests), rows, strict=False))
-    return tuple(rows)
+        rows = (r for _, r in zip(range(source.requests), rows, strict=False))
+    found = tuple(rows)
+    return found, tuple(stats.caveats)
 
 
 def load_source(source: Source) -> tuple[Request, ...]:
     """The source's requests, read once per process."""
-    return _load(source)
+    return _load(source)[0]
 
 
 def local_path(trace: str) -> str:
@@ -274,6 +277,7 @@ def source_facts(source: Source, spec: SweepSpec) -> TraceFacts:
         prompt_tokens=prompt,
         ceiling_prefix_tokens=leading,
         sized=bool(spec.model or spec.bytes_per_token),
+        caveats=_load(source)[1],
     )
 
 

@@ -440,6 +440,7 @@ _FACT_NAMES = {
     "mean_entry_bytes": "mean entry",
     "prompt_tokens": "prompt tokens",
     "ceiling_prefix_tokens": "prompt tokens any cache can reuse",
+    "caveats": "what the trace cannot know",
 }
 
 
@@ -451,9 +452,11 @@ def _fact_rows(fact: TraceFacts, allocator: str) -> list[tuple[str, str]]:
     skip = {"sized"} | (arena_only if paged else paged_only)
     out = []
     for name, value in fact.to_dict().items():
-        if name in skip:
+        if name in skip or value == ():
             continue
-        if name == "span_s":
+        if name == "caveats":
+            text = "; ".join(value)
+        elif name == "span_s":
             text = f"{value:,.1f} s ({value / 3600:,.2f} h)"
         elif name.endswith("_bytes") and name != "bytes_per_token":
             text = f"{human_bytes(value)} ({value:,} bytes)"

@@ -99,11 +99,13 @@ def recording_requests(path: str, stats: Any) -> Iterator[Request]:
     """The requests the recording shows (see the module's docstring)."""
     stats.caveats[:] = list(CAVEATS)
     reader = _Requests(stats)
-    for _topic, _seq, payload in _batches(path):
+    for _topic, seq, payload in _batches(path):
         try:
             batch = decode_batch(payload)
-        except WireError:
+        except WireError as exc:
             stats.skipped += 1
+            if len(stats.first_errors) < 5:
+                stats.first_errors.append(f"{path}: batch seq {seq}: {exc}")
             continue
         yield from reader.batch(batch)
     if reader.count and not reader.sessions:
