@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import stat
+from binascii import hexlify
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,17 +131,14 @@ class Sealer:
         template writes it: the line is then its body and the digest, with nothing cut off.
         """
         if self._mac is None:  # inline: this runs once per receipt
-            digest = hashlib.sha256(b"".join((self._prev, body, b"}"))).hexdigest().encode()
+            digest = hexlify(_sha256(b"".join((self._prev, body, b"}"))).digest())
         else:
             digest = self._digest(self._prev, body + b"}")
         self._prev = digest
         self.last_digest = text = digest.decode()
-        # The leaf is the line without its newline, behind RFC 9162's 0x00 prefix: one join
-        # makes both, the line a slice of it.
-        leaf = b"".join((b"\x00", body, b',"digest":"', digest, b'"}\n'))
-        self.last_leaf = last = _sha256(memoryview(leaf)[:-1]).digest()
-        self.tree.append(last)
-        return text, leaf[1:]
+        line = b"".join((body, b',"digest":"', digest, b'"}'))
+        self.last_leaf = self.tree.append_data(line)  # the leaf is the line without "\n"
+        return text, line + b"\n"
 
     def root(self) -> str:
         """The Merkle root of every line sealed so far, in hex."""

@@ -60,6 +60,7 @@ Node = tuple[int, int, bytes]
 
 HASH_SIZE = 32
 _sha256 = hashlib.sha256
+_LEAF_PREFIX = _sha256(b"\x00")
 EMPTY_ROOT = _sha256(b"").digest()
 """The root of the empty tree (RFC 9162 §2.1.1: the hash of an empty string)."""
 
@@ -133,7 +134,9 @@ class Frontier:
         """Add the next leaf, given its data; returns its leaf hash. :meth:`append` with
         :func:`leaf_hash` in one call, for the sealer's hot path.
         """
-        leaf = h = _sha256(b"\x00" + data).digest()
+        hasher = _LEAF_PREFIX.copy()  # cheaper than hashing the prefix anew
+        hasher.update(data)
+        leaf = h = hasher.digest()
         n = self.size
         self.size = n + 1
         hashes = self._hashes
