@@ -124,3 +124,25 @@ def test_a_recording_without_batches_is_one_error(tmp_path: Path) -> None:
     record(path, [])
     with pytest.raises(Exception, match="holds no batch"):
         list(read_trace(str(path), "kvrec"))
+
+
+def test_replaying_another_trace_does_not_import_the_engine_decoder(tmp_path: Path) -> None:
+    """Only a recording needs msgspec and the engine's wire decoder; start-up is budgeted."""
+    import subprocess
+    import sys
+
+    trace = tmp_path / "one.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 600, "output_length": 10, '
+                     '"hash_ids": [1, 2]}\n')  # fmt: skip
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['kvreceipts', 'simulate', '--trace', {str(trace)!r}, '-q', '-f', 'json']\n"
+        "try:\n    runpy.run_module('kvreceipts', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(' '.join(m for m in sys.modules if m in ('msgspec', 'kvreceipts.engine.wire')),"
+        " file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert '"cache_misses": 2' in done.stdout
+    assert done.stderr.split() == []

@@ -273,8 +273,11 @@ def simulate(
     ] = None,
     block_tokens: Annotated[
         int | None,
-        typer.Option(help="Tokens per paged block.", min=1,
-                     show_default="512; a watch recording: its engine's"),
+        typer.Option(
+            help="Tokens per paged block.",
+            min=1,
+            show_default="512; a watch recording: its engine's",
+        ),
     ] = None,
     model: Annotated[
         str | None,

@@ -127,8 +127,11 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
     ] = Allocator.auto,
     block_tokens: Annotated[
         int | None,
-        typer.Option(help="Tokens per paged block.", min=1,
-                     show_default="512; a watch recording: its engine's"),
+        typer.Option(
+            help="Tokens per paged block.",
+            min=1,
+            show_default="512; a watch recording: its engine's",
+        ),
     ] = None,
     model: Annotated[
         str | None,

@@ -25,9 +25,8 @@ if TYPE_CHECKING:
 
     from kvreceipts.engine.wire import Batch, StoredEvent
 
-__all__ = ["CAVEATS", "MAGIC_PREFIX", "recording_block_tokens", "recording_requests"]
+__all__ = ["CAVEATS", "recording_block_tokens", "recording_requests"]
 
-MAGIC_PREFIX = b"KVRWATCH"
 PRIMARY = frozenset({"GPU", "gpu", None})
 MAX_CHAIN = 1 << 16
 CAVEATS = (

@@ -18,7 +18,6 @@ from kvreceipts.bounded import shorten
 from kvreceipts.errors import InputError, UsageError
 from kvreceipts.inputs import InputStream, open_input
 from kvreceipts.numbers import MAX_TOKENS, MAX_TRACE_MS
-from kvreceipts.workloads.engine_trace import MAGIC_PREFIX, recording_requests
 from kvreceipts.workloads.request import Request
 
 if TYPE_CHECKING:
@@ -52,6 +51,9 @@ class TraceStats:
 
 
 BOM = b"\xef\xbb\xbf"
+RECORDING_PREFIX = b"KVRWATCH"
+"""How a watch recording begins (``engine.recording.MAGIC`` before its version byte): known
+without importing the engine's decoder, which only a recording needs."""
 
 
 def _open(path: str) -> InputStream:
@@ -64,7 +66,7 @@ def detect_format(path: str) -> str:
     """
     with _open(path) as handle:
         head = handle.peek(1 << 16)
-        if head.startswith(MAGIC_PREFIX):
+        if head.startswith(RECORDING_PREFIX):
             return "kvrec"
         first = head.removeprefix(BOM).lstrip()
         if first.startswith(b"{"):
@@ -186,6 +188,8 @@ def read_trace(
         stats = TraceStats(path, fmt)
     stats.format = fmt
     if fmt == "kvrec":  # a watch recording: the engine's own block references
+        from kvreceipts.workloads.engine_trace import recording_requests  # msgspec: on demand
+
         return recording_requests(path, stats)
     return _rows(path, fmt, skip_bad_lines, stats, strict_time)
 
