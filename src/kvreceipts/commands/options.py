@@ -107,6 +107,12 @@ ReportFormatOption = Annotated[
     ReportFormat,
     typer.Option("--format", "-f", help="table for people, json for machines."),
 ]
+BlockTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Tokens per paged block.", min=1, show_default="512; a watch recording: its engine's"
+    ),
+]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")
 ]

@@ -14,6 +14,7 @@ import typer
 from kvreceipts import features
 from kvreceipts.commands.options import (
     AppendOption,
+    BlockTokensOption,
     CheckpointEveryOption,
     CheckpointOutOption,
     ConfigOption,
@@ -271,14 +272,7 @@ def simulate(
             show_default=False,
         ),
     ] = None,
-    block_tokens: Annotated[
-        int | None,
-        typer.Option(
-            help="Tokens per paged block.",
-            min=1,
-            show_default="512; a watch recording: its engine's",
-        ),
-    ] = None,
+    block_tokens: BlockTokensOption = None,
     model: Annotated[
         str | None,
         typer.Option(

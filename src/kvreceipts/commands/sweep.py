@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kvreceipts.commands.options import PinOption, QuietOption
+from kvreceipts.commands.options import BlockTokensOption, PinOption, QuietOption
 from kvreceipts.commands.output import Output
 from kvreceipts.commands.simulate import Allocator, TraceFormat, Workload
 from kvreceipts.commands.sweep_options import (
@@ -125,14 +125,7 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
     allocator: Annotated[
         Allocator, typer.Option(help="arena, paged, auto: paged for Mooncake traces.")
     ] = Allocator.auto,
-    block_tokens: Annotated[
-        int | None,
-        typer.Option(
-            help="Tokens per paged block.",
-            min=1,
-            show_default="512; a watch recording: its engine's",
-        ),
-    ] = None,
+    block_tokens: BlockTokensOption = None,
     model: Annotated[
         str | None,
         typer.Option(
