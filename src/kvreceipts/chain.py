@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kvreceipts.errors import InputError
+from kvreceipts.ids import ZERO_DIGEST
 from kvreceipts.proofs.merkle import Frontier
-from kvreceipts.schema import ZERO_DIGEST
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 
 import orjson
 
-from kvreceipts.schema import SCHEMA_ID, ZERO_DIGEST
+from kvreceipts.ids import SCHEMA_ID, ZERO_DIGEST
 from kvreceipts.stats import KVCacheStatistics, PerformanceReport
 
 __all__ = [

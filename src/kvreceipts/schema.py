@@ -12,6 +12,7 @@ from typing import Any
 from kvreceipts.engine.kinds import ENGINE_KINDS
 from kvreceipts.fields import Field
 from kvreceipts.fields import field as _f
+from kvreceipts.ids import SCHEMA_ID, SCHEMA_ID_V1, ZERO_DIGEST
 
 __all__ = [
     "ALGORITHMS",
@@ -26,12 +27,6 @@ __all__ = [
     "register_kind",
 ]
 
-SCHEMA_ID = "kvreceipts.eviction/2"
-SCHEMA_ID_V1 = "kvreceipts.eviction/1"
-"""The first format (no run framing, ``prev_digest`` in every line): ``verify`` refuses it,
-``stats`` still summarizes it."""
-ZERO_DIGEST = "0" * 64
-"""The chain value before a run's first record."""
 ALGORITHMS = ("sha256", "hmac-sha256")
 LAYOUTS = ("lean", "upstream")
 """Eviction receipt layouts: ``lean`` (the default) and upstream's full payload."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kvreceipts.schema import ZERO_DIGEST
+from kvreceipts.ids import ZERO_DIGEST
 from kvreceipts.verify.tree import RunTree
 
 if TYPE_CHECKING:
