@@ -10,6 +10,7 @@ import statistics
 import time
 from typing import Any
 
+import bench_baselines as baselines
 from bench_common import CONVERSATION, SHORT_PAIR_TURNS, Row, load_requests, paged_replay, paired
 
 
@@ -30,6 +31,7 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
     from kvreceipts.sweep import methods
     from kvreceipts.sweep.executors import run_tasks
     from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks
+    from kvreceipts.sweep.profile import lru_profile
 
     requests = load_requests(CONVERSATION)
     blocks = [h for r in requests for h in r.block_hashes]
@@ -38,14 +40,14 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
     replay = functools.partial(paged_replay, requests, capacity)
 
     def exact(capacities: list[int]) -> list[Any]:
-        flat = [h for r in requests for h in r.block_hashes]
-        return methods.lru_counts(methods.stack_distances(flat), capacities, len(flat))
+        profile = lru_profile(requests, 512)
+        return [profile.counts(c) for c in capacities]
 
     hundred = _log_capacities(unique, 100)
     curve = paired(lambda: exact(hundred), replay, reps)
     assert exact([capacity])[0].hits == paged_replay(requests, capacity).hits, "exact != replay"
     note = f"{len(hundred)} capacities, {len(blocks):,} block refs"
-    rows.append(Row("sweep exact LRU curve (Fenwick stack distances)", curve.a * 1000, "ms",
+    rows.append(Row("sweep exact LRU curve (stack distances, prefix tokens)", curve.a * 1000, "ms",
                     note=note))  # fmt: skip
     rows.append(Row("ratio: exact curve / one replay", curve.ratio, "x", "<= 10",
                     curve.ratio <= 10))  # fmt: skip
@@ -71,7 +73,7 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
                                for a, b in zip(truth, estimate, strict=True)))  # fmt: skip
 
     variants = [
-        ("uniform SHARDS-adj (before issue 24)", methods.shards_distances(blocks, 0.01)),
+        ("uniform SHARDS-adj (before issue 24)", baselines.shards_distances(blocks, 0.01)),
         ("SHARDS-adj, heavy blocks exact, short reuses bounded",
          shards_module.shards(blocks, 0.01, adjust=True)),
         ("kvreceipts: heavy exact, short reuses bounded, / sample weight",
@@ -124,7 +126,7 @@ def bench_answers(reps: int, rows: list[Row], *, search: bool = True) -> None:
 
     def today() -> list[Any]:
         flat = [h for r in requests for h in r.block_hashes]
-        return methods.lru_counts(methods.stack_distances(flat), hundred, len(flat))
+        return methods.lru_counts(baselines.stack_distances(flat), hundred, len(flat))
 
     def answers() -> list[Any]:
         profile = lru_profile(requests, 512)

@@ -24,6 +24,7 @@ from kvreceipts.paged import PagedKVCacheManager
 from kvreceipts.sweep import methods
 from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks, run_task
 from kvreceipts.sweep.methods import Counts
+from kvreceipts.sweep.profile import lru_profile
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ def test_exact_equals_lru_replays_at_every_capacity(groups: list[list[int]]) -> 
     blocks = [b for g in groups for b in g]
     requests = as_requests(groups)
     capacities = list(range(1, len(set(blocks)) + 2))
-    counts = methods.lru_counts(methods.stack_distances(blocks), capacities, len(blocks))
-    for capacity, c in zip(capacities, counts, strict=True):
+    profile = lru_profile(requests, 512)
+    for capacity in capacities:
+        c = profile.counts(capacity)
         assert c.hits == ordered_dict_lru(blocks, capacity)
         assert c.hits == replay_hits(requests, capacity, pin=False)
         assert c.hits + c.misses == len(blocks)
@@ -165,7 +167,8 @@ def test_fixed_size_shards_keeps_at_most_s_blocks_and_stays_close() -> None:
               for _ in range(60_000)]  # fmt: skip
     unique = len(set(blocks))
     capacities = [int(c) for c in log_points(unique, 12)]
-    exact = methods.lru_counts(methods.stack_distances(blocks), capacities, len(blocks))
+    profile = lru_profile(as_requests([[b] for b in blocks]), 512)
+    exact = [profile.counts(c) for c in capacities]
     errors = []
     for size in (2000, 8000):
         estimate = methods.lru_counts(shards.shards(blocks, 1.0, max_blocks=size), capacities,

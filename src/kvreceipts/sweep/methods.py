@@ -1,18 +1,12 @@
-"""How a grid point's hits are found: a full replay, exact LRU stack distances, or SHARDS.
+"""How a grid point's hits are counted: a full replay, or SHARDS' LRU curve.
 
-``exact`` is Mattson et al. (1970): LRU is a stack algorithm, so one pass that computes every
-reference's reuse (stack) distance gives the hit count at every capacity at once. The distance
-of a reference is the number of distinct blocks touched since the block's previous use, itself
-included; it hits in an LRU cache of ``C`` blocks exactly when that number is at most ``C``.
-A Fenwick tree over access times, holding a 1 at each block's latest access, counts them in
-O(log n).
-
-``shards`` is Waldspurger et al. (FAST 2015): only blocks whose hash falls under a threshold
-(``hash mod P < R·P``) are kept, so a kept block keeps all its references; distances measured
-on the sample are scaled by ``1/R``. The adjusted variant (SHARDS-adj) moves the difference
-between the expected and the actual sample size into the smallest distance. For policies
-that are not stack algorithms the sample is replayed as a miniature cache of ``C·R`` blocks
-(Waldspurger et al., ATC 2017).
+The exact LRU curve is :mod:`kvreceipts.sweep.profile` (Mattson et al., 1970: one pass of
+stack distances). ``shards`` is Waldspurger et al. (FAST 2015): only blocks whose hash falls
+under a threshold (``hash mod P < R·P``) are kept, so a kept block keeps all its references;
+:mod:`kvreceipts.sweep.shards` measures the sample's distances, and :func:`lru_counts` turns
+any histogram of distances into hits at each capacity. For policies that are not stack
+algorithms the sample is replayed as a miniature cache of ``C·R`` blocks (Waldspurger et al.,
+ATC 2017): :func:`sampled` and :func:`sample_requests` cut it.
 """
 
 from __future__ import annotations
@@ -29,13 +23,10 @@ __all__ = [
     "HASH_MODULUS",
     "Counts",
     "StackDistances",
-    "adjusted_distances",
     "block_hash",
     "lru_counts",
     "sample_requests",
     "sampled",
-    "shards_distances",
-    "stack_distances",
 ]
 
 HASH_MODULUS = 1 << 24
@@ -92,45 +83,6 @@ class StackDistances:
                 total += histogram[upto]
             hits[index] = total
         return hits
-
-
-def stack_distances(blocks: Iterable[int], *, scale: float = 1.0) -> StackDistances:
-    """Every reference's LRU stack distance, as a histogram (one pass, Fenwick tree).
-
-    With ``scale`` the distances are multiplied by it and rounded (SHARDS' 1/R).
-    """
-    sequence = blocks if isinstance(blocks, list) else list(blocks)
-    n = len(sequence)
-    tree = [0] * (n + 1)  # Fenwick tree over access times 1..n
-    last: dict[int, int] = {}
-    histogram: list[float] = [0.0] * (int(n * scale) + 2)
-    cold = 0
-    distinct = 0  # 1s in the tree: blocks seen so far
-    for time, block in enumerate(sequence, start=1):
-        previous = last.get(block)
-        if previous is None:
-            cold += 1
-            distinct += 1
-        else:
-            # Distinct blocks touched at times after `previous`: all 1s minus those at or before.
-            i, before = previous, 0
-            while i:
-                before += tree[i]
-                i &= i - 1
-            distance = distinct - before + 1
-            if scale != 1.0:
-                distance = round(distance * scale)
-            histogram[distance] += 1
-            i = previous  # the block's old access time no longer holds its latest access
-            while i <= n:
-                tree[i] -= 1
-                i += i & -i
-        i = time
-        while i <= n:
-            tree[i] += 1
-            i += i & -i
-        last[block] = time
-    return StackDistances(histogram, float(cold), n, scale)
 
 
 def lru_counts(distances: StackDistances, capacities: Sequence[int], total: int) -> list[Counts]:
@@ -191,24 +143,6 @@ def _numpy_hashes(blocks: list[int]) -> list[int] | None:
         z = (z ^ (z >> np.uint64(31))) & np.uint64(HASH_MODULUS - 1)
     hashes: list[int] = z.tolist()
     return hashes
-
-
-def shards_distances(blocks: Sequence[int], rate: float) -> StackDistances:
-    """SHARDS-adj stack distances of the spatial sample of ``blocks`` at ``rate``."""
-    keep = sampled(blocks, rate)
-    sample = [b for b in blocks if b in keep]
-    return adjusted_distances(sample, rate, len(blocks))
-
-
-def adjusted_distances(sample: list[int], rate: float, references: int) -> StackDistances:
-    """SHARDS-adj: the stack distances of a sample drawn at ``rate`` from ``references``."""
-    measured = stack_distances(sample, scale=1.0 / rate)
-    # SHARDS-adj: the sample holds more or fewer references than rate·N by chance; counting
-    # the difference as reuses at the smallest distance removes most of that bias.
-    histogram = list(measured.histogram)
-    expected = rate * references
-    histogram[1] += expected - len(sample)
-    return StackDistances(histogram, measured.cold, len(sample), measured.scale, expected or 1.0)
 
 
 def sample_requests(requests: Sequence[Request], keep: set[int]) -> list[Request]:

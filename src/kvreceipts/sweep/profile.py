@@ -1,7 +1,7 @@
 """Exact unpinned LRU, everything from one pass: block hits, prefix tokens, tiers and targets.
 
 One pass over the requests computes every block lookup's LRU stack distance (Mattson et al.,
-1970; a Fenwick tree over access times, as :func:`kvreceipts.sweep.methods.stack_distances`)
+1970; a Fenwick tree over access times)
 and, per request, the running maximum of its blocks' distances. An LRU cache of ``C`` blocks
 hits a lookup exactly when its distance is at most ``C``, so:
 
