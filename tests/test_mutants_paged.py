@@ -254,6 +254,6 @@ def test_a_request_without_hashes_takes_fresh_blocks_of_its_own() -> None:
         manager.serve(Request(f"a{i}", "s", float(i), tokens, 1, tokens + 1, None))
     assert manager.hits == 0
     assert manager.misses == 6
-    (first, second) = [r for r in sink.drain() if r.kind == "eviction"]
+    (first, second) = [r for r in sink.drain() if isinstance(r, KvEvictionReport)]
     assert (first.block_hash, second.block_hash) == (-1, -2)  # the oldest fresh blocks
     assert sorted(manager.cached_blocks()) == [-6, -5, -4, -3]
