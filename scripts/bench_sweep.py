@@ -30,8 +30,9 @@ def bench_sweep(reps: int, rows: list[Row], *, grid_reps: int) -> None:
     """Items 7-9: sweep's exact LRU curve and SHARDS against one replay; workers 2 vs 1."""
     from kvreceipts.sweep import methods
     from kvreceipts.sweep.executors import run_tasks
-    from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks
+    from kvreceipts.sweep.grid import SweepSpec, build_tasks
     from kvreceipts.sweep.profile import lru_profile
+    from kvreceipts.sweep.sources import Source
 
     requests = load_requests(CONVERSATION)
     blocks = [h for r in requests for h in r.block_hashes]
@@ -114,8 +115,9 @@ def bench_answers(reps: int, rows: list[Row], *, search: bool = True) -> None:
     non-LRU target takes.
     """
     from kvreceipts.sweep import methods
-    from kvreceipts.sweep.grid import Source, SweepSpec, Task, run_task
+    from kvreceipts.sweep.grid import SweepSpec, Task, run_task
     from kvreceipts.sweep.profile import lru_profile
+    from kvreceipts.sweep.sources import Source
     from kvreceipts.sweep.targets import Answer
 
     requests = load_requests(CONVERSATION)

@@ -118,6 +118,17 @@ def one_line_gzip_trace(path: Path, size: int = 100 * MB) -> Path:
     return path
 
 
+def many_requests_trace(path: Path, count: int = 400_000) -> Path:
+    """A valid Mooncake trace of ``count`` one-block requests, each block new: all a sweep
+    must hold, and the most requests for the bytes.
+    """
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(count):
+            out.write(f'{{"timestamp": {i}, "input_length": 1, "output_length": 1, '
+                      f'"hash_ids": [{i}]}}\n')  # fmt: skip
+    return path
+
+
 def one_line_trace(
     path: Path, size: int = 100 * MB, compression: str = "gzip", *, noise: bool = False
 ) -> Path:
@@ -301,6 +312,13 @@ def main() -> None:
                                                 "--format", "json"]))  # fmt: skip
     cases.append(("100 MB one-line .gz trace", ["sweep", "--trace", str(trace), "-q",
                                                 "--format", "json"]))  # fmt: skip
+    many = many_requests_trace(folder / "many.jsonl")
+    cases.append(
+        (
+            "400,000 one-block requests",
+            ["sweep", "--trace", str(many), "-q", "--format", "json", "--workers", "1"],
+        )
+    )
     for name, command in cases:
         run = peak_rss(*command)
         last = run.stderr.strip().splitlines()[-1:] or [""]

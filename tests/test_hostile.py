@@ -6,6 +6,7 @@ The files come from tests/hostile.py; RSS is measured in a fresh process by /usr
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,18 @@ def test_a_100_mb_one_line_gzip_trace_is_refused_in_bounded_memory(
     line = _one_error_line(run.stderr)
     assert line.endswith(":1: the row is longer than 1,048,576 bytes (the longest a trace row "
                          "can be: 10 million tokens' hash ids)")  # fmt: skip
+    assert run.rss_mb < hostile.RSS_BOUND_MB
+
+
+@needs_time
+def test_a_trace_of_many_requests_stops_a_sweep_at_its_memory_bound(tmp_path: Path) -> None:
+    trace = hostile.many_requests_trace(tmp_path / "many.jsonl")
+    run = hostile.peak_rss("sweep", "-q", "--format", "json", "--workers", "1", "--trace",
+                           str(trace))  # fmt: skip
+    assert run.code == 2
+    line = _one_error_line(run.stderr)
+    assert re.search(r"many\.jsonl:\d+: the trace does not fit in --max-memory 150MB: a sweep "
+                     r"holds every request", line), line  # fmt: skip
     assert run.rss_mb < hostile.RSS_BOUND_MB
 
 

@@ -22,9 +22,10 @@ from kvreceipts.cli import app
 from kvreceipts.clock import SimClock
 from kvreceipts.paged import PagedKVCacheManager
 from kvreceipts.sweep import methods
-from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks, run_task
+from kvreceipts.sweep.grid import SweepSpec, build_tasks, run_task
 from kvreceipts.sweep.methods import Counts
 from kvreceipts.sweep.profile import lru_profile
+from kvreceipts.sweep.sources import Source
 from kvreceipts.workloads import Request
 
 if TYPE_CHECKING:
@@ -579,3 +580,21 @@ def test_shards_reads_the_same_sample_with_or_without_numpy() -> None:
         b = shards.shards(blocks, rate, prepared=plain)
         assert a == b
         assert a.references > 0.1 * len(blocks)  # block 0, heavy, is kept whole
+
+
+def test_max_memory_bounds_the_trace_a_sweep_holds(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(f'{{"timestamp": {i}, "input_length": 1, "output_length": 1, '
+                             f'"hash_ids": [{i}]}}\n' for i in range(2000)))  # fmt: skip
+    base = ("sweep", "--trace", str(trace), "--policy", "lru", "--points", "2", "--workers", "1",
+            "--format", "json")  # fmt: skip
+    # 1 MB above what the process takes first: 1,250 one-block requests of 800 B fit, not 1,251.
+    refused = run(*base, "--max-memory", "31MB")
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(f"error: {trace}:1251: the trace does not fit in "
+                                     "--max-memory 31MB: a sweep holds every request")  # fmt: skip
+    assert refused.stdout == ""
+    assert run(*base, "--max-memory", "32MB").exit_code == 0
+    small = run(*base, "--max-memory", "30MB")
+    assert small.exit_code == 2
+    assert "--max-memory: 30MB leaves nothing for the trace" in small.stderr

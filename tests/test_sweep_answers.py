@@ -18,8 +18,9 @@ from typer.testing import CliRunner, Result
 
 from kvreceipts.cli import app
 from kvreceipts.errors import UsageError
-from kvreceipts.sweep.grid import Source, SweepSpec, Task, run_task
+from kvreceipts.sweep.grid import SweepSpec, Task, run_task
 from kvreceipts.sweep.profile import lru_profile, needed
+from kvreceipts.sweep.sources import Source
 from kvreceipts.sweep.targets import Answer, search
 from kvreceipts.units import parse_rate, parse_size
 from kvreceipts.workloads import Request

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from kvreceipts.sweep.grid import Source, SweepSpec, build_tasks, load_source, run_task
+from kvreceipts.sweep.grid import SweepSpec, build_tasks, run_task
 from kvreceipts.sweep.methods import Counts
+from kvreceipts.sweep.sources import Source, load_source
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -239,7 +239,8 @@ def simulate(
     allocator: Annotated[
         Allocator | None,
         typer.Option(
-            help="arena (sessions), paged (prefix blocks), auto: paged for Mooncake traces.",
+            help="arena (sessions), paged (prefix blocks), auto: paged for Mooncake traces "
+            "and watch recordings.",
             show_default=False,
         ),
     ] = None,

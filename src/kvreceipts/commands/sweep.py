@@ -35,7 +35,8 @@ from kvreceipts.numbers import check_number
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from kvreceipts.sweep.grid import Source, SweepSpec, Task, TraceFacts
+    from kvreceipts.sweep.grid import SweepSpec, Task, TraceFacts
+    from kvreceipts.sweep.sources import Source
 
 __all__ = ["sweep"]
 
@@ -90,6 +91,14 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
         int, typer.Option(help="Requests to use (0: the whole trace, or 2000 synthetic).", min=0)
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic workload.")] = 0,
+    max_memory: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="The most memory a sweep may take for a trace it holds (e.g. 2GB): reading "
+            "stops with an error, naming the line, once the requests would pass it.",
+        ),
+    ] = "150MB",
     policy: Annotated[
         str | None,
         typer.Option(
@@ -123,7 +132,8 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
         ),
     ] = None,
     allocator: Annotated[
-        Allocator, typer.Option(help="arena, paged, auto: paged for Mooncake traces.")
+        Allocator,
+        typer.Option(help="arena, paged, auto: paged for Mooncake traces and watch recordings."),
     ] = Allocator.auto,
     block_tokens: BlockTokensOption = None,
     model: Annotated[
@@ -271,7 +281,15 @@ def sweep(  # noqa: PLR0912, PLR0915 - one check per option, each one line of er
     if trace and workload is not None:
         raise UsageError("give --workload or --trace, not both")
     check_sizing(model, bytes_per_token)
-    sources = _sources(trace, workload, trace_format, requests, seed, block_tokens)
+    from kvreceipts.sweep.sources import BASE_BYTES
+    from kvreceipts.units import parse_size
+
+    memory = parse_size(max_memory, "--max-memory")
+    if memory <= BASE_BYTES:
+        before = BASE_BYTES // 1_000_000
+        raise UsageError(f"--max-memory: {max_memory} leaves nothing for the trace: a "
+                         f"sweep takes about {before}MB before it reads one")  # fmt: skip
+    sources = _sources(trace, workload, trace_format, requests, seed, block_tokens, memory)
     block_tokens = sources[0].block_tokens
     chosen_allocator = _allocator(allocator, sources)
     from kvreceipts.simulation import check_block_tokens
@@ -332,10 +350,11 @@ def _sources(
     requests: int,
     seed: int,
     block_tokens: int | None,
+    max_memory: int,
 ) -> list[Source]:
     """The sources, with one block size for all: the one given, a recording's own, or 512."""
     from kvreceipts.config import DEFAULT_BLOCK_TOKENS
-    from kvreceipts.sweep.grid import Source, local_path
+    from kvreceipts.sweep.sources import Source, local_path
 
     if not traces:
         block_tokens = block_tokens or DEFAULT_BLOCK_TOKENS
@@ -357,7 +376,8 @@ def _sources(
             from kvreceipts.simulation import recording_block_size
 
             block_tokens = recording_block_size(local_path(trace), block_tokens)
-        sources.append(Source(trace=trace, trace_format=fmt, requests=requests))
+        sources.append(Source(trace=trace, trace_format=fmt, requests=requests,
+                              max_memory=max_memory))  # fmt: skip
     chosen = block_tokens or DEFAULT_BLOCK_TOKENS
     sources = [dataclasses.replace(s, block_tokens=chosen) for s in sources]
     labels = [s.label for s in sources]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kvreceipts.errors import UsageError
 from kvreceipts.policies import POLICIES
+from kvreceipts.sweep.sources import Source, load_source, trace_caveats
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,13 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROW_KEYS",
-    "Source",
     "SweepSpec",
     "Task",
     "TraceFacts",
     "build_tasks",
-    "load_source",
-    "local_path",
     "log_capacities",
     "run_task",
     "source_facts",
@@ -46,25 +43,6 @@ ROW_KEYS = (
 )  # fmt: skip
 """The keys of a row, in order; a paged sweep leaves out ``capacity_mb`` (and
 ``capacity_bytes`` without a KV sizing), an arena one ``capacity_blocks`` and the tokens."""
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where requests come from: a trace (path or fsspec URL) or a synthetic workload."""
-
-    trace: str = ""
-    trace_format: str = "auto"
-    workload: str = ""
-    requests: int = 0
-    seed: int = 0
-    block_tokens: int = 512
-
-    @property
-    def label(self) -> str:
-        """The name rows carry: the trace's file name, or the workload's name."""
-        if self.trace:
-            return self.trace.rstrip("/").rsplit("/", 1)[-1]
-        return self.workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,59 +160,6 @@ def log_capacities(low: float, high: float, points: int, *, integral: bool) -> l
     return sorted({round(v, 3) for v in values})
 
 
-@functools.lru_cache(maxsize=4)
-def _load(source: Source) -> tuple[tuple[Request, ...], tuple[str, ...]]:
-    from kvreceipts.workloads import TraceStats, read_trace, synthetic_workload
-
-    if not source.trace:
-        requests = synthetic_workload(
-            source.workload,
-            requests=source.requests,
-            seed=source.seed,
-            block_tokens=source.block_tokens,
-        )
-        return tuple(requests), ()
-    path = local_path(source.trace)
-    stats = TraceStats(path, source.trace_format)
-    rows = read_trace(path, source.trace_format, stats=stats)
-    if source.requests:
-        rows = (r for _, r in zip(range(source.requests), rows, strict=False))
-    found = tuple(rows)
-    return found, tuple(stats.caveats)
-
-
-def load_source(source: Source) -> tuple[Request, ...]:
-    """The source's requests, read once per process."""
-    return _load(source)[0]
-
-
-def local_path(trace: str) -> str:
-    """A path to read ``trace`` from: itself, or for a URL (``s3://``, ``http://``…) a local
-    copy fetched once with fsspec (the Dask extra).
-    """
-    if "://" not in trace or trace.startswith("file://"):
-        return trace.removeprefix("file://")
-    return _fetched(trace)
-
-
-@functools.lru_cache(maxsize=4)
-def _fetched(url: str) -> str:
-    import atexit
-    import tempfile
-    from pathlib import Path
-
-    try:
-        import fsspec
-    except ImportError:
-        raise UsageError(f"reading {url} needs fsspec: pip install 'kvreceipts[dask]'") from None
-    handle, local = tempfile.mkstemp(prefix="kvreceipts-trace-", suffix=".jsonl")
-    atexit.register(Path(local).unlink, missing_ok=True)  # the copy lives as long as the process
-    with os.fdopen(handle, "wb") as out, fsspec.open(url, "rb") as remote:
-        while chunk := remote.read(1 << 20):
-            out.write(chunk)
-    return local
-
-
 def source_facts(source: Source, spec: SweepSpec) -> TraceFacts:
     """Counts of the source that fix the capacity range and describe the rows."""
     from kvreceipts.sizing import resolve_sizing
@@ -277,7 +202,7 @@ def source_facts(source: Source, spec: SweepSpec) -> TraceFacts:
         prompt_tokens=prompt,
         ceiling_prefix_tokens=leading,
         sized=bool(spec.model or spec.bytes_per_token),
-        caveats=_load(source)[1],
+        caveats=trace_caveats(source),
     )
 
 
